@@ -1,0 +1,217 @@
+"""One training run of the study, in plain PyTorch: `train(cfg, report)`.
+
+Knows nothing of Ray or MLflow, so it runs the same from the CLI, a test, a
+notebook or a Tune trial. The caller sees each epoch through `report` and may
+save the checkpoint state it is handed; `resume` continues from such a state.
+
+Determinism: every random draw of epoch e (data order, augmentation, dropout)
+comes from generators seeded with (seed, e), so a run resumed at epoch e makes
+the same draws as an uninterrupted one, and paired BN / no-BN trials with the
+same seed see the same batches and the same augmented images.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from bnsweep import data as data_mod
+from bnsweep.config import lr_at
+from bnsweep.model import build_model
+
+# Metric names, defined once; tracking and analysis import these.
+EPOCH_METRICS = (
+    "epoch",  # completed epochs, from 1
+    "train_loss",  # mean cross-entropy over the epoch's (augmented) training batches
+    "train_acc",  # fraction correct on those batches, in training mode
+    "val_loss",
+    "val_acc",
+    "lr",  # learning rate used during this epoch
+    "epoch_time_s",  # wall time of the epoch: training pass + validation, seconds
+    "step_time_ms",  # training-pass wall time per optimizer step, milliseconds
+    "images_per_s",  # training images per second of the training pass
+    "time_total_s",  # wall time summed over all epochs so far (resumes included), seconds
+    "diverged",  # 1.0 once the training loss became NaN or inf, else 0.0
+)
+
+# How often the training loop checks for a non-finite loss. Each check is one
+# host sync; on CUDA a sync per step would cost measurable throughput.
+_DIVERGENCE_CHECK_STEPS = 50
+
+Report = Callable[[dict[str, float], dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but CUDA is not available on this machine")
+    return device
+
+
+def load_data(cfg: Mapping[str, Any]):
+    if cfg["dataset"] == "synthetic":
+        full = data_mod.synthetic_cifar10(seed=0)
+    else:
+        full = data_mod.load_cifar10(cfg["data_dir"], download=cfg["download"])
+    return full, data_mod.select(cfg, full)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Distinct, reproducible stream per (seed, epoch); large odd multiplier so
+    # neighbouring seeds do not share epochs' streams.
+    return (seed * 1_000_003 + epoch) % (2**63 - 1)
+
+
+def train(
+    cfg: Mapping[str, Any],
+    report: Report | None = None,
+    resume: Mapping[str, Any] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train per `cfg` (a validated config); return the last epoch's metrics plus a summary.
+
+    `report(metrics, state)` is called after every epoch; `state` references the
+    live model, so a caller that wants a checkpoint must save it before returning.
+    """
+    device = resolve_device(cfg["device"])
+    on_cuda = device.type == "cuda"
+    full, splits = load_data(cfg)
+    train_x = splits.train_x.to(device)
+    train_y = splits.train_y.to(device)
+    val_x = splits.val_x.to(device)
+    val_y = splits.val_y.to(device)
+
+    torch.manual_seed(cfg["seed"])  # initial weights: the same for both arms of a pair
+    model = build_model(cfg).to(device)
+    memory_format = torch.channels_last if (on_cuda and cfg["channels_last"]) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and cfg["amp"])
+
+    start_epoch, time_total_s, history = 0, 0.0, []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch = resume["epoch"]
+        time_total_s = resume["time_total_s"]
+        history = list(resume["history"])
+
+    if on_start is not None:
+        on_start({
+            "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+            "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "n_train_images": len(train_y),
+            "n_val_images": len(val_y),
+            **full.identity,
+        })
+
+    n_train = len(train_y)
+    steps = math.ceil(n_train / cfg["batch_size"])
+    diverged = any(h["diverged"] for h in history)
+    for epoch in range(start_epoch, cfg["epochs"]):
+        if diverged:
+            break
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg["seed"], epoch))
+        torch.manual_seed(_epoch_seed(cfg["seed"], epoch))  # dropout masks
+
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n_train, device=device, generator=gen)
+        for step in range(steps):
+            idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            xb = train_x[idx].float().div_(255)  # the notebook's only normalisation
+            if cfg["augment"]:
+                xb = data_mod.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])
+            xb = xb.contiguous(memory_format=memory_format)
+            yb = train_y[idx]
+            with autocast:
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
+            if (step + 1) % _DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
+                diverged = True
+                break
+        train_loss = (loss_sum / n_train).item()  # one host sync per epoch
+        diverged = diverged or not math.isfinite(train_loss)
+        steps_done = step + 1
+        train_s = time.perf_counter() - t0
+
+        val_loss, val_acc = evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, memory_format)
+        epoch_s = time.perf_counter() - t0
+        time_total_s += epoch_s
+        images = min(steps_done * cfg["batch_size"], n_train)
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "train_acc": correct.item() / images,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_time_s": epoch_s,
+            "step_time_ms": 1000 * train_s / steps_done,
+            "images_per_s": images / train_s,
+            "time_total_s": time_total_s,
+            "diverged": float(diverged),
+        }
+        history.append(metrics)
+        if report is not None:
+            report(metrics, {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "time_total_s": time_total_s,
+                "history": history,
+            })
+    return summarize(history)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size, autocast, memory_format) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(y), batch_size):
+        xb = x[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
+        with autocast:
+            logits = model(xb).float()
+        loss_sum += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum()
+    return (loss_sum / len(y)).item(), correct.item() / len(y)
+
+
+def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Last epoch's metrics plus best_val_acc / best_epoch / diverged over the run."""
+    if not history:
+        return {"epochs_completed": 0, "diverged": 0.0}
+    best = max(history, key=lambda h: h["val_acc"] if math.isfinite(h["val_acc"]) else -1.0)
+    return {
+        **history[-1],
+        "epochs_completed": history[-1]["epoch"],
+        "best_val_acc": best["val_acc"],
+        "best_epoch": best["epoch"],
+        "diverged": float(any(h["diverged"] for h in history)),
+    }
+
+
+def save_checkpoint(state: Mapping[str, Any], path) -> None:
+    torch.save(dict(state), path)
+
+
+def load_checkpoint(path) -> dict[str, Any]:
+    # weights_only: checkpoints hold tensors, numbers, lists and dicts only.
+    return torch.load(path, map_location="cpu", weights_only=True)
