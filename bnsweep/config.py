@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from bnsweep.errors import UsageError
+
 REFERENCE: dict[str, Any] = {
     # --- model ---
     "model": "inception",  # "inception" (the study's) or "simple" (dropout study)
@@ -64,7 +66,7 @@ N_TEST_FULL = 10_000
 N_HOLDOUT_DEFAULT = 5_000
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad key or value; the message names it and is meant for a person."""
 
 
@@ -122,10 +124,13 @@ def n_train_available(cfg: Mapping[str, Any]) -> int:
     return N_TRAIN_FULL
 
 
-def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None,
+                consistent: bool = True) -> dict[str, Any]:
     """Reference settings (or `base`) with `overrides` applied and every value checked.
 
-    Raises ConfigError naming the first unknown key or bad value.
+    Raises ConfigError naming the first unknown key or bad value. `consistent=False`
+    skips the checks between keys (batch_size vs n_train), for a sweep's shared
+    base whose varied keys are not set yet.
     """
     cfg = dict(REFERENCE if base is None else base)
     for key, value in (overrides or {}).items():
@@ -134,7 +139,8 @@ def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
         cfg[key] = value
     for key in REFERENCE:
         cfg[key] = _check_value(key, cfg[key])
-    _check_consistency(cfg)
+    if consistent:
+        _check_consistency(cfg)
     return cfg
 
 

@@ -36,6 +36,8 @@ EPOCH_METRICS = (
     "images_per_s",  # training images per second of the training pass
     "time_total_s",  # wall time summed over all epochs so far (resumes included), seconds
     "diverged",  # 1.0 once the training loss became NaN or inf, else 0.0
+    "best_val_acc",  # highest val_acc of the run so far
+    "best_epoch",  # the epoch that reached it
 )
 
 # How often the training loop checks for a non-finite loss. Each check is one
@@ -52,14 +54,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} but CUDA is not available on this machine")
     return device
-
-
-def load_data(cfg: Mapping[str, Any]):
-    if cfg["dataset"] == "synthetic":
-        full = data_mod.synthetic_cifar10(seed=0)
-    else:
-        full = data_mod.load_cifar10(cfg["data_dir"], download=cfg["download"])
-    return full, data_mod.select(cfg, full)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -81,7 +75,8 @@ def train(
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
-    full, splits = load_data(cfg)
+    full = data_mod.load_dataset(cfg)
+    splits = data_mod.select(cfg, full)
     train_x = splits.train_x.to(device)
     train_y = splits.train_y.to(device)
     val_x = splits.val_x.to(device)
@@ -130,7 +125,7 @@ def train(
         perm = torch.randperm(n_train, device=device, generator=gen)
         for step in range(steps):
             idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            xb = train_x[idx].float().div_(255)  # the notebook's only normalisation
+            xb = data_mod.to_unit_float(train_x[idx])
             if cfg["augment"]:
                 xb = data_mod.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])
             xb = xb.contiguous(memory_format=memory_format)
@@ -168,6 +163,8 @@ def train(
             "time_total_s": time_total_s,
             "diverged": float(diverged),
         }
+        best = max(history + [metrics], key=_val_acc_or_minus_one)
+        metrics.update(best_val_acc=best["val_acc"], best_epoch=best["epoch"])
         history.append(metrics)
         if report is not None:
             report(metrics, {
@@ -186,7 +183,7 @@ def evaluate(model, x, y, batch_size, autocast, memory_format) -> tuple[float, f
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), batch_size):
-        xb = x[i:i + batch_size].float().div_(255).contiguous(memory_format=memory_format)
+        xb = data_mod.to_unit_float(x[i:i + batch_size]).contiguous(memory_format=memory_format)
         with autocast:
             logits = model(xb).float()
         loss_sum += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum")
@@ -194,11 +191,15 @@ def evaluate(model, x, y, batch_size, autocast, memory_format) -> tuple[float, f
     return (loss_sum / len(y)).item(), correct.item() / len(y)
 
 
+def _val_acc_or_minus_one(h: dict[str, float]) -> float:
+    return h["val_acc"] if math.isfinite(h["val_acc"]) else -1.0
+
+
 def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
     """Last epoch's metrics plus best_val_acc / best_epoch / diverged over the run."""
     if not history:
         return {"epochs_completed": 0, "diverged": 0.0}
-    best = max(history, key=lambda h: h["val_acc"] if math.isfinite(h["val_acc"]) else -1.0)
+    best = max(history, key=_val_acc_or_minus_one)
     return {
         **history[-1],
         "epochs_completed": history[-1]["epoch"],

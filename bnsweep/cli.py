@@ -1,0 +1,237 @@
+"""The `bnsweep` command: train | run | resume | plan | report | sync.
+
+Expected mistakes (bad value, bad path, missing data, unknown option) end with
+one line on stderr and exit code 2 (usage) or 1 (environment), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Any, Sequence
+
+from bnsweep.config import REFERENCE
+from bnsweep.errors import BnsweepError, UsageError
+
+
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config key, same name with dashes; values are checked by make_config."""
+    group = parser.add_argument_group("config overrides (defaults: the reference experiment)")
+    for key, default in REFERENCE.items():
+        if isinstance(default, bool):
+            group.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"default: {default}")
+        else:
+            group.add_argument(_flag(key), dest=key, default=None, metavar="V", help=f"default: {default}")
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    for key in REFERENCE:
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if isinstance(value, str) and value.lower() in ("none", "all") and key in ("n_train", "n_val", "data_dir"):
+            value = None
+        out[key] = value
+    return out
+
+
+def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
+    mark = "  DIVERGED" if m["diverged"] else ""
+    return (f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc {m['train_acc']:.4f}  "
+            f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['lr']:.2g}  "
+            f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} img/s{mark}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bnsweep.config import make_config
+    from bnsweep.train import load_checkpoint, save_checkpoint, train
+
+    cfg = make_config(config_overrides(args))
+    resume = None
+    if args.resume:
+        try:
+            resume = load_checkpoint(args.resume)
+        except (OSError, RuntimeError) as e:
+            raise UsageError(f"cannot read checkpoint {args.resume}: {e}") from None
+
+    def on_start(info: dict[str, Any]) -> None:
+        print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
+              f"batch_size={cfg['batch_size']} epochs={cfg['epochs']} seed={cfg['seed']}")
+        print(f"  device {info['device_name']}, {info['n_params']:,} trainable params, "
+              f"{info['n_train_images']:,} train / {info['n_val_images']:,} val images, "
+              f"data: {info['dataset_source']} ({info['dataset_fingerprint']})", flush=True)
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
+        if args.checkpoint:
+            save_checkpoint(state, args.checkpoint)
+
+    summary = train(cfg, report=report, resume=resume, on_start=on_start)
+    if summary["epochs_completed"] == 0:
+        print("nothing to do: the checkpoint already holds every epoch")
+        return 0
+    verdict = "diverged" if summary["diverged"] else "finished"
+    print(f"{verdict}: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, "
+          f"last val_acc {summary['val_acc']:.4f}, {summary['time_total_s']:.1f}s in total")
+    return 0
+
+
+def _sweep_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where and how the sweep runs")
+    g.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--storage", help="results directory or URI, shared by all nodes on a cluster "
+                                     "(default: $BNSWEEP_STORAGE, else ./bnsweep_results)")
+    g.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    g.add_argument("--no-tracking", action="store_true", help="do not record into MLflow (replay later with sync)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="search-space file, e.g. search_spaces/lr.py")
+    p.add_argument("--smoke", action="store_true", help="apply the file's SMOKE overrides (seconds per trial)")
+    g = p.add_argument_group("resources (default: the file's RESOURCES / MAX_CONCURRENT / MAX_FAILURES)")
+    g.add_argument("--cpus-per-trial", metavar="N")
+    g.add_argument("--gpus-per-trial", metavar="N", help="fractions such as 0.25 let trials share a GPU")
+    g.add_argument("--max-concurrent", metavar="N", type=_positive_int)
+    g.add_argument("--max-failures", metavar="N", type=_non_negative_int,
+                   help="retries of a trial after an infrastructure failure")
+    g.add_argument("--experiment", help="MLflow experiment (default: bnsweep-<file stem>)")
+    add_config_flags(p)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _study(args: argparse.Namespace):
+    from bnsweep.space import check_resource, load_study
+
+    study = load_study(args.file, smoke=args.smoke, overrides=config_overrides(args))
+    for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
+        if flag is not None:
+            study.resources[key] = check_resource(key, flag, lambda m, f=key: _raise(f"--{f}s-per-trial: {m}"))
+    study.max_concurrent = args.max_concurrent or study.max_concurrent
+    if args.max_failures is not None:
+        study.max_failures = args.max_failures
+    return study
+
+
+def _raise(message: str):
+    raise UsageError(message)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bnsweep import runner
+
+    study = _study(args)  # all validation happens before Ray starts or anything is written
+    return runner.run(study, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from bnsweep import runner
+
+    return runner.resume(args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bnsweep import plan
+
+    study = _study(args)
+    print(plan.describe(study, probe=not args.no_probe))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from bnsweep import runner
+
+    return runner.sync(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bnsweep.report import build_report
+    from bnsweep.tracking import resolve_tracking_uri
+
+    out = build_report(args.experiment, args.out, tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    print(f"report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bnsweep", description="The Batch Normalization study as Ray Tune sweeps.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a search-space file as a Ray Tune sweep, recorded in MLflow")
+    _run_flags(p)
+    _sweep_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep without re-running finished trials")
+    p.add_argument("sweep_dir", help="the sweep directory `bnsweep run` printed")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("plan", help="trials, epochs, resources and a measured wall-time estimate")
+    _run_flags(p)
+    p.add_argument("--no-probe", action="store_true", help="skip the timing probe")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("sync", help="replay into MLflow whatever a sweep's results hold that MLflow lacks")
+    p.add_argument("sweep_dir")
+    p.add_argument("--tracking-uri", help="override the tracking URI recorded by `run`")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("report", help="figures, tables and the study's claims from an MLflow experiment")
+    p.add_argument("experiment", help="MLflow experiment name, e.g. bnsweep-lr")
+    p.add_argument("--out", default=None, help="output directory (default: reports/<experiment>)")
+    p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("train", help="one training run, no Ray, no MLflow")
+    add_config_flags(p)
+    p.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here after every epoch")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --checkpoint")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
+    warnings.formatwarning = _warning_line
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except BnsweepError as e:
+        print(f"bnsweep: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("bnsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

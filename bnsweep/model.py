@@ -1,0 +1,216 @@
+"""The study's Inception network and the simpler dropout-study CNN, Keras-faithful.
+
+Both models return logits: the softmax of the study's Keras model lives in the
+loss (`F.cross_entropy`), which is the same computation, numerically safer.
+
+Keras semantics reproduced here (DESIGN.md §2, the study's notebook):
+- Conv2D(padding='same', use_bias=False) in both arms; `conv_bias=True` adds one.
+- BatchNormalization(scale=False): learned shift β, no γ (it is 1), running
+  stats updated with momentum 0.99 in Keras's convention, i.e. torch's 0.01.
+- glorot_uniform kernels, zero biases and β.
+- MaxPooling2D(padding='same') pads like TensorFlow: the extra row/column of an
+  odd total padding goes at the bottom/right, and padded cells never win.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per module, GoogLeNet table
+# as used by the study's notebook (DESIGN.md §2). None marks a 3x3 stride-2 maxpool.
+INCEPTION_PLAN: tuple = (
+    ("3a", (64, 96, 128, 16, 32, 32)),
+    ("3b", (128, 128, 192, 32, 96, 64)),
+    None,
+    ("4a", (192, 96, 208, 16, 48, 64)),
+    ("4b", (160, 112, 224, 24, 64, 64)),
+    ("4c", (128, 128, 256, 24, 64, 64)),
+    ("4d", (112, 144, 288, 32, 64, 64)),
+    ("4e", (256, 160, 320, 32, 128, 128)),
+    None,
+    ("5a", (256, 160, 320, 32, 128, 128)),
+    ("5b", (384, 192, 384, 48, 128, 128)),
+)
+
+# SimpleCNN (the dropout study's model; the study does not define one, DESIGN.md §2).
+# Chosen: a small VGG-style net in the spirit of Keras's classic cifar10_cnn example,
+#   [conv3x3 32, conv3x3 32, maxpool 2] [.. 64, 64 ..] [.. 128, 128 ..]  (32 -> 16 -> 8 -> 4 px)
+#   flatten (4*4*128 = 2048) -> dropout -> dense 256 -> ReLU -> dropout -> dense 10.
+# ~0.81 M parameters, most in the 2048x256 dense layer: trained on a few thousand
+# images it memorises them (train acc -> 100 %, val acc stalls), which is the
+# overfitting that dropout (Srivastava et al. 2014: on the dense layers' inputs, p=0.5)
+# and BN are compared on.
+SIMPLE_BLOCKS: tuple[int, ...] = (32, 64, 128)  # filters per block, two 3x3 convs each
+SIMPLE_HIDDEN = 256  # units of the hidden dense layer
+
+
+def scaled(channels: int, width: float) -> int:
+    # The width multiplier for small runs; never below one channel.
+    return max(1, int(round(channels * width)))
+
+
+def glorot_uniform_(weight: torch.Tensor) -> None:
+    # Keras glorot_uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)) with
+    # fan_in = Cin*k*k, fan_out = Cout*k*k. torch's xavier_uniform_ computes the
+    # same fans from a [Cout, Cin, k, k] conv or [out, in] dense weight.
+    nn.init.xavier_uniform_(weight)
+
+
+class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Keras BatchNormalization(scale=False): normalise, then add a learned β; no γ.
+
+    `weight` (γ) is None, which F.batch_norm treats as 1, so γ is neither stored nor
+    trained and trainable-parameter counts match Keras's (β only).
+    """
+
+    def __init__(self, channels: int, keras_momentum: float = 0.99, eps: float = 1e-3):
+        # torch's momentum weighs the *new* batch statistic, Keras's the old running one
+        # (rounded so that 0.99 gives 0.01, not 0.010000000000000009).
+        super().__init__(channels, eps=eps, momentum=round(1.0 - keras_momentum, 12), affine=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if getattr(self, "bias", None) is not None:
+            nn.init.zeros_(self.bias)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (2, 4):
+            raise ValueError(f"expected 2D (dense) or 4D (conv) input, got {input.dim()}D")
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, shift only (Keras scale=False)"
+
+
+class TFSamePool(nn.Module):
+    """MaxPooling2D(pool, strides, padding='same') with TensorFlow's padding.
+
+    Output size is ceil(n / stride); the total padding max((out-1)*stride + pool - n, 0)
+    is split with the smaller half first (top/left). For 32 -> 16 that is 0 before,
+    1 after — PyTorch's symmetric MaxPool2d(padding=1) would shift every window.
+    """
+
+    def __init__(self, pool: int = 3, stride: int = 2):
+        super().__init__()
+        self.pool, self.stride = pool, stride
+
+    def _pads(self, n: int) -> tuple[int, int]:
+        total = max((math.ceil(n / self.stride) - 1) * self.stride + self.pool - n, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = self._pads(x.shape[-2])
+        left, right = self._pads(x.shape[-1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.pool, self.stride)
+
+
+class ConvUnit(nn.Sequential):
+    # Conv2D('same') -> BatchNormalization (BN arm only) -> ReLU, as every conv in the study.
+    def __init__(self, cin: int, cout: int, k: int, *, bn: bool, conv_bias: bool,
+                 bn_momentum: float, bn_eps: float):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=conv_bias)]
+        if bn:
+            layers.append(ShiftOnlyBatchNorm(cout, bn_momentum, bn_eps))
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class InceptionModule(nn.Module):
+    def __init__(self, cin: int, filters: tuple[int, ...], **unit: Any):
+        super().__init__()
+        c1, r3, c3, r5, c5, cp = filters
+        self.branch1 = ConvUnit(cin, c1, 1, **unit)
+        self.branch3 = nn.Sequential(ConvUnit(cin, r3, 1, **unit), ConvUnit(r3, c3, 3, **unit))
+        self.branch5 = nn.Sequential(ConvUnit(cin, r5, 1, **unit), ConvUnit(r5, c5, 5, **unit))
+        # 3x3 stride-1 'same' pooling: symmetric padding 1 (torch pads with -inf), as TF.
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvUnit(cin, cp, 1, **unit))
+        self.out_channels = c1 + c3 + c5 + cp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Concatenation order of the notebook: 1x1, 3x3, 5x5, pool.
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1)
+
+
+def _init_keras(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            glorot_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Inception(nn.Module):
+    def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
+                 conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
+                 num_classes: int = 10):
+        super().__init__()
+        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps)
+        layers: list[nn.Module] = []
+        cin = 3  # straight on the 32x32x3 image, no stem
+        for entry in INCEPTION_PLAN:
+            if entry is None:
+                layers.append(TFSamePool(3, 2))  # 32 -> 16 -> 8 px
+                continue
+            _, filters = entry
+            module = InceptionModule(cin, tuple(scaled(c, width) for c in filters), **unit)
+            layers.append(module)
+            cin = module.out_channels
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(cin, num_classes)  # Keras Dense(10): bias on
+        _init_keras(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).mean(dim=(2, 3))  # GlobalAveragePooling2D
+        return self.classifier(self.dropout(x))  # logits; softmax is in cross_entropy
+
+
+class SimpleCNN(nn.Module):
+    # See SIMPLE_BLOCKS above for the choice. The hidden layers (convs and dense 256)
+    # follow the Inception's rules: bias only with conv_bias, BN after each in the BN
+    # arm; the output dense layer always has its bias, as Keras's Dense.
+    def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
+                 conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
+                 num_classes: int = 10):
+        super().__init__()
+        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps)
+        layers: list[nn.Module] = []
+        cin = 3
+        for filters in SIMPLE_BLOCKS:
+            c = scaled(filters, width)
+            # Keras MaxPooling2D() defaults: 2x2, stride 2, 'valid'.
+            layers += [ConvUnit(cin, c, 3, **unit), ConvUnit(c, c, 3, **unit), nn.MaxPool2d(2)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        flat = cin * (32 // 2 ** len(SIMPLE_BLOCKS)) ** 2
+        hidden = scaled(SIMPLE_HIDDEN, width)
+        drop = (lambda: nn.Dropout(dropout)) if dropout > 0 else nn.Identity
+        head: list[nn.Module] = [nn.Flatten(), drop(), nn.Linear(flat, hidden, bias=conv_bias)]
+        if bn:
+            head.append(ShiftOnlyBatchNorm(hidden, bn_momentum, bn_eps))
+        head += [nn.ReLU(inplace=True), drop(), nn.Linear(hidden, num_classes)]
+        self.classifier = nn.Sequential(*head)
+        _init_keras(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # logits; softmax is in cross_entropy
+
+
+MODELS = {"inception": Inception, "simple": SimpleCNN}
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    # cfg: a dict from bnsweep.config.make_config (already validated there).
+    try:
+        cls = MODELS[cfg["model"]]
+    except KeyError:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {cfg['model']!r}") from None
+    return cls(bn=cfg["bn"], width=cfg["width"], dropout=cfg["dropout"], conv_bias=cfg["conv_bias"],
+               bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"])

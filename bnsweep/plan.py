@@ -1,0 +1,105 @@
+"""`bnsweep plan`: what a study will cost, before spending it.
+
+The estimate comes from a probe on this machine: a few real optimizer steps
+of each distinct model shape in the study, timed per training image, scaled
+by the images each trial will see. It is as good as this machine is like the
+one the sweep runs on; the line says which device measured it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bnsweep.config import N_TEST_FULL, n_train_available
+from bnsweep.model import build_model
+from bnsweep.space import Study
+from bnsweep.train import resolve_device
+
+# Images per probe step: enough to time, small enough to stay seconds at width 1.
+PROBE_IMAGES = 32
+PROBE_STEPS = 3  # the first is warm-up and not timed
+# Validation is a forward pass only: about a third of a training step's cost per image.
+VAL_COST = 1 / 3
+
+
+def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
+    """Measured wall seconds per training image (forward + backward + SGD) for this model."""
+    torch.set_num_threads(threads)
+    device = resolve_device(cfg["device"])
+    model = build_model(cfg).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    n = min(PROBE_IMAGES, cfg["batch_size"])
+    x = torch.rand(n, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (n,), device=device)
+    times = []
+    for _ in range(PROBE_STEPS):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times[1:]) / n
+
+
+def _trial_configs(study: Study) -> list[dict[str, Any]]:
+    if study.search == "grid":
+        return study.grid_configs()
+    return [{**study.fixed, **arm} for arm in study.arm_list()] * study.num_samples
+
+
+def _concurrency(study: Study) -> tuple[int, str]:
+    cpus = os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
+    by_cpu = int(cpus // study.resources["cpu"])
+    by_gpu = int(gpus // study.resources["gpu"]) if study.resources["gpu"] else by_cpu
+    n = max(1, min(by_cpu, by_gpu, study.max_concurrent or by_cpu))
+    return n, f"{cpus} CPUs, {gpus} GPUs on this machine"
+
+
+def describe(study: Study, probe: bool = True) -> str:
+    configs = _trial_configs(study)
+    epochs = study.fixed["epochs"]
+    concurrent, machine = _concurrency(study)
+    lines = [
+        f"study {study.name} ({study.path})",
+        f"  search          {study.search}" + (f", {study.num_samples} samples per arm, "
+                                                 f"{len(study.arm_list())} arms" if study.search == "optuna" else ""),
+        f"  trials          {len(configs)}",
+        f"  epochs/trial    {epochs}",
+        f"  trial-epochs    {len(configs) * epochs}",
+        f"  per trial       {study.resources['cpu']:g} CPU, {study.resources['gpu']:g} GPU",
+        f"  at once         {concurrent} ({machine})",
+    ]
+    if not probe:
+        return "\n".join(lines)
+    threads = max(1, int(study.resources["cpu"]))
+    cache: dict[tuple, float] = {}
+    total_s = 0.0
+    for cfg in configs:
+        key = (cfg["model"], cfg["width"], cfg["bn"], min(PROBE_IMAGES, cfg["batch_size"]), cfg["dropout"] > 0)
+        if key not in cache:
+            cache[key] = seconds_per_image(cfg, threads)
+        n_train = cfg["n_train"] or n_train_available(cfg)
+        n_val = cfg["n_val"] or N_TEST_FULL
+        total_s += epochs * cache[key] * (n_train + VAL_COST * n_val)
+    wall_s = total_s / concurrent
+    device = resolve_device(study.fixed["device"])
+    lines.append(f"  estimate        {_duration(wall_s)} wall ({_duration(total_s)} of trial time), "
+                 f"from a {len(cache)}-shape probe on {device.type}; optuna/ASHA may stop trials earlier")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{math.ceil(seconds / 86400)} days"

@@ -1,0 +1,289 @@
+"""Loading and validating a search-space file (a plain Python file under search_spaces/).
+
+A file defines module-level names the loader reads:
+
+    SEARCH = "grid" | "optuna"
+    SPACE  = {...}   grid: config key -> list of values (every list is an axis),
+                     or a list of dicts: explicit points (e.g. three arms, not a 2x2 grid)
+                     optuna: config key -> ("loguniform", lo, hi) | ("uniform", lo, hi)
+                             | ("choice", [v, ...])
+    FIXED  = {...}   config overrides shared by every trial (optional)
+    SEEDS  = [0]     grid: repeats every grid point per seed; optuna: seed of every trial
+    ARMS   = {"bn": [True, False]}   optuna: searched separately, equal NUM_SAMPLES each
+    NUM_SAMPLES, SMOKE_NUM_SAMPLES, METRIC, SCHEDULER   optuna only
+    RESOURCES = {"cpu": 1, "gpu": 0}, MAX_CONCURRENT, MAX_FAILURES   (CLI may override)
+    SMOKE  = {...}   overrides for `--smoke`, small enough that tests run every file in seconds
+
+Nothing here imports Ray: a bad file is rejected before any Ray process starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bnsweep.config import REFERENCE, ConfigError, make_config
+from bnsweep.errors import UsageError
+
+KNOWN_NAMES = {"SEARCH", "SPACE", "FIXED", "SEEDS", "ARMS", "NUM_SAMPLES", "METRIC", "SCHEDULER",
+               "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT"}
+DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "choice": 1}
+SCHEDULERS = ("asha", "fifo")
+
+
+class SpaceError(UsageError, ValueError):
+    """A bad search-space file; the message names the file and the key."""
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str  # the file's stem, e.g. "lr"; default MLflow experiment name is bnsweep-<name>
+    text: str
+    question: str  # the file's docstring
+    search: str
+    fixed: dict[str, Any]  # validated config every trial starts from (FIXED + SMOKE + CLI overrides)
+    space: dict[str, Any]  # grid: key -> list; optuna: key -> distribution tuple
+    seeds: list[int]
+    points: list[dict[str, Any]] = field(default_factory=list)  # grid: explicit points
+    arms: dict[str, list] = field(default_factory=dict)
+    num_samples: int = 1
+    metric: str = "val_acc"
+    scheduler: str = "fifo"
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    experiment: str | None = None
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every grid trial's full config, pairs (same point, other arm) adjacent."""
+        keys = list(self.space)
+        out = []
+        for seed in self.seeds:
+            for point in self.points or [{}]:
+                for values in itertools.product(*(self.space[k] for k in keys)):
+                    out.append(make_config({**point, **dict(zip(keys, values)), "seed": seed}, base=self.fixed))
+        return out
+
+    def arm_list(self) -> list[dict[str, Any]]:
+        keys = list(self.arms)
+        return [dict(zip(keys, v)) for v in itertools.product(*(self.arms[k] for k in keys))] or [{}]
+
+    def n_trials(self) -> int:
+        if self.search == "grid":
+            return len(self.seeds) * max(1, len(self.points)) * math.prod(len(v) for v in self.space.values())
+        return self.num_samples * len(self.arm_list())
+
+
+def _fail(path: Path, message: str):
+    raise SpaceError(f"{path}: {message}")
+
+
+def _import(path: Path):
+    if not path.exists():
+        raise SpaceError(f"search-space file {path} does not exist")
+    if path.suffix != ".py":
+        raise SpaceError(f"search-space file {path} is not a .py file")
+    module_name = f"_bnsweep_space_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 — any error in user code is reported, not raised
+        line = ""
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == str(path):
+                line = f" (line {tb.tb_lineno})"
+            tb = tb.tb_next
+        if isinstance(e, SyntaxError):
+            line = f" (line {e.lineno})"
+        raise SpaceError(f"{path} does not import{line}: {type(e).__name__}: {e}") from None
+    finally:
+        sys.modules.pop(module_name, None)
+    return module
+
+
+def _check_dict(path: Path, name: str, value: Any) -> dict:
+    if not isinstance(value, Mapping):
+        _fail(path, f"{name} must be a dict, got {type(value).__name__}")
+    for key in value:
+        if key not in REFERENCE:
+            _fail(path, f"{name} key {key!r} is not a config key" + _hint(key))
+    return dict(value)
+
+
+def _hint(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), REFERENCE, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_values(path: Path, name: str, key: str, values: list, base: dict) -> list:
+    out = []
+    for v in values:
+        try:
+            out.append(make_config({key: v}, base=base, consistent=False)[key])
+        except ConfigError as e:
+            _fail(path, f"{name}[{key!r}] value {v!r}: {e}")
+    return out
+
+
+def _check_distribution(path: Path, key: str, dist: Any, base: dict) -> tuple:
+    if not isinstance(dist, tuple) or not dist or dist[0] not in DISTRIBUTIONS:
+        _fail(path, f"SPACE[{key!r}] = {dist!r}: an Optuna search needs a distribution "
+                    f"({', '.join(DISTRIBUTIONS)}), e.g. ('loguniform', 1e-4, 1.0); "
+                    "lists are grid values and cannot be mixed with an Optuna search")
+    kind, args = dist[0], dist[1:]
+    if len(args) != DISTRIBUTIONS[kind]:
+        _fail(path, f"SPACE[{key!r}] = {dist!r}: {kind} takes {DISTRIBUTIONS[kind]} argument(s)")
+    if kind == "choice":
+        if not isinstance(args[0], (list, tuple)) or not args[0]:
+            _fail(path, f"SPACE[{key!r}]: choice needs a non-empty list of values")
+        return (kind, _check_values(path, "SPACE", key, list(args[0]), base))
+    lo, hi = _check_values(path, "SPACE", key, list(args), base)
+    if not lo < hi:
+        _fail(path, f"SPACE[{key!r}] = {dist!r}: the lower bound must be below the upper bound")
+    return (kind, lo, hi)
+
+
+def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None) -> Study:
+    """Import and validate a search-space file; raise SpaceError naming file and key."""
+    path = Path(path).resolve() if Path(path).exists() else Path(path)
+    module = _import(path)
+    names = {n for n in vars(module) if n.isupper() and not n.startswith("_")}
+    for unknown in sorted(names - KNOWN_NAMES):
+        _fail(path, f"unknown name {unknown} (a search-space file may define {', '.join(sorted(KNOWN_NAMES))})")
+    if "SPACE" not in names:
+        _fail(path, "defines no SPACE (the dict of config keys to vary)")
+    search = getattr(module, "SEARCH", "grid")
+    if search not in ("grid", "optuna"):
+        _fail(path, f"SEARCH must be 'grid' or 'optuna', got {search!r}")
+
+    fixed = _check_dict(path, "FIXED", getattr(module, "FIXED", {}))
+    smoke_over = _check_dict(path, "SMOKE", getattr(module, "SMOKE", {}))
+    points = _points(path, module.SPACE) if isinstance(module.SPACE, list) else []
+    space = {} if points else _check_dict(path, "SPACE", module.SPACE)
+    arms = _check_dict(path, "ARMS", getattr(module, "ARMS", {}))
+    if not space and not points:
+        _fail(path, "SPACE is empty")
+    if points and search != "grid":
+        _fail(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
+    varied = set(space) | set(arms) | {k for p in points for k in p}
+    overrides = dict(overrides or {})
+    for key in overrides:
+        if key in varied:
+            _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
+    layered = {**fixed, **(smoke_over if smoke else {}), **overrides}
+    try:
+        base = make_config({k: v for k, v in layered.items() if k not in varied and k != "seed"},
+                           consistent=not varied & {"batch_size", "n_train", "n_val", "val_split"})
+    except ConfigError as e:
+        _fail(path, f"FIXED/SMOKE/overrides: {e}")
+
+    seeds = getattr(module, "SEEDS", [layered.get("seed", 0)])
+    if "seed" in overrides:
+        seeds = [overrides["seed"]]
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        _fail(path, "SEEDS must be a non-empty list of integers")
+    seeds = _check_values(path, "SEEDS", "seed", list(seeds), base)
+
+    checked_space: dict[str, Any] = {}
+    for key, values in space.items():
+        if key == "seed":
+            _fail(path, "vary seeds with SEEDS, not SPACE['seed']")
+        if search == "grid":
+            if isinstance(values, tuple) and values and values[0] in DISTRIBUTIONS:
+                _fail(path, f"SPACE[{key!r}] = {values!r} is an Optuna distribution but SEARCH is 'grid'; "
+                            "a file is either a grid or an Optuna search")
+            if not isinstance(values, (list, tuple)):
+                _fail(path, f"SPACE[{key!r}] must be a list of grid values, got {values!r}")
+            if not values:
+                _fail(path, f"SPACE[{key!r}] is an empty grid")
+            checked_space[key] = _check_values(path, "SPACE", key, list(values), base)
+        else:
+            checked_space[key] = _check_distribution(path, key, values, base)
+    for key, values in arms.items():
+        if search != "optuna":
+            _fail(path, "ARMS is for Optuna searches; in a grid put the arms in SPACE")
+        if not isinstance(values, (list, tuple)) or not values:
+            _fail(path, f"ARMS[{key!r}] must be a non-empty list")
+        arms[key] = _check_values(path, "ARMS", key, list(values), base)
+
+    for i, point in enumerate(points):
+        for key, value in point.items():
+            _check_values(path, f"SPACE[{i}]", key, [value], base)
+
+    num_samples = _int(path, module, "NUM_SAMPLES", 1, minimum=1)
+    if smoke:
+        num_samples = _int(path, module, "SMOKE_NUM_SAMPLES", num_samples, minimum=1)
+    study = Study(
+        path=path, name=path.stem, text=path.read_text(), question=(module.__doc__ or "").strip(),
+        search=search, fixed=base, space=checked_space, seeds=seeds, arms=arms, points=points,
+        num_samples=num_samples,
+        metric=getattr(module, "METRIC", "val_acc"),
+        scheduler=getattr(module, "SCHEDULER", "asha" if search == "optuna" else "fifo"),
+        resources=_resources(path, getattr(module, "RESOURCES", {})),
+        max_concurrent=_int(path, module, "MAX_CONCURRENT", None, minimum=1),
+        max_failures=_int(path, module, "MAX_FAILURES", 2, minimum=0),
+        experiment=getattr(module, "EXPERIMENT", None),
+    )
+    if study.metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
+        _fail(path, f"METRIC must be val_acc, val_loss, train_acc or train_loss, got {study.metric!r}")
+    if study.scheduler not in SCHEDULERS:
+        _fail(path, f"SCHEDULER must be one of {', '.join(SCHEDULERS)}, got {study.scheduler!r}")
+    if search == "grid":
+        try:
+            study.grid_configs()  # every combination must be a valid config (e.g. batch_size vs n_train)
+        except ConfigError as e:
+            _fail(path, f"a grid point is not a valid config: {e}")
+    return study
+
+
+def _points(path: Path, value: list) -> list[dict[str, Any]]:
+    if not value:
+        _fail(path, "SPACE is an empty list of points")
+    for i, point in enumerate(value):
+        _check_dict(path, f"SPACE[{i}]", point)
+        if "seed" in point:
+            _fail(path, f"SPACE[{i}]: vary seeds with SEEDS, not in a point")
+    return [dict(p) for p in value]
+
+
+def _int(path: Path, module, name: str, default, minimum: int):
+    value = getattr(module, name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(path, f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _resources(path: Path, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        _fail(path, f"RESOURCES must be a dict like {{'cpu': 1, 'gpu': 0.25}}, got {value!r}")
+    out = {"cpu": 1.0, "gpu": 0.0}
+    for key, v in value.items():
+        if key not in out:
+            _fail(path, f"RESOURCES key {key!r} is not 'cpu' or 'gpu'")
+        out[key] = check_resource(key, v, lambda m: _fail(path, m))
+    return out
+
+
+def check_resource(key: str, value: Any, fail) -> float:
+    """CPUs and GPUs per trial: > 0 (GPU may be 0); a fraction above 1 must be whole (Ray's rule)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        fail(f"{key} per trial must be a number, got {value!r}")
+    if not math.isfinite(v) or v < 0 or (key == "cpu" and v == 0):
+        fail(f"{key} per trial must be {'> 0' if key == 'cpu' else '>= 0'}, got {value!r}")
+    if v > 1 and v != int(v):
+        fail(f"{key} per trial above 1 must be a whole number, got {value!r}")
+    return v

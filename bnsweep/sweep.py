@@ -1,0 +1,217 @@
+"""A study on Ray Tune: the trainable, the Tuner(s), resume.
+
+Layout on storage (a local directory or a URI such as s3://bucket/prefix):
+
+    STORAGE/<study>-<timestamp>/          the sweep directory (`bnsweep resume` takes it)
+        sweep.json                        what `run` was asked to do, for resume and sync
+        grid/ | bn/ | no_bn/              one Tune experiment per Tuner: a grid study has one;
+                                          an Optuna study has one per arm, equal budgets
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Tune saves its experiment state every this many seconds; short so that a
+# killed driver loses at most a few seconds of bookkeeping (default: adaptive, >= 10 s).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+# bnsweep prints its own summary; Tune's "new output" table stays as the progress view.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from bnsweep import tracking  # noqa: E402
+from bnsweep.config import make_config  # noqa: E402
+from bnsweep.space import Study  # noqa: E402
+from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
+
+SWEEP_FILE = "sweep.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _trial_name_creator(trial) -> str:
+    return f"{trial_name(trial_config(trial.config))}_{trial.trial_id}"
+
+
+# ------------------------------------------------------------- trainable ---
+
+def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """The Tune trainable: one train() run, a checkpoint and a result per epoch."""
+    import torch
+
+    from bnsweep.train import load_checkpoint, save_checkpoint, train
+
+    cfg = make_config(trial_config(config))
+    torch.set_num_threads(max(1, int(sweep["resources"]["cpu"])))
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    info: dict[str, Any] = {}
+
+    def on_start(run_info: dict[str, Any]) -> None:
+        # Strings the driver turns into MLflow tags (dataset identity, device).
+        info.update({k: run_info[k] for k in tracking.INFO_KEYS})
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(state, Path(d) / CHECKPOINT_FILE)
+            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    train(cfg, report=report, resume=resume, on_start=on_start)
+
+
+# --------------------------------------------------------------- tuners ----
+
+@dataclass
+class SweepSpec:
+    """Everything `run` decided, saved as sweep.json so resume and sync need nothing else."""
+
+    study_path: str
+    study_text: str
+    smoke: bool
+    overrides: dict[str, Any]
+    resources: dict[str, float]
+    max_concurrent: int | None
+    max_failures: int
+    tracking: dict[str, Any] | None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, default=str)
+
+
+def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
+    if study.search == "grid":
+        # Seeds outermost, then the space's keys: pairs (bn last) are adjacent in Tune's order.
+        space = {k: v for k, v in study.fixed.items()}
+        space["seed"] = tune.grid_search(study.seeds)
+        if study.points:
+            space[POINT_KEY] = tune.grid_search(study.points)
+        for key, values in study.space.items():
+            space[key] = tune.grid_search(values)
+        return space
+    space = {**study.fixed, **(arm or {}), "seed": study.seeds[0]}
+    for key, dist in study.space.items():
+        kind, *args = dist
+        space[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform}[kind](*args) \
+            if kind != "choice" else tune.choice(args[0])
+    return space
+
+
+def _tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
+    if study.search == "grid":
+        return [("grid", None)]
+    return [("_".join(("bn" if v else "no_bn") if k == "bn" else f"{k}={v}" for k, v in a.items()) or "all", a)
+            for a in study.arm_list()]
+
+
+def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
+    mode = "min" if study.metric.endswith("loss") else "max"
+    kwargs: dict[str, Any] = dict(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                                  trial_name_creator=_trial_name_creator, trial_dirname_creator=_trial_name_creator)
+    if study.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        kwargs.update(metric=study.metric, mode=mode, num_samples=study.num_samples,
+                      search_alg=OptunaSearch(seed=study.seeds[0]))
+    if study.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        # Rungs at 1/4, 1/16, ... of the epochs; a trial is stopped only after
+        # it has had at least a quarter of its budget (BN's running statistics
+        # need steps before validation means anything, see DESIGN.md §2).
+        epochs = study.fixed["epochs"]
+        kwargs.update(scheduler=ASHAScheduler(metric=study.metric, mode=mode, max_t=epochs,
+                                              grace_period=max(1, epochs // 4), reduction_factor=2))
+    return tune.TuneConfig(**kwargs)
+
+
+def _trainable(spec: SweepSpec):
+    resources = {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]}
+    return tune.with_resources(tune.with_parameters(run_trial, sweep=spec.__dict__), resources)
+
+
+def _run_config(name: str, storage: str, spec: SweepSpec, callbacks: list) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks,
+        verbose=1,
+    )
+
+
+class _TermToInterrupt:
+    """SIGTERM stops the sweep the way Ctrl-C does: Tune saves its state and returns."""
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def init_ray(address: str | None) -> None:
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False if address is None else None,
+                 logging_level="WARNING", log_to_driver=True)
+
+
+def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:
+    """Fit (or restore and fit) each Tuner of the study; return their ResultGrids."""
+    callbacks = [tracking.TuneCallback(spec.tracking)] if spec.tracking else []
+    trainable = _trainable(spec)
+    grids = []
+    with _TermToInterrupt():
+        for name, arm in _tuner_names(study):
+            path = f"{sweep_dir.rstrip('/')}/{name}"
+            if resume and tune.Tuner.can_restore(path):
+                # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl.
+                tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                           param_space=_param_space(study, arm))
+            else:
+                tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
+                                   tune_config=_tune_config(study, spec),
+                                   run_config=_run_config(name, sweep_dir, spec, callbacks))
+            grid = tuner.fit()
+            grids.append(grid)
+            if grid.num_terminated + grid.num_errors < study.n_trials() // len(_tuner_names(study)):
+                break
+    return grids
+
+
+def n_unfinished(grids: list, study: Study) -> int:
+    """Trials that neither ended nor errored, counting those of Tuners not reached (an interrupted sweep)."""
+    return max(0, study.n_trials() - sum(g.num_terminated + g.num_errors for g in grids))
+
+
+def sweep_dir_for(storage: str, study: Study) -> str:
+    return f"{storage.rstrip('/')}/{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_text(uri: str, text: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
+    fs.create_dir(os.path.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def read_text(uri: str) -> str:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()

@@ -1,0 +1,343 @@
+"""Everything MLflow: where runs go, what they hold, exactly once, and replay.
+
+Who writes: the sweep driver, from Tune's results (a Tune callback), not the
+trials. Tune's per-trial results on storage are the durable record; MLflow is
+the view for people. So a trial never waits on, or fails because of, MLflow; on
+a cluster only the head needs to reach the tracking server; a retried or
+resumed trial's repeated epochs are skipped by step; and `bnsweep sync`
+rebuilds whatever MLflow missed from the same results on storage.
+
+Layout: one experiment per study (bnsweep-<study>), one parent run per sweep,
+one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+# A down or slow server must not stall Tune's event loop for minutes: MLflow's
+# defaults are 120 s per request and 7 retries with backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+
+from bnsweep.config import REFERENCE  # noqa: E402
+from bnsweep.errors import BnsweepError  # noqa: E402
+from bnsweep.train import EPOCH_METRICS  # noqa: E402
+from bnsweep.trials import trial_config, trial_name, trial_tags  # noqa: E402
+
+ROLE_TAG = "bnsweep.role"
+TRIAL_TAG = "ray_trial_id"
+FINAL_METRICS = ("best_val_acc", "best_epoch", "epochs_completed")
+# Result keys the trainable adds to every result once, for the run's tags.
+INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name")
+# After a failed call, wait this long before talking to the server again, so an
+# outage costs one timeout per interval, not one per result.
+RETRY_AFTER_S = 10.0
+
+
+class TrackingError(BnsweepError):
+    """MLflow cannot be used as asked; the message says what to do."""
+
+
+def resolve_tracking_uri(flag: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else MLflow's default store in the working directory."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # Absolute, so that every process (Ray workers change directory) writes one file.
+        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+    except OSError as e:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({e}). Start it (e.g. `mlflow server --host 127.0.0.1 "
+            "--port 5000`), or unset MLFLOW_TRACKING_URI to record into ./mlflow.db, or pass --no-tracking "
+            "and replay later with `bnsweep sync SWEEP_DIR`.") from None
+
+
+def code_version() -> dict[str, str]:
+    """Git commit and dirty flag of the bnsweep checkout, and the stack's versions."""
+    import optuna
+    import ray
+    import torch
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD")
+    return {
+        "git_commit": commit or "unknown",
+        "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower() if commit else "unknown",
+        "torch_version": torch.__version__, "ray_version": ray.__version__,
+        "mlflow_version": mlflow.__version__, "optuna_version": optuna.__version__,
+    }
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str,
+                space_path: str, space_text: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the experiment and the sweep's parent run; return the tracking settings for trials."""
+    check_reachable(uri)
+    client = MlflowClient(uri)
+    exp_id = experiment_id(client, experiment)
+    code = code_version()
+    tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
+    run = client.create_run(exp_id, run_name=Path(sweep_dir.rstrip("/")).name, tags=tags)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in fixed.items()])
+    client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
+    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,
+            "study": study, "code": code}
+
+
+def reopen_sweep(tracking: Mapping[str, Any]) -> None:
+    check_reachable(tracking["uri"])
+    MlflowClient(tracking["uri"]).update_run(tracking["parent_run_id"], status="RUNNING")
+
+
+def end_sweep(tracking: Mapping[str, Any], status: str) -> None:
+    """Close the parent and any child still RUNNING (its trial is not running any more)."""
+    client = MlflowClient(tracking["uri"])
+    for run in _children(client, tracking, "attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_terminated(tracking["parent_run_id"], status=status)
+
+
+def close_parent(tracking: Mapping[str, Any]) -> None:
+    """After a sync: the parent is FINISHED when every child finished, else KILLED."""
+    client = MlflowClient(tracking["uri"])
+    statuses = {run.info.status for run in _children(client, tracking)}
+    client.set_terminated(tracking["parent_run_id"], status="FINISHED" if statuses <= {"FINISHED", "FAILED"} else "KILLED")
+
+
+def _children(client: MlflowClient, tracking: Mapping[str, Any], extra: str = "") -> Iterable:
+    filt = f"tags.`mlflow.parentRunId` = '{tracking['parent_run_id']}'" + (f" and {extra}" if extra else "")
+    token = None
+    while True:
+        page = client.search_runs([tracking["experiment_id"]], filt, max_results=500, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _metric_batch(results: Iterable[Mapping[str, Any]], after_step: int) -> list[Metric]:
+    out = []
+    for r in results:
+        step = int(r["epoch"])
+        if step <= after_step:
+            continue
+        ts = int(r.get("timestamp", time.time()) * 1000)
+        for key in EPOCH_METRICS:
+            if key in r and key != "epoch" and isinstance(r[key], (int, float)):
+                out.append(Metric(key, float(r[key]), ts, step))
+    return out
+
+
+class TrialRuns:
+    """The child runs of one sweep: find-or-create by trial id, log epochs after the last logged step."""
+
+    def __init__(self, tracking: Mapping[str, Any]):
+        self.tracking = dict(tracking)
+        self.client = MlflowClient(tracking["uri"])
+        self.run_ids: dict[str, str] = {}
+        self.last_step: dict[str, int] = {}
+
+    def run_id(self, trial_id: str, cfg: Mapping[str, Any], name: str, tags: Mapping[str, str]) -> str:
+        if trial_id in self.run_ids:
+            return self.run_ids[trial_id]
+        found = list(_children(self.client, self.tracking, f"tags.{TRIAL_TAG} = '{trial_id}'"))
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "val_acc")
+            self.last_step[trial_id] = max((m.step for m in history), default=0)
+        else:
+            all_tags = {"mlflow.parentRunId": self.tracking["parent_run_id"], ROLE_TAG: "trial",
+                        TRIAL_TAG: trial_id, "study": self.tracking["study"], **self.tracking["code"], **tags}
+            run = self.client.create_run(self.tracking["experiment_id"], run_name=name, tags=all_tags)
+            run_id = run.info.run_id
+            params = [Param(k, str(cfg[k])) for k in REFERENCE if k in cfg]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(run_id, params=params[i:i + 100])
+            self.last_step[trial_id] = 0
+        self.run_ids[trial_id] = run_id
+        return run_id
+
+    def log_results(self, trial_id: str, results: list[Mapping[str, Any]]) -> None:
+        run_id = self.run_ids[trial_id]
+        metrics = _metric_batch(results, self.last_step.get(trial_id, 0))
+        tags = [RunTag(k, str(results[-1][k]).lower() if isinstance(results[-1][k], bool) else str(results[-1][k]))
+                for k in INFO_KEYS if k in results[-1]]
+        tags.append(RunTag("diverged", str(bool(results[-1].get("diverged"))).lower()))
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        for i in range(0, len(metrics), 900):  # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=metrics[i:i + 900], tags=tags if i == 0 else [])
+        if not metrics:
+            self.client.log_batch(run_id, tags=tags)
+        self.last_step[trial_id] = max(self.last_step.get(trial_id, 0), int(results[-1]["epoch"]))
+
+    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str) -> None:
+        run_id = self.run_ids[trial_id]
+        if last:
+            finals = [Metric("epochs_completed", float(last.get("epoch", 0)), int(time.time() * 1000), 0)]
+            self.client.log_batch(run_id, metrics=finals)
+        self.client.set_terminated(run_id, status=status)
+
+
+try:
+    from ray.tune import Callback as _TuneCallback
+except ImportError:  # pragma: no cover - ray is a dependency; tracking stays importable without it
+    _TuneCallback = object
+
+
+class TuneCallback(_TuneCallback):
+    """Logs Tune's results to MLflow from the driver; never raises into Tune.
+
+    Results that could not be sent (server down or slow) stay pending and go
+    with the next attempt; at the end, what is still pending is reported with
+    the `bnsweep sync` command that replays it.
+    """
+
+    def __init__(self, tracking: Mapping[str, Any]):
+        self.tracking = dict(tracking)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.runs: TrialRuns | None = None
+        self.pending: dict[str, list[dict]] = {}
+        self.final: dict[str, str] = {}
+        self.retry_at = 0.0
+        self.warned = False
+
+    def __getstate__(self):  # Tune pickles callbacks into the experiment; keep only settings
+        return {"tracking": self.tracking}
+
+    def __setstate__(self, state):
+        self.tracking = state["tracking"]
+        self._reset()
+
+    def _attempt(self, trial) -> None:
+        if time.monotonic() < self.retry_at:
+            return
+        try:
+            if self.runs is None:
+                self.runs = TrialRuns(self.tracking)
+            tid = trial.trial_id
+            cfg = trial_config(trial.config)
+            self.runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))
+            if self.pending.get(tid):
+                self.runs.log_results(tid, self.pending[tid])
+                self.pending[tid] = []
+            if tid in self.final:
+                self.runs.finish(tid, trial.last_result, self.final.pop(tid))
+        except Exception as e:  # noqa: BLE001 — MLflow trouble must never stop training
+            self.retry_at = time.monotonic() + RETRY_AFTER_S
+            self.runs = None
+            if not self.warned:
+                print(f"bnsweep: MLflow at {self.tracking['uri']} failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "training goes on, results are kept and sent when it is back", flush=True)
+                self.warned = True
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" not in result:
+            return
+        self.pending.setdefault(trial.trial_id, []).append(dict(result))
+        self._attempt(trial)
+
+    def _finish(self, trial, status: str) -> None:
+        self.final[trial.trial_id] = status
+        self._attempt(trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        self.retry_at = 0.0
+        for trial in trials:
+            if self.pending.get(trial.trial_id) or trial.trial_id in self.final:
+                self._attempt(trial)
+        missing = sum(len(v) for v in self.pending.values()) + len(self.final)
+        if missing:
+            print(f"bnsweep: MLflow is missing {missing} results of this sweep; they are safe on storage. "
+                  "When the server is back, run `bnsweep sync SWEEP_DIR`.", flush=True)
+
+    @property
+    def missing(self) -> int:
+        return sum(len(v) for v in self.pending.values()) + len(self.final)
+
+
+# ----------------------------------------------------------------- sync ----
+
+TUNE_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+
+
+def sync_experiment(tracking: Mapping[str, Any], experiment_path: Path) -> int:
+    """Replay one Tune experiment's trials into MLflow; return the number of epochs added."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment_path))
+    runs = TrialRuns(tracking)
+    added = 0
+    for trial in analysis.trials:
+        results = _read_results(Path(trial.local_path or trial.path))
+        cfg = trial_config(trial.config)
+        runs.run_id(trial.trial_id, cfg, trial_name(cfg), trial_tags(cfg))
+        before = runs.last_step.get(trial.trial_id, 0)
+        if results:
+            runs.log_results(trial.trial_id, results)
+            added += sum(1 for r in results if int(r["epoch"]) > before)
+        status = TUNE_STATUS.get(trial.status, "KILLED")
+        runs.finish(trial.trial_id, results[-1] if results else None, status)
+    return added
+
+
+def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """Tune's result.json, one JSON object per reported epoch; last report of each epoch wins."""
+    path = trial_dir / "result.json"
+    by_epoch: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if "epoch" in r:
+                    by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def is_nan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)

@@ -1,0 +1,42 @@
+"""What identifies a trial: its config as Tune holds it, its arm, its pair, its name.
+
+Shared by the trainable, the MLflow callback, `sync` and the summary, so that
+all of them name a trial the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+from bnsweep.config import REFERENCE
+
+POINT_KEY = "point"  # Tune config key of an explicit grid point (a search space given as a list)
+
+
+def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config keys of a Tune trial's config, an explicit grid point unpacked."""
+    flat = {k: v for k, v in config.items() if k in REFERENCE}
+    flat.update(config.get(POINT_KEY) or {})
+    return flat
+
+
+def arm_name(cfg: Mapping[str, Any]) -> str:
+    arm = "bn" if cfg["bn"] else "no_bn"
+    return f"{arm}+dropout" if cfg.get("dropout") else arm
+
+
+def pair_id(cfg: Mapping[str, Any]) -> str:
+    """Same for the BN and no-BN trials of one grid point (everything but `bn` equal)."""
+    rest = {k: cfg.get(k) for k in sorted(REFERENCE) if k not in ("bn", "data_dir", "device")}
+    return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def trial_name(cfg: Mapping[str, Any]) -> str:
+    name = f"{arm_name(cfg)}_lr={cfg['lr']:g}_bs={cfg['batch_size']}_seed={cfg['seed']}"
+    return name.replace("+", "_")
+
+
+def trial_tags(cfg: Mapping[str, Any]) -> dict[str, str]:
+    return {"arm": arm_name(cfg), "pair_id": pair_id(cfg), "seed": str(cfg["seed"])}

@@ -1,0 +1,25 @@
+"""Optuna: with each arm's nuisance parameters tuned, is BN still better?
+
+BN is the scientific axis and is never sampled together with the nuisance
+parameters: each arm (BN, no BN) gets its own TPE search with the same number
+of trials (NUM_SAMPLES), so neither arm wins by getting a better search.
+ASHA stops poor trials early; a trial is kept at least a quarter of its epochs,
+because BN's running statistics need that many steps (DESIGN.md §2).
+
+Nuisance, tuned: lr (log scale), batch_size, dropout. Fixed: the reference
+experiment otherwise.
+"""
+
+SEARCH = "optuna"
+ARMS = {"bn": [True, False]}
+SPACE = {
+    "lr": ("loguniform", 1e-4, 1.0),
+    "batch_size": ("choice", [50, 100, 250]),
+    "dropout": ("uniform", 0.0, 0.5),
+}
+NUM_SAMPLES = 16  # per arm
+METRIC = "val_acc"
+SCHEDULER = "asha"
+
+SMOKE = {"width": 0.0625, "n_train": 300, "n_val": 200, "epochs": 2}
+SMOKE_NUM_SAMPLES = 2
