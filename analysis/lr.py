@@ -1,0 +1,102 @@
+"""Learning-rate study: best validation accuracy per initial learning rate, BN and
+no BN side by side on a log lr axis (the study's lr figure; claims 1 and 3).
+
+Each bar is an arm's best configuration at that lr (mean over seeds; the dots are
+the seeds, the error bar ±1 sd). Diverged trials stay at the accuracy they
+reached, hatched and labelled; failed or unfinished trials are counted above the bar.
+
+    python analysis/lr.py --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.patches import Patch
+
+from bnsweep.report import (DIVERGED_HATCH, arm_color, chance_line, finish, load, new_figure,
+                            out_dir, require, run_script, save_figure, script_parser)
+from bnsweep.results import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
+
+NAME = "lr_accuracy"
+
+
+def lr_table(trials):
+    import pandas as pd
+
+    frames = []
+    for arm in arms_present(trials):
+        stats = trains_at(trials, "lr", arm)
+        stats.insert(0, "arm", arm)
+        frames.append(stats)
+    table = pd.concat(frames, ignore_index=True)
+    table["diverged"] = table["n_diverged"] > 0
+    return table
+
+
+def main(argv=None, results=None):
+    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    results = results or load(args)
+    t = results.trials
+    require(t["lr"].nunique() > 1 or results.study == "lr", results, "lr.py", "trials at 2 or more learning rates")
+    out = out_dir(args, results)
+    table = lr_table(t)
+    arms = list(dict.fromkeys(table["arm"]))
+    lrs = np.sort(table["lr"].unique())
+    logs = np.log10(lrs)
+    spacing = float(np.min(np.diff(logs))) if len(lrs) > 1 else 1.0
+    bar = 0.8 * spacing / len(arms)  # bar width in decades
+
+    fig, axes = new_figure(width=max(7.0, 1.1 * len(lrs) + 3), height=4.6)
+    ax = axes[0, 0]
+    for i, arm in enumerate(arms):
+        rows = table[table["arm"] == arm]
+        offset = (i - (len(arms) - 1) / 2) * bar
+        centre = 10 ** (np.log10(rows["lr"].to_numpy()) + offset)
+        left, right = centre * 10 ** (-bar / 2), centre * 10 ** (bar / 2)
+        ax.bar(left, rows["best_val_acc_mean"], width=right - left, align="edge", color=arm_color(arm),
+               edgecolor="black", linewidth=0.6, label=arm_label(arm), zorder=2)
+        for (_, r), c, lo, hi in zip(rows.iterrows(), centre, left, right):
+            if r["diverged"]:  # redraw hatched: the diverged marking
+                ax.bar(lo, r["best_val_acc_mean"], width=hi - lo, align="edge", color="none",
+                       edgecolor="black", hatch=DIVERGED_HATCH, linewidth=0.6, zorder=3)
+                ax.annotate(f"diverged ({int(r['n_diverged'])}/{int(r['n_trials'])})", (c, r["best_val_acc_mean"]),
+                            xytext=(0, 4), textcoords="offset points", rotation=90, ha="center", va="bottom",
+                            fontsize=7, color="darkred")
+            if r["n_trials"] > 1:
+                ax.errorbar(c, r["best_val_acc_mean"], yerr=r["best_val_acc_std"], color="black", capsize=2,
+                            linewidth=0.8, zorder=4)
+            seeds = t[t["run_id"].isin(r["run_ids"].split(";"))]
+            done = seeds["outcome"].isin(["completed", "diverged"])
+            ax.scatter(np.full(done.sum(), c), seeds.loc[done, "best_val_acc"], s=10, color="black", zorder=5)
+            if (~done).any():  # failed / unfinished seeds: hollow, not in the mean
+                ax.scatter(np.full((~done).sum(), c), seeds.loc[~done, "best_val_acc"], s=16, facecolor="white",
+                           edgecolor="black", zorder=5)
+                ax.annotate(f"{int((~done).sum())} failed/unfinished (hollow dot)", (c, 0.01), rotation=90,
+                            ha="center", va="bottom", fontsize=7, color="black", zorder=6)
+    chance_line(ax)
+    ax.axhline(CHANCE + TRAIN_MARGIN, color="grey", linestyle=":", linewidth=1,
+               label=f"'trains' threshold ({CHANCE + TRAIN_MARGIN:.1f})", zorder=1)
+    ax.set_xscale("log")
+    ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
+    ax.minorticks_off()
+    ax.set_xlim(10 ** (logs.min() - spacing * 0.6), 10 ** (logs.max() + spacing * 0.6))
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("initial learning rate (log scale)")
+    ax.set_ylabel("best validation accuracy (fraction)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH))
+    labels.append("diverged (loss NaN/inf): accuracy it reached")
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(axis="y", alpha=0.3)
+    title = "Best validation accuracy per learning rate, BN vs no BN"
+    finish(fig, title, results, f"batch {'/'.join(map(str, sorted(t['batch_size'].unique())))}")
+    caption = ("Bars: each arm's best validation accuracy over the epochs, at each initial learning rate "
+               "(mean over seeds; dots are single seeds, error bars ±1 sd). Hatched bars diverged (training "
+               "loss became NaN/inf) and show the accuracy reached before. Dashed: chance (0.1); dotted: the "
+               f"threshold above which an arm counts as training ({CHANCE + TRAIN_MARGIN:.1f}, claim 3). "
+               "Where other settings vary too, each bar is the best of them.")
+    return [save_figure(fig, out, NAME, table, title, caption)]
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,28 @@
+"""Quick: the BN / no-BN contrast in a few minutes on a laptop's CPU.
+
+The README's first command runs this. It is the reference experiment shrunk
+until it fits two CPU cores for about three minutes, keeping what the
+comparison needs:
+
+- the study's Inception at 1/16 width (24 k parameters instead of 5.8 M);
+- 4,000 training images (class balanced) and 2,000 validation images;
+- 5 epochs at batch 50: 400 optimizer steps, so BN's running statistics (Keras
+  momentum 0.99) have forgotten their initial values (0.99^400 < 2%) before
+  the last validations. Fewer steps would evaluate the BN arm with stale
+  statistics and show a false contrast (DESIGN.md §2);
+- lr 0.1, dropped x0.1 from the 4th epoch on (lr_drop_period 4).
+
+Measured on 2 CPU cores (one trial per core): BN reaches about 0.3 validation
+accuracy by epoch 3, when no BN is near 0.2, with a clearly lower training
+loss. Scientific: bn. Fixed: the above.
+"""
+
+SEARCH = "grid"
+SPACE = {
+    "lr": [0.1],
+    "bn": [True, False],
+}
+FIXED = {"width": 0.0625, "n_train": 4000, "n_val": 2000, "epochs": 5, "batch_size": 50, "lr_drop_period": 4}
+SEEDS = [0]
+
+SMOKE = {"n_train": 200, "n_val": 200, "epochs": 1}
