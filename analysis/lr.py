@@ -11,6 +11,7 @@ reached, hatched and labelled; failed or unfinished trials are counted above the
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bnsweep.report import (DIVERGED_HATCH, arm_color, chance_line, finish, load, new_figure,
@@ -46,7 +47,8 @@ def main(argv=None, results=None):
     spacing = float(np.min(np.diff(logs))) if len(lrs) > 1 else 1.0
     bar = 0.8 * spacing / len(arms)  # bar width in decades
 
-    fig, axes = new_figure(width=max(7.0, 1.1 * len(lrs) + 3), height=4.6)
+    slots = (logs.max() - logs.min()) / spacing + 1  # bar groups the axis has room for
+    fig, axes = new_figure(width=min(16.0, max(9.0, 0.6 * slots + 5)), height=4.8)
     ax = axes[0, 0]
     for i, arm in enumerate(arms):
         rows = table[table["arm"] == arm]
@@ -71,7 +73,8 @@ def main(argv=None, results=None):
             if (~done).any():  # failed / unfinished seeds: hollow, not in the mean
                 ax.scatter(np.full((~done).sum(), c), seeds.loc[~done, "best_val_acc"], s=16, facecolor="white",
                            edgecolor="black", zorder=5)
-                ax.annotate(f"{int((~done).sum())} failed/unfinished (hollow dot)", (c, 0.01), rotation=90,
+                counts = seeds.loc[~done, "outcome"].value_counts()
+                ax.annotate(", ".join(f"{n} {o}" for o, n in counts.items()), (c, 0.01), rotation=90,
                             ha="center", va="bottom", fontsize=7, color="black", zorder=6)
     chance_line(ax)
     ax.axhline(CHANCE + TRAIN_MARGIN, color="grey", linestyle=":", linewidth=1,
@@ -84,8 +87,11 @@ def main(argv=None, results=None):
     ax.set_xlabel("initial learning rate (log scale)")
     ax.set_ylabel("best validation accuracy (fraction)")
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH))
-    labels.append("diverged (loss NaN/inf): accuracy it reached")
+    handles += [Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH),
+                Line2D([], [], marker="o", color="black", linestyle="", markersize=4),
+                Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="")]
+    labels += ["diverged (loss NaN/inf): accuracy it reached", "one seed",
+               "failed or unfinished seed (not in the bar)"]
     ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
     title = "Best validation accuracy per learning rate, BN vs no BN"

@@ -188,6 +188,8 @@ def curves_table(results: Results, runs_by_arm: dict[str, pd.DataFrame], metrics
 
     frames = []
     for arm, runs in runs_by_arm.items():
+        done = runs[runs["outcome"].isin(["completed", "diverged"])]
+        runs = done if len(done) else runs  # failed / unfinished trials only where there is nothing else
         h = results.history[results.history["run_id"].isin(runs["run_id"])]
         if h.empty:
             continue
@@ -264,8 +266,10 @@ def build_report(experiment: str, out_dir: str | Path | None = None, tracking_ur
     items: list[Item] = []
     for name in scripts_for(results):
         items.extend(run_analysis(name, argv, results=results))
-    overview = overview_items(results, out)
-    md, page = render_markdown(results, overview + items), render_html(results, overview + items)
+    # A reader wants the verdicts first, then the pictures, then the tables behind them.
+    items.sort(key=lambda i: 0 if i.name.startswith("claims") else 1 if i.kind == "figure" else 2)
+    items += overview_items(results, out)
+    md, page = render_markdown(results, items), render_html(results, items)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(page)
     if log_to_mlflow:
@@ -301,7 +305,7 @@ def _header(results: Results) -> list[tuple[str, str]]:
     rows = [
         ("experiment", results.experiment),
         ("study", f"{results.study} ({results.search} search)"),
-        ("sweep", f"{', '.join(results.parents['run_name'])}: {results.note}"),
+        ("sweep", results.note),
         ("tracking URI", results.tracking_uri),
         ("trials", ", ".join(f"{n} {o}" for o, n in outcomes.items())),
         ("data", ", ".join(sorted(set(t["dataset_source"].dropna().astype(str)))) or "unknown"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import runpy
 import sys
@@ -34,13 +35,17 @@ DIVERGING_LR = 1e6  # no-BN loss becomes NaN in the first epoch (the simple net 
 
 # study -> (search, [(config overrides, fail_after_epoch or None)])
 SWEEPS = {
+    # lr 0.01 with one seed, 0.05 and the diverging lr with two: single values and mean ± sd side by side.
     "lr": ("grid", [({"lr": lr, "bn": bn, "seed": seed}, None)
-                    for lr in (0.01, 0.05, DIVERGING_LR) for seed in (0, 1) for bn in (True, False)]
+                    for lr, seeds in ((0.01, (0,)), (0.05, (0, 1)), (DIVERGING_LR, (0, 1)))
+                    for seed in seeds for bn in (True, False)]
            + [({"lr": 0.05, "bn": True, "seed": 2}, 1)]),  # errors after epoch 1: FAILED, kept, marked
-    "batch_size": ("grid", [({"batch_size": b, "bn": bn}, None) for b in (25, 100) for bn in (True, False)]),
-    "dropout": ("grid", [({"bn": False}, None), ({"bn": False, "dropout": 0.5}, None), ({"bn": True}, None)]),
+    "batch_size": ("grid", [({"batch_size": b, "bn": bn, "epochs": 2}, None)
+                            for b in (25, 100) for bn in (True, False)]),
+    "dropout": ("grid", [({"bn": False, "epochs": 2}, None), ({"bn": False, "dropout": 0.5, "epochs": 2}, None),
+                         ({"bn": True, "epochs": 2}, None)]),
     "optuna": ("optuna", [({"bn": bn, "lr": 10 ** r.uniform(-2, -0.7), "batch_size": r.choice([25, 50, 100]),
-                            "dropout": round(r.uniform(0, 0.5), 3)}, None)
+                            "dropout": round(r.uniform(0, 0.5), 3), "epochs": 2}, None)
                           for bn in (True, False) for r in [random.Random(int(bn))] for _ in range(2)]),
 }
 
@@ -65,7 +70,8 @@ def record_sweep(uri: str, study: str) -> str:
     search, points = SWEEPS[study]
     client = MlflowClient(uri)
     experiment = f"bnsweep-{study}"
-    exp_id = client.create_experiment(experiment)
+    store = Path(uri.removeprefix("sqlite:///")).parent
+    exp_id = client.create_experiment(experiment, artifact_location=(store / "artifacts" / study).as_uri())
     sweep_name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent = client.create_run(exp_id, run_name=sweep_name, tags={
         "bnsweep.role": "sweep", "study": study, "search": search, "sweep_dir": f"/tmp/{sweep_name}"}).info.run_id
@@ -105,10 +111,25 @@ def record_sweep(uri: str, study: str) -> str:
 _STORE: dict = {}
 
 
+def _fast_dir(tmp_path_factory) -> Path:
+    """A folder for the MLflow store: in memory (/dev/shm) where there is one, since
+    SQLite's commits to disk cost seconds over a sweep; else pytest's tmp folder."""
+    import atexit
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="bnsweep-test-mlflow-", dir=shm))
+        atexit.register(shutil.rmtree, path, True)
+        return path
+    return tmp_path_factory.mktemp("mlflow")
+
+
 def sweep(tmp_path_factory, study: str) -> tuple[str, str]:
     """(tracking_uri, experiment) of the study's tiny sweep, made once per test session."""
     if "uri" not in _STORE:
-        _STORE["uri"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+        _STORE["uri"] = f"sqlite:///{_fast_dir(tmp_path_factory)}/mlflow.db"
     if study not in _STORE:
         import torch
 
@@ -120,3 +141,281 @@ def sweep(tmp_path_factory, study: str) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def lr_sweep(tmp_path_factory):
     return sweep(tmp_path_factory, "lr")
+
+
+@pytest.fixture(scope="session")
+def batch_sweep(tmp_path_factory):
+    return sweep(tmp_path_factory, "batch_size")
+
+
+@pytest.fixture(scope="session")
+def dropout_sweep(tmp_path_factory):
+    return sweep(tmp_path_factory, "dropout")
+
+
+@pytest.fixture(scope="session")
+def optuna_sweep(tmp_path_factory):
+    return sweep(tmp_path_factory, "optuna")
+
+
+def run_analysis(name: str, uri: str, experiment: str, out: Path, *extra: str) -> list:
+    """An analysis script's main(), as `python analysis/NAME.py --experiment ... --out ...` calls it."""
+    module = runpy.run_path(str(ANALYSIS / f"{name}.py"), run_name=f"test_{name}")
+    return module["main"](["--experiment", experiment, "--tracking-uri", uri, "--out", str(out), *extra])
+
+
+def direct_history(uri: str, run_id: str, key: str) -> dict[int, float]:
+    """A metric's values by epoch, read straight from MLflow, bypassing bnsweep.results."""
+    from mlflow import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, key)}
+
+
+def best_val_acc_direct(uri: str, run_id: str) -> float:
+    values = [v for v in direct_history(uri, run_id, "val_acc").values() if not math.isnan(v)]
+    return max(values)
+
+
+# ---------------------------------------------------------------- loading ---
+
+def test_load_experiment_types_outcomes_and_history(lr_sweep):
+    from mlflow import MlflowClient
+
+    from bnsweep.results import load_experiment
+
+    uri, experiment = lr_sweep
+    r = load_experiment(experiment, uri)
+    t = r.trials
+    assert r.study == "lr" and r.search == "grid" and "latest sweep" in r.note
+    assert len(t) == len(SWEEPS["lr"][1])  # nothing dropped: diverged and failed trials included
+    assert t["bn"].map(type).eq(bool).all() and t["lr"].dtype == float and t["batch_size"].dtype == int
+    assert set(t["arm"]) == {"bn", "no_bn"} and t["seed"].dtype == int and t["n_train"].isna().all()
+    assert t["outcome"].value_counts().to_dict() == {"completed": 6, "diverged": 4, "failed": 1}
+    diverged = t[t["lr"] == DIVERGING_LR]
+    assert diverged["diverged"].all() and (diverged["status"] == "FINISHED").all()
+    assert t.loc[t["outcome"] == "failed", "status"].item() == "FAILED"
+    assert (t["dataset_source"] == "synthetic").all() and not t["dataset_verified"].any()
+    client = MlflowClient(uri)
+    for row in t.itertuples():
+        run = client.get_run(row.run_id)
+        assert row.best_val_acc == pytest.approx(best_val_acc_direct(uri, row.run_id))
+        assert row.lr == float(run.data.params["lr"]) and row.epochs == int(run.data.params["epochs"])
+        h = r.history[r.history["run_id"] == row.run_id].set_index("epoch")
+        assert len(h) == row.epochs_completed
+        for key in ("train_acc", "val_acc", "step_time_ms", "time_total_s", "lr"):
+            direct = direct_history(uri, row.run_id, key)
+            assert h[key].to_dict() == pytest.approx(direct, nan_ok=True)
+
+
+# ---------------------------------------------------------------- figures ---
+
+def _check_files(items) -> None:
+    assert items
+    for item in items:
+        for ext, path in item.files.items():
+            assert path.is_file() and path.stat().st_size > 0, path
+            if ext == "png":
+                assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            if ext == "csv":
+                assert len(pd.read_csv(path)) > 0, path
+        if item.kind == "figure":
+            assert set(item.files) == {"png", "svg", "csv"}
+
+
+@pytest.mark.parametrize("script, study", [("lr", "lr"), ("curves", "lr"), ("summary", "lr"),
+                                           ("batch_size", "batch_size"), ("dropout", "dropout"),
+                                           ("optuna", "optuna"), ("summary", "dropout")])
+def test_every_script_writes_figures_and_csvs(script, study, tmp_path, tmp_path_factory):
+    uri, experiment = sweep(tmp_path_factory, study)
+    _check_files(run_analysis(script, uri, experiment, tmp_path))
+
+
+def test_lr_figure_data_equals_runs_and_marks_divergence(lr_sweep, tmp_path):
+    uri, experiment = lr_sweep
+    (item,) = run_analysis("lr", uri, experiment, tmp_path)
+    table = pd.read_csv(item.files["csv"])
+    assert len(table) == 6  # 2 arms x 3 learning rates
+    for row in table.itertuples():
+        run_ids = row.run_ids.split(";")
+        from mlflow import MlflowClient
+
+        runs = [MlflowClient(uri).get_run(rid) for rid in run_ids]
+        kept = [r.info.run_id for r in runs if r.info.status == "FINISHED"]  # failed trials: counted, not averaged
+        assert row.best_val_acc_mean == pytest.approx(sum(best_val_acc_direct(uri, rid) for rid in kept) / len(kept))
+        assert row.n_failed == sum(r.info.status == "FAILED" for r in runs)
+        assert row.n_diverged == sum(r.data.tags["diverged"] == "true" for r in runs)
+    blown = table[table["lr"] == DIVERGING_LR]
+    assert blown["diverged"].all() and (blown["n_diverged"] == 2).all()
+    assert set(blown["arm"]) == {"bn", "no_bn"}
+    assert not table.loc[table["lr"] < 1, "diverged"].any()
+
+
+def test_curves_and_batch_csvs_equal_runs(lr_sweep, batch_sweep, tmp_path):
+    uri, experiment = lr_sweep
+    (item,) = run_analysis("curves", uri, experiment, tmp_path)
+    table = pd.read_csv(item.files["csv"])
+    for row in table.itertuples():
+        vals = [direct_history(uri, rid, "val_acc")[row.epoch] for rid in row.run_ids.split(";")]
+        assert row.val_acc_mean == pytest.approx(sum(vals) / len(vals))
+        assert row.n_runs == len(vals)
+    uri, experiment = batch_sweep
+    (item,) = run_analysis("batch_size", uri, experiment, tmp_path)
+    table = pd.read_csv(item.files["csv"])
+    assert sorted(set(table["batch_size"])) == [25, 100] and len(table) == 4
+    for row in table.itertuples():
+        (rid,) = row.run_ids.split(";")
+        total = direct_history(uri, rid, "time_total_s")
+        assert row.time_total_s_mean == pytest.approx(total[max(total)])
+        assert row.best_val_acc_mean == pytest.approx(best_val_acc_direct(uri, rid))
+
+
+# ----------------------------------------------------------------- claims ---
+
+def _swap_arms(trials: pd.DataFrame) -> pd.DataFrame:
+    """The same real runs with the BN and no-BN labels exchanged."""
+    t = trials.copy()
+    t["bn"] = ~t["bn"].astype(bool)
+    t["bn_arm"] = t["bn_arm"].map({"bn": "no_bn", "no_bn": "bn"})
+    t["arm"] = t["arm"].map(lambda a: a.replace("no_bn", "X").replace("bn", "no_bn").replace("X", "bn"))
+    return t
+
+
+@pytest.fixture(scope="session")
+def lr_results(lr_sweep):
+    from bnsweep.results import load_experiment
+
+    return load_experiment(lr_sweep[1], lr_sweep[0])
+
+
+def test_claim1_accuracy_and_speed_both_ways(lr_results):
+    from bnsweep.results import claim_accuracy_speed
+
+    r = lr_results
+    held = claim_accuracy_speed(r.trials, r.history)
+    assert held.verdict == "supported", held.evidence
+    assert held.numbers["bn_best_val_acc"] > held.numbers["no_bn_best_val_acc"]
+    assert held.numbers["bn_epochs_to_target"] <= held.numbers["no_bn_epochs_to_target"]
+    assert claim_accuracy_speed(_swap_arms(r.trials), r.history).verdict == "refuted"
+    only_bn = r.trials[r.trials["bn"]]
+    assert claim_accuracy_speed(only_bn, r.history).verdict.startswith("undecided")
+
+
+def test_claim2_step_time_both_ways(lr_results):
+    from bnsweep.results import claim_step_time, run_step_times
+
+    r = lr_results
+    step = run_step_times(r.trials, r.history)
+    slow, fast = step.idxmax(), step.idxmin()  # two real runs whose steps clearly differ
+    assert step[slow] > 1.1 * step[fast]
+    pair = r.trials.set_index("run_id").loc[[slow, fast]].reset_index()
+    pair["pair_id"], pair["device_name"] = "p", "cpu"
+    pair["bn"] = [True, False]
+    assert claim_step_time(pair, r.history).verdict == "supported"
+    pair["bn"] = [False, True]
+    refuted = claim_step_time(pair, r.history)
+    assert refuted.verdict == "refuted" and refuted.numbers["ratio_median"] == pytest.approx(step[fast] / step[slow])
+    assert claim_step_time(r.trials[r.trials["bn"]], r.history).verdict.startswith("undecided")
+
+
+def test_claim3_lr_range_both_ways(lr_results):
+    from bnsweep.results import claim_lr_range
+
+    r = lr_results
+    held = claim_lr_range(r.trials)
+    assert held.verdict == "supported", held.evidence
+    assert held.numbers["bn_trains_at"] == "0.01;0.05" and held.numbers["no_bn_trains_at"] == ""
+    assert claim_lr_range(_swap_arms(r.trials)).verdict == "refuted"
+    one_lr = r.trials[r.trials["lr"] == 0.05]
+    assert "2 or more learning rates" in claim_lr_range(one_lr).verdict
+
+
+def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
+    from bnsweep.results import claim_batch_size, load_experiment
+
+    uri, experiment = batch_sweep
+    t = load_experiment(experiment, uri).trials
+    bn = t[t["bn"]].set_index("batch_size")["best_val_acc"]
+    better, worse = bn.idxmax(), bn.idxmin()
+    assert bn[better] - bn[worse] > 0.02  # the real runs differ, so the band decides
+    inside = t.assign(batch_size=t["batch_size"].map({better: 64, worse: 500}))
+    outside = t.assign(batch_size=t["batch_size"].map({better: 500, worse: 64}))
+    held = claim_batch_size(inside)
+    assert held.verdict == "supported" and held.numbers["best_inside_batch"] == 64
+    assert claim_batch_size(outside).verdict == "refuted"
+    assert "inside and outside" in claim_batch_size(lr_results.trials).verdict  # one batch size only
+
+
+def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
+    from bnsweep.results import claim_regularisation, load_experiment
+
+    uri, experiment = dropout_sweep
+    r = load_experiment(experiment, uri)
+    real = claim_regularisation(r.trials, r.history)
+    assert set(real.numbers) >= {"no_bn_gap", "no_bn+dropout_gap", "bn_gap"}
+    assert real.verdict in ("supported", "refuted") or real.verdict.startswith("undecided (dropout")
+    # Real runs cast in the three roles: the widest train-val gap as no BN, the narrowest as
+    # no BN + dropout, and as BN once the narrowest (claim holds) and once the widest (does not).
+    runs = pd.concat([r.trials, lr_results.trials], ignore_index=True)
+    runs = runs[runs["outcome"] == "completed"].assign(gap=lambda d: d["train_acc"] - d["val_acc"])
+    wide, narrow = runs.loc[runs["gap"].idxmax()], runs.loc[runs["gap"].idxmin()]
+    assert wide["gap"] - narrow["gap"] > 0.05
+
+    def cast(bn_run):
+        rows = [wide.copy(), narrow.copy(), bn_run.copy()]
+        for row, arm in zip(rows, ("no_bn", "no_bn+dropout", "bn")):
+            row["arm"] = arm
+        return pd.DataFrame(rows).assign(run_id=["a", "b", "c"])
+
+    assert claim_regularisation(cast(narrow), r.history).verdict == "supported"
+    assert claim_regularisation(cast(wide), r.history).verdict == "refuted"
+    assert "missing no BN + dropout" in claim_regularisation(lr_results.trials, lr_results.history).verdict
+
+
+# -------------------------------------------------------------- bad input ---
+
+def test_missing_experiment_names_it_and_lists_existing(lr_sweep):
+    from bnsweep.results import ResultsError, load_experiment
+
+    uri, experiment = lr_sweep
+    with pytest.raises(ResultsError, match=r"no MLflow experiment named 'bnsweep-nope'.*bnsweep-lr"):
+        load_experiment("bnsweep-nope", uri)
+
+
+def test_experiment_without_runs(lr_sweep):
+    from mlflow import MlflowClient
+
+    from bnsweep.results import ResultsError, load_experiment
+
+    uri, _ = lr_sweep
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name("bnsweep-empty") is None:
+        client.create_experiment("bnsweep-empty")
+    with pytest.raises(ResultsError, match="'bnsweep-empty'.* has no runs"):
+        load_experiment("bnsweep-empty", uri)
+
+
+def test_different_study(lr_sweep, dropout_sweep, tmp_path):
+    from bnsweep.results import ResultsError, load_experiment
+
+    uri, experiment = lr_sweep
+    with pytest.raises(ResultsError, match="'bnsweep-lr' holds study 'lr', not 'dropout'"):
+        load_experiment(experiment, uri, study="dropout")
+    with pytest.raises(ResultsError, match="study 'lr'.*not 'dropout'"):
+        run_analysis("curves", uri, experiment, tmp_path, "--study", "dropout")
+    # A script asked about a question the study does not vary names what the experiment holds.
+    uri, experiment = dropout_sweep
+    with pytest.raises(ResultsError, match="lr.py needs trials at 2 or more learning rates.*'bnsweep-dropout'"):
+        run_analysis("lr", uri, experiment, tmp_path)
+    with pytest.raises(ResultsError, match="no sweep with parent run id 'abc'"):
+        load_experiment(experiment, uri, parent_run_id="abc")
+
+
+def test_script_reports_bad_input_in_one_line(lr_sweep, tmp_path, monkeypatch, capsys):
+    uri, _ = lr_sweep
+    monkeypatch.setattr(sys, "argv", ["lr.py", "--experiment", "bnsweep-nope", "--tracking-uri", uri,
+                                      "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ANALYSIS / "lr.py"), run_name="__main__")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no MLflow experiment named 'bnsweep-nope'") and "Traceback" not in err
