@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from bnsweep.errors import BnsweepError
-from bnsweep.results import (CHANCE, Results, ResultsError, arm_label, arms_present, load_experiment, varied)
+from bnsweep.results import CHANCE, Results, ResultsError, arm_label, load_experiment, varied
 
 ANALYSIS_DIR = Path(__file__).resolve().parents[1] / "analysis"
 DEFAULT_OUT = Path("reports")
@@ -123,7 +123,7 @@ def finish(fig, title: str, results: Results, *extra: str) -> None:
     fig.suptitle(f"{title}\n{subtitle(results, *extra)}", fontsize=11)
 
 
-def chance_line(ax, horizontal: bool = True) -> None:
+def chance_line(ax) -> None:
     ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (10 classes)", zorder=1)
 
 
@@ -369,5 +369,3 @@ def render_html(results: Results, items: list[Item]) -> str:
     parts.append("</body></html>")
     return "\n".join(parts)
 
-
-__all__ = ["build_report", "Item", "ResultsError", "arms_present"]
