@@ -8,7 +8,6 @@ then Ray, then the MLflow parent run, then sweep.json, then the Tuners.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -17,6 +16,7 @@ from typing import Any
 
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
+from bnsweep.storage import SWEEP_FILE, SweepSpec
 from bnsweep.trials import arm_name, trial_config
 
 DEFAULT_STORAGE = "bnsweep_results"
@@ -46,11 +46,11 @@ def run(study: Study, args: argparse.Namespace) -> int:
         experiment = args.experiment or study.experiment or f"bnsweep-{study.name}"
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
                                              str(study.path), study.text, study.fixed)
-    spec = sweep.SweepSpec(
+    spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=_overrides(args),
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
         tracking=tracking_info)
-    sweep.write_text(f"{sweep_dir}/{sweep.SWEEP_FILE}", spec.to_json())
+    spec.write(sweep_dir)
     _print_start(study, spec, sweep_dir)
     return _fit_and_summarize(study, spec, sweep_dir, resume=False)
 
@@ -71,13 +71,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return config_overrides(args)
 
 
-def resume(args: argparse.Namespace) -> int:
-    from bnsweep import sweep, tracking
+def _sweep_dir(arg: str) -> str:
+    arg = arg.rstrip("/")
+    return arg if "://" in arg else os.path.abspath(arg)
 
-    sweep_dir = args.sweep_dir.rstrip("/")
-    sweep_dir = sweep_dir if "://" in sweep_dir else os.path.abspath(sweep_dir)
+
+def resume(args: argparse.Namespace) -> int:
+    sweep_dir = _sweep_dir(args.sweep_dir)
     spec = _read_spec(sweep_dir)
     study = _study_from_spec(spec)
+    from bnsweep import sweep, tracking
+
     if spec.tracking:
         tracking.reopen_sweep(spec.tracking)
     sweep.init_ray(args.address)
@@ -85,15 +89,12 @@ def resume(args: argparse.Namespace) -> int:
     return _fit_and_summarize(study, spec, sweep_dir, resume=True)
 
 
-def _read_spec(sweep_dir: str):
-    from bnsweep import sweep
-
+def _read_spec(sweep_dir: str) -> SweepSpec:
     try:
-        data = json.loads(sweep.read_text(f"{sweep_dir}/{sweep.SWEEP_FILE}"))
-    except (OSError, FileNotFoundError):
-        raise UsageError(f"{sweep_dir} is not a bnsweep sweep directory (no {sweep.SWEEP_FILE}); "
+        return SweepSpec.read(sweep_dir)
+    except OSError:
+        raise UsageError(f"{sweep_dir} is not a bnsweep sweep directory (no {SWEEP_FILE}); "
                          "pass the directory that `bnsweep run` printed") from None
-    return sweep.SweepSpec(**data)
 
 
 def _study_from_spec(spec) -> Study:
@@ -163,14 +164,13 @@ def _finite(x: Any) -> bool:
 
 
 def sync(args: argparse.Namespace) -> int:
-    from bnsweep import tracking
-
-    sweep_dir = args.sweep_dir.rstrip("/")
-    sweep_dir = sweep_dir if "://" in sweep_dir else os.path.abspath(sweep_dir)
+    sweep_dir = _sweep_dir(args.sweep_dir)
     spec = _read_spec(sweep_dir)
     if not spec.tracking:
         raise UsageError(f"{sweep_dir} was run with --no-tracking; nothing records where to sync to. "
                          "Run it with a tracking URI next time")
+    from bnsweep import tracking
+
     info = dict(spec.tracking)
     if args.tracking_uri:
         info["uri"] = tracking.resolve_tracking_uri(args.tracking_uri)

@@ -10,12 +10,10 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,9 @@ from ray import tune  # noqa: E402
 from bnsweep import tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
+from bnsweep.storage import SweepSpec  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
 
-SWEEP_FILE = "sweep.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -71,23 +69,6 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------- tuners ----
-
-@dataclass
-class SweepSpec:
-    """Everything `run` decided, saved as sweep.json so resume and sync need nothing else."""
-
-    study_path: str
-    study_text: str
-    smoke: bool
-    overrides: dict[str, Any]
-    resources: dict[str, float]
-    max_concurrent: int | None
-    max_failures: int
-    tracking: dict[str, Any] | None
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, default=str)
-
 
 def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
     if study.search == "grid":
@@ -198,20 +179,3 @@ def n_unfinished(grids: list, study: Study) -> int:
 
 def sweep_dir_for(storage: str, study: Study) -> str:
     return f"{storage.rstrip('/')}/{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_text(uri: str, text: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
-
-
-def read_text(uri: str) -> str:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()

@@ -68,3 +68,115 @@ def cifar_dir() -> Path:
     except ImportError as e:
         pytest.skip(f"cannot prepare CIFAR-10 from {PREPARE}: {e} (install the test extras)")
     return prepare_test_cifar(_test_cache_dir())
+
+
+# --------------------------------------------------------------------------
+# Real services for the sweep and tracking tests: a Ray head started with
+# `ray start` (trials reach it through RAY_ADDRESS, as on a cluster) and an
+# `mlflow server` on loopback. Both are started once per session.
+# --------------------------------------------------------------------------
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+RAY_TEMP = "/tmp/rbt"  # short: Ray's socket paths must fit in 107 bytes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, timeout=180, check=check)
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    port = free_port()
+    _ray("start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={RAY_TEMP}")
+    yield f"127.0.0.1:{port}"
+    _ray("stop", "--force", check=False)
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback that a test may stop and start again (same port, same store)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+             "--artifacts-destination", str(self.root / "artifacts")],
+            stdout=open(self.root / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow server did not start; see {self.root / 'server.log'}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a crash, not a clean shutdown
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> MlflowServer:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def bnsweep_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "BNSWEEP_STORAGE")}
+    if data_dir is not None:
+        env["BNSWEEP_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def bnsweep_cmd(*args: str) -> list[str]:
+    return [str(VENV_BIN / "bnsweep"), *args]
+
+
+def run_bnsweep(*args: str, env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(bnsweep_cmd(*args), capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def write_space(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def sweep_dir_of(storage: Path) -> Path:
+    dirs = [p for p in storage.iterdir() if (p / "sweep.json").exists()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_dir.glob("*/*/params.json"))
+
+
+def results_of(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

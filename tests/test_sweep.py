@@ -1,0 +1,250 @@
+"""`bnsweep run | resume | plan` on a real Ray head (RAY_ADDRESS) with real MLflow."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from bnsweep.space import load_study
+from conftest import (bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
+                      write_space)
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = sorted((REPO / "search_spaces").glob("*.py"))
+TINY = '{"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "batch_size": 50, "augment": False}'
+
+
+def children(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("bnsweep.role") == "trial"]
+
+
+def steps(uri: str, run_id: str, key: str = "val_acc") -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+# ------------------------------------------------------------ the files ---
+
+def test_lr_study_is_14_trials_with_paired_seeds():
+    study = load_study(REPO / "search_spaces" / "lr.py")
+    configs = study.grid_configs()
+    assert len(configs) == study.n_trials() == 14
+    lrs = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    assert sorted((c["lr"], c["bn"]) for c in configs) == sorted(itertools.product(lrs, [False, True]))
+    for c in configs:  # everything else is the reference
+        assert (c["epochs"], c["batch_size"], c["model"], c["width"], c["dropout"]) == (30, 250, "inception", 1.0, 0.0)
+    from bnsweep.trials import pair_id
+
+    pairs = {}
+    for c in configs:
+        pairs.setdefault(pair_id(c), []).append(c)
+    assert len(pairs) == 7
+    for members in pairs.values():
+        assert sorted(m["bn"] for m in members) == [False, True]
+        assert len({m["seed"] for m in members}) == 1
+
+
+def test_seeds_axis_repeats_every_point_and_keeps_pairs(tmp_path):
+    f = write_space(tmp_path / "s.py", 'SPACE = {"lr": [0.1, 0.01], "bn": [True, False]}\nSEEDS = [0, 1, 2]\n')
+    configs = load_study(f).grid_configs()
+    assert len(configs) == 12
+    assert sorted({c["seed"] for c in configs}) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
+def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path):
+    # quick.py also proves the README's default: no tracking URI -> ./mlflow.db in the working directory.
+    env = bnsweep_env(cifar_dir, RAY_ADDRESS=ray_address)
+    r = run_bnsweep("run", str(space), "--smoke", "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "summary" in r.stdout
+    study = load_study(space, smoke=True)
+    trials = trial_dirs(sweep_dir_of(tmp_path / "results"))
+    assert len(trials) == study.n_trials()
+    for t in trials:
+        results = results_of(t)
+        assert results, t
+        if study.scheduler == "fifo":
+            assert results[-1]["epoch"] == study.fixed["epochs"]
+    runs = children(f"sqlite:///{tmp_path}/mlflow.db", f"bnsweep-{study.name}")
+    assert len(runs) == study.n_trials()
+    assert all(r.info.status == "FINISHED" for r in runs)
+    if space.stem == "lr":  # Tune ran exactly the grid, pairs sharing their seed
+        params = [json.loads((t / "params.json").read_text()) for t in trials]
+        assert sorted((p["lr"], p["bn"]) for p in params) == sorted(
+            itertools.product([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], [False, True]))
+        assert {p["seed"] for p in params} == {0}
+
+
+# ------------------------------------------------------------- failures ---
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "killme.py", f"""
+        SPACE = {{"lr": [0.01, 0.02, 0.03], "bn": [True, False]}}
+        FIXED = {{**{TINY}, "epochs": 3}}
+        MAX_CONCURRENT = 1
+    """)
+    storage = tmp_path / "results"
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def finished() -> list[Path]:
+        if not storage.exists() or not any(storage.iterdir()):
+            return []
+        return [t for t in trial_dirs(sweep_dir_of(storage)) if (results_of(t) or [{}])[-1].get("epoch") == 3]
+
+    done = _wait_for(lambda: len(finished()) >= 2 and finished(), 300, "two finished trials")
+    time.sleep(1.0)  # let a third trial start, so one is cut mid-run
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done = finished()
+    assert 2 <= len(done) < 6
+    before = {t.name: (t / "result.json").read_bytes() for t in done}
+
+    r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trials = trial_dirs(sweep_dir_of(storage))
+    assert len(trials) == 6
+    for t in trials:
+        assert results_of(t)[-1]["epoch"] == 3
+    for name, data in before.items():  # finished trials were not run again
+        assert (sweep_dir_of(storage) / "grid" / name / "result.json").read_bytes() == data
+    runs = children(mlflow_server.uri, "bnsweep-killme")
+    assert len(runs) == 6, "one MLflow run per trial, also after the resume"
+    assert len({r.data.tags["ray_trial_id"] for r in runs}) == 6
+    for run in runs:
+        assert steps(mlflow_server.uri, run.info.run_id) == [1, 2, 3]
+        assert run.info.status == "FINISHED"
+    client = MlflowClient(mlflow_server.uri)
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+
+
+def test_trial_killed_mid_run_continues_from_its_checkpoint(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "killtrial.py", f"""
+        SPACE = {{"bn": [True]}}
+        FIXED = {{**{TINY}, "n_train": 400, "epochs": 6}}
+        MAX_FAILURES = 1
+    """)
+    storage = tmp_path / "results"
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def row_at_epoch_2():
+        if not storage.exists() or not any(storage.iterdir()):
+            return None
+        trials = trial_dirs(sweep_dir_of(storage))
+        rows = results_of(trials[0]) if trials else []
+        return next((r for r in rows if r["epoch"] >= 2), None)
+
+    row = _wait_for(row_at_epoch_2, 300, "epoch 2 of the trial")
+    os.kill(row["pid"], signal.SIGKILL)  # the trial's worker process dies, as on a node failure
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-4000:]
+    epochs = [r["epoch"] for r in results_of(trial_dirs(sweep_dir_of(storage))[0])]
+    assert epochs[-1] == 6
+    assert epochs.count(1) == 1, f"the retry restarted from scratch: {epochs}"
+    assert epochs == sorted(epochs), epochs  # continued, never went back to an earlier epoch ...
+    assert len(epochs) - len(set(epochs)) <= 1  # ... at most the epoch in flight ran twice
+    (run,) = children(mlflow_server.uri, "bnsweep-killtrial")
+    assert steps(mlflow_server.uri, run.info.run_id) == [1, 2, 3, 4, 5, 6]
+    assert run.info.status == "FINISHED"
+
+
+def test_diverged_trial_is_a_result_and_the_sweep_completes(ray_address, mlflow_server, cifar_dir, tmp_path):
+    # No BN at lr 10 on real CIFAR-10: NaN loss by the second epoch (measured), never retried.
+    space = write_space(tmp_path / "diverge.py", """
+        SPACE = {"lr": [0.01, 10.0], "bn": [False]}
+        FIXED = {"width": 0.0625, "n_train": 500, "n_val": 200, "batch_size": 50, "epochs": 3, "augment": False}
+        MAX_FAILURES = 2
+    """)
+    env = bnsweep_env(cifar_dir, RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "diverged 1" in r.stdout
+    by_lr = {json.loads((t / "params.json").read_text())["lr"]: results_of(t)
+             for t in trial_dirs(sweep_dir_of(tmp_path / "results"))}
+    assert by_lr[10.0][-1]["diverged"] == 1.0
+    assert [x["epoch"] for x in by_lr[10.0]] == list(range(1, len(by_lr[10.0]) + 1)), "no retry"
+    assert by_lr[0.01][-1]["epoch"] == 3 and by_lr[0.01][-1]["diverged"] == 0.0
+    runs = {float(run.data.params["lr"]): run for run in children(mlflow_server.uri, "bnsweep-diverge")}
+    assert runs[10.0].data.tags["diverged"] == "true" and runs[10.0].info.status == "FINISHED"
+    assert runs[0.01].data.tags["diverged"] == "false" and runs[0.01].info.status == "FINISHED"
+
+
+# ------------------------------------------------------------ bad input ---
+
+BAD_FILES = {
+    "syntax": ("SPACE = {'lr': [0.1,\n", "does not import (line"),
+    "raises": ("import nonexistent_module_xyz\nSPACE = {}\n", "does not import"),
+    "nospace": ("SEARCH = 'grid'\n", "defines no SPACE"),
+    "unknownkey": ("SPACE = {'lrr': [0.1]}\n", "SPACE key 'lrr' is not a config key (did you mean 'lr'?)"),
+    "unknownname": ("SPACE = {'lr': [0.1]}\nSEEDZ = [1]\n", "unknown name SEEDZ"),
+    "lrzero": ("SPACE = {'lr': [0.1, 0.0]}\n", "SPACE['lr'] value 0.0: lr must be > 0"),
+    "emptygrid": ("SPACE = {'lr': []}\n", "SPACE['lr'] is an empty grid"),
+    "batchzero": ("SPACE = {'batch_size': [0, 50]}\n", "SPACE['batch_size'] value 0: batch_size must be > 0"),
+    "mixed": ("SEARCH = 'grid'\nSPACE = {'lr': ('loguniform', 1e-4, 1.0), 'bn': [True, False]}\n",
+              "SPACE['lr'] = ('loguniform', 0.0001, 1.0) is an Optuna distribution but SEARCH is 'grid'"),
+    "optunalist": ("SEARCH = 'optuna'\nSPACE = {'lr': [0.1, 0.01]}\n", "cannot be mixed with an Optuna search"),
+    "badfixed": ("SPACE = {'lr': [0.1]}\nFIXED = {'epochs': -1}\n", "epochs must be > 0"),
+}
+
+_CHECK = ("import sys; from bnsweep.cli import main; rc = main(sys.argv[1:]); "
+          "assert 'ray' not in sys.modules, 'Ray was imported'; sys.exit(rc)")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_search_space_is_one_clear_error_before_ray(name, tmp_path):
+    text, needle = BAD_FILES[name]
+    space = write_space(tmp_path / f"{name}.py", text)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = subprocess.run([sys.executable, "-c", _CHECK, "run", str(space)], capture_output=True, text=True,
+                       cwd=work, env=bnsweep_env(), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and str(space) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert list(work.iterdir()) == [], "nothing may be written"
+
+
+def test_missing_file_and_bad_overrides(tmp_path):
+    for args, needle in [(["run", str(tmp_path / "nope.py")], "does not exist"),
+                         (["run", str(REPO / "search_spaces/lr.py"), "--lr", "0.1"], "lr is varied by this file"),
+                         (["run", str(REPO / "search_spaces/lr.py"), "--epochs", "0"], "epochs must be > 0"),
+                         (["run", str(REPO / "search_spaces/lr.py"), "--gpus-per-trial", "1.5"], "whole number"),
+                         (["resume", str(tmp_path)], "is not a bnsweep sweep directory")]:
+        r = subprocess.run([sys.executable, "-c", _CHECK, *args], capture_output=True, text=True, cwd=tmp_path,
+                           env=bnsweep_env(), timeout=120)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):
+    r = run_bnsweep("plan", str(REPO / "search_spaces/lr.py"), "--smoke", env=bnsweep_env(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for needle in ("trials          14", "epochs/trial    1", "trial-epochs    14", "per trial       1 CPU, 0 GPU",
+                   "at once", "estimate"):
+        assert needle in r.stdout, r.stdout
