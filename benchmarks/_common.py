@@ -66,6 +66,7 @@ def quiet(log_path: Path, enabled: bool = True):
             print(f"--- last lines of {log_path} ---\n{tail}", file=sys.stderr)
             raise
         else:
+            time.sleep(1.5)  # let Ray's log thread hand over the trials' last lines, into the log
             _restore(saved)
 
 
@@ -74,6 +75,8 @@ def _restore(saved: tuple[int, int]) -> None:
     sys.stderr.flush()
     os.dup2(saved[0], 1)
     os.dup2(saved[1], 2)
+    os.close(saved[0])
+    os.close(saved[1])
 
 
 def write_study(folder: Path, name: str, n_trials: int, fixed: dict, resources: dict,
@@ -104,7 +107,7 @@ def timed_sweep(study, storage: Path, log: Path, tracking_uri: str | None = None
     t0 = time.perf_counter()
     with quiet(log, enabled=not verbose):
         code = runner.run(study, run_args(storage, tracking_uri))
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"the sweep ended with exit code {code}; see {log}")
     return wall
@@ -120,3 +123,60 @@ def trial_times(storage: Path) -> list[float]:
         if lines:
             out.append(float(json.loads(lines[-1])["time_total_s"]))
     return out
+
+
+# About a minute per trial on one core of the 2-core dev machine, at the quick
+# study's rate there (~110 training images/s at width 1/16, one thread); the
+# scripts print the time they measured.
+MINUTE_TRIAL = {"n_train": 3000, "n_val": 1000, "epochs": 2}
+
+
+def add_trial_flags(p: argparse.ArgumentParser, trials: int, epochs: int, n_train: int) -> None:
+    g = p.add_argument_group("the trials (all identical but for the seed)")
+    g.add_argument("--trials", type=int, default=trials, help="trials per sweep")
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--n-train", type=int, default=n_train, help="training images per epoch")
+    g.add_argument("--n-val", type=int, default=200, help="validation images per epoch")
+    g.add_argument("--batch-size", type=int, default=50)
+    g.add_argument("--width", type=float, default=0.0625, help="channel multiplier (the quick study's 1/16)")
+    g.add_argument("--minute-trials", action="store_true",
+                   help=f"trials of about a minute on one CPU core: {MINUTE_TRIAL} (overrides those flags)")
+    g.add_argument("--cpus-per-trial", type=int, default=1, help="also the torch threads of the plain loop")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda; on cuda each trial gets 1/concurrency GPU")
+    g.add_argument("--data-dir", default=None, help="folder with cifar-10-batches-py/ (default $BNSWEEP_DATA_DIR)")
+    g.add_argument("--verbose", action="store_true", help="show Ray's and Tune's output instead of logging it")
+
+
+def trial_fixed(args: argparse.Namespace) -> dict:
+    """FIXED of the benchmark study; data_dir absolute, since Ray workers run elsewhere."""
+    from bnsweep.data import resolve_data_dir
+
+    if args.minute_trials:
+        for key, value in MINUTE_TRIAL.items():
+            setattr(args, key, value)
+    return {"width": args.width, "n_train": args.n_train, "n_val": args.n_val, "epochs": args.epochs,
+            "batch_size": args.batch_size, "device": resolve_device(args.device),
+            "data_dir": str(resolve_data_dir(args.data_dir).resolve())}
+
+
+def resources(fixed: dict, cpus: int, concurrency: int) -> dict:
+    return {"cpu": cpus, "gpu": round(1 / concurrency, 4) if fixed["device"].startswith("cuda") else 0}
+
+
+def start_ray(log: Path, verbose: bool) -> tuple[float, float]:
+    """(seconds to import bnsweep.sweep: ray, tune, mlflow; seconds of ray.init), as `bnsweep run` does them."""
+    t0 = time.perf_counter()
+    from bnsweep import sweep
+
+    t1 = time.perf_counter()
+    with quiet(log, enabled=not verbose):
+        sweep.init_ray(None)
+        t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
+def stop_ray(log: Path, verbose: bool) -> None:
+    import ray
+
+    with quiet(log, enabled=not verbose):  # Ray hands over the workers' last log lines at shutdown
+        ray.shutdown()

@@ -122,6 +122,11 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
     if unfinished:
         print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  bnsweep resume {sweep_dir}")
         return EXIT_INTERRUPTED
+    failed = sum(g.num_errors for g in grids)
+    if failed:
+        print(f"\n{failed} trial(s) failed after their retries; their errors are in the trial directories "
+              f"under {sweep_dir}. `bnsweep resume {sweep_dir}` retries them.")
+        return 1
     return 0
 
 

@@ -28,11 +28,13 @@ from ray import tune  # noqa: E402
 
 from bnsweep import tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
+from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
 
 CHECKPOINT_FILE = "checkpoint.pt"
+FORWARDED_ENV = ("BNSWEEP_DATA_DIR",)
 
 
 def _trial_name_creator(trial) -> str:
@@ -143,10 +145,22 @@ class _TermToInterrupt:
 
 
 def init_ray(address: str | None) -> None:
+    """Join the cluster at `address` / $RAY_ADDRESS, else start a local Ray for this sweep."""
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    # The driver's data location travels with the trials: Ray workers inherit the
+    # environment of the node's raylet, not of the driver.
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    try:
         ray.init(address=address, include_dashboard=False if address is None else None,
-                 logging_level="WARNING", log_to_driver=True)
+                 logging_level="WARNING", log_to_driver=True, runtime_env={"env_vars": env_vars})
+    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+        cause = e.__cause__ or e
+        hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and make its token "
+                "available (~/.ray/auth_token or RAY_AUTH_TOKEN)") if "token" in str(cause).lower() else ""
+        raise BnsweepError(f"cannot connect to the Ray cluster at {address}: "
+                           f"{str(cause).splitlines()[0][:300]}{hint}") from None
 
 
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:

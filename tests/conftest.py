@@ -93,13 +93,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Ray 2.60 protects a cluster started with `ray start` by a token (~/.ray/auth_token);
+# every process that joins it, drivers included, runs in token mode.
+RAY_AUTH = {"RAY_AUTH_MODE": "token"}
+
+
 def _ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, timeout=180, check=check)
+    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, timeout=180, check=check,
+                          env={**os.environ, **RAY_AUTH})
 
 
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     port = free_port()
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        _ray("get-auth-token", "--generate")
     _ray("start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
          "--disable-usage-stats", f"--temp-dir={RAY_TEMP}")
     yield f"127.0.0.1:{port}"
@@ -149,6 +157,8 @@ def bnsweep_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     if data_dir is not None:
         env["BNSWEEP_DATA_DIR"] = str(data_dir)
     env.update(extra)
+    if "RAY_ADDRESS" in extra:
+        env.update(RAY_AUTH)
     return env
 
 
