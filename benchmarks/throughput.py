@@ -23,7 +23,7 @@ one image) x 3 for forward + backward; the reference at width 1 is about 2.8
 GFLOP forward per image (DESIGN.md §5). Figures come from one run on a machine
 that may be busy: compare ratios measured in the same run, on the same device.
 
-    .venv/bin/python benchmarks/throughput.py                      # CPU-sized, ~2 min on 2 cores
+    .venv/bin/python benchmarks/throughput.py                      # CPU-sized, est. 2-3 min on 2 idle cores
     .venv/bin/python benchmarks/throughput.py --width 1.0 --batch-size 250 --steps 50   # a GPU
 """
 

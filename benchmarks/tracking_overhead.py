@@ -22,7 +22,7 @@ bounds it per epoch, (2) shows it end to end, within the noise of two sweeps
 (rerun, or use --repeats, before trusting a difference of a few percent).
 Figures are from one run on a machine that may be busy.
 
-    .venv/bin/python benchmarks/tracking_overhead.py                    # ~2-3 min on 2 CPU cores
+    .venv/bin/python benchmarks/tracking_overhead.py                    # est. 2-3 min on 2 idle CPU cores
     .venv/bin/python benchmarks/tracking_overhead.py --minute-trials --repeats 2
 """
 

@@ -20,8 +20,8 @@ the Ray worker; the rest of the difference is bookkeeping around it. "gain" is
 concurrency 1's wall / concurrency 2's (2.0 = perfect on two free cores).
 Everything is one run on a machine that may be busy; rerun to see the spread.
 
-    .venv/bin/python benchmarks/tune_overhead.py                   # ~2-3 min on 2 CPU cores
-    .venv/bin/python benchmarks/tune_overhead.py --minute-trials   # the issue's case, ~12 min
+    .venv/bin/python benchmarks/tune_overhead.py                   # est. 2-3 min on 2 idle CPU cores
+    .venv/bin/python benchmarks/tune_overhead.py --minute-trials   # the issue's case, roughly 10-12 min
 """
 
 from __future__ import annotations

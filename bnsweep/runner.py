@@ -111,7 +111,12 @@ def _study_from_spec(spec) -> Study:
 def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
     from bnsweep import sweep, tracking
 
-    grids = sweep.run_tuners(study, spec, sweep_dir, resume=resume)
+    try:
+        grids = sweep.run_tuners(study, spec, sweep_dir, resume=resume)
+    except BaseException:
+        if spec.tracking:  # no parent run left RUNNING; what the trials reported is on storage
+            tracking.end_sweep(spec.tracking, "FAILED")
+        raise
     unfinished = sweep.n_unfinished(grids, study)
     if spec.tracking:
         try:

@@ -98,22 +98,22 @@ def _tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
 
 
 def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
-    mode = "min" if study.metric.endswith("loss") else "max"
-    kwargs: dict[str, Any] = dict(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
-                                  trial_name_creator=_trial_name_creator, trial_dirname_creator=_trial_name_creator)
+    kwargs: dict[str, Any] = dict(
+        metric=study.metric, mode="min" if study.metric.endswith("loss") else "max",
+        max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+        trial_name_creator=_trial_name_creator, trial_dirname_creator=_trial_name_creator)
     if study.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        kwargs.update(metric=study.metric, mode=mode, num_samples=study.num_samples,
-                      search_alg=OptunaSearch(seed=study.seeds[0]))
+        kwargs.update(num_samples=study.num_samples, search_alg=OptunaSearch(seed=study.seeds[0]))
     if study.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        # Rungs at 1/4, 1/16, ... of the epochs; a trial is stopped only after
-        # it has had at least a quarter of its budget (BN's running statistics
-        # need steps before validation means anything, see DESIGN.md §2).
+        # Rungs at 1/4, 1/2 of the epochs; a trial is stopped only after it has
+        # had at least a quarter of its budget (BN's running statistics need
+        # steps before validation means anything, DESIGN.md §2).
         epochs = study.fixed["epochs"]
-        kwargs.update(scheduler=ASHAScheduler(metric=study.metric, mode=mode, max_t=epochs,
+        kwargs.update(scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs,
                                               grace_period=max(1, epochs // 4), reduction_factor=2))
     return tune.TuneConfig(**kwargs)
 
@@ -129,7 +129,7 @@ def _run_config(name: str, storage: str, spec: SweepSpec, callbacks: list) -> tu
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=callbacks,
+        callbacks=list(callbacks),  # a list of its own: Tune appends its progress reporter to it
         verbose=1,
     )
 

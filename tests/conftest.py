@@ -103,15 +103,48 @@ def _ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           env={**os.environ, **RAY_AUTH})
 
 
+def start_ray_node(*args: str) -> subprocess.Popen:
+    """`ray start --block ...` in a process group of its own: stopping it stops only this node,
+    never another Ray on the machine (`ray stop` would stop them all)."""
+    return subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+                            env={**os.environ, **RAY_AUTH}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop_ray_node(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([str(VENV_BIN / "ray"), "status", f"--address={address}"], capture_output=True,
+                           text=True, env={**os.environ, **RAY_AUTH}, timeout=60)
+        if r.returncode == 0 and r.stdout.count("node_") >= n:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Ray at {address} did not show {n} node(s)")
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
-    port = free_port()
     if not (Path.home() / ".ray" / "auth_token").exists():
         _ray("get-auth-token", "--generate")
-    _ray("start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={RAY_TEMP}")
-    yield f"127.0.0.1:{port}"
-    _ray("stop", "--force", check=False)
+    port = free_port()
+    head = start_ray_node("--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+                          f"--temp-dir={RAY_TEMP}")
+    address = f"127.0.0.1:{port}"
+    wait_for_nodes(address, 1)
+    yield address
+    stop_ray_node(head)
 
 
 class MlflowServer:
