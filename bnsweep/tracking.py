@@ -314,7 +314,7 @@ def sync_experiment(tracking: Mapping[str, Any], experiment_path: Path) -> int:
     runs = TrialRuns(tracking)
     added = 0
     for trial in analysis.trials:
-        results = _read_results(Path(trial.local_path or trial.path))
+        results = _read_results(Path(trial.path))  # storage path; local or a shared mount
         cfg = trial_config(trial.config)
         runs.run_id(trial.trial_id, cfg, trial_name(cfg), trial_tags(cfg))
         before = runs.last_step.get(trial.trial_id, 0)

@@ -117,7 +117,7 @@ def stop_ray_node(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -1,0 +1,171 @@
+"""MLflow records every trial exactly once, against a real `mlflow server` on loopback."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+
+from mlflow import MlflowClient
+
+from bnsweep.config import REFERENCE
+from bnsweep.train import EPOCH_METRICS
+from conftest import (bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
+                      write_space)
+from test_sweep import TINY, _wait_for, children
+
+TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
+        "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
+        "optuna_version", "device_name", "study")
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def assert_mlflow_equals_tune(uri: str, experiment: str, sweep_dir) -> None:
+    runs = {r.data.tags["ray_trial_id"]: r for r in children(uri, experiment)}
+    trials = trial_dirs(sweep_dir)
+    assert len(runs) == len(trials)
+    for t in trials:
+        rows = list({r["epoch"]: r for r in results_of(t)}.values())  # an epoch re-run after a kill: once
+        run = runs[rows[-1]["trial_id"]]
+        for key in EPOCH_METRICS:
+            if key == "epoch":
+                continue
+            expected = [(r["epoch"], float(r[key])) for r in rows]
+            got = history(uri, run.info.run_id, key)
+            assert [s for s, _ in got] == [s for s, _ in expected], (t.name, key)
+            for (_, a), (_, b) in zip(got, expected):
+                assert a == b or (math.isnan(a) and math.isnan(b)), (t.name, key)
+
+
+def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "rec.py", f"""
+        \"\"\"Recording test.\"\"\"
+        SPACE = {{"lr": [0.01, 0.05], "bn": [True, False]}}
+        FIXED = {{**{TINY}, "epochs": 2}}
+    """)
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("bnsweep-rec")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [x for x in runs if x.data.tags.get("bnsweep.role") == "sweep"]
+    kids = [x for x in runs if x.data.tags.get("bnsweep.role") == "trial"]
+    assert len(parents) == 1 and len(kids) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study"] == "rec" and parent.data.tags["sweep_dir"] == str(sweep_dir_of(tmp_path / "results"))
+    text = client.download_artifacts(parent.info.run_id, "search_space/rec.py", str(tmp_path / "dl"))
+    assert open(text).read() == space.read_text()
+    for kid in kids:
+        assert kid.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert kid.info.status == "FINISHED"
+        for tag in TAGS:
+            assert kid.data.tags.get(tag), (tag, kid.data.tags)
+        assert kid.data.tags["dataset_source"] == "synthetic" and kid.data.tags["dataset_verified"] == "false"
+        assert kid.data.tags["arm"] == ("bn" if kid.data.params["bn"] == "True" else "no_bn")
+        assert set(REFERENCE) <= set(kid.data.params)
+        assert kid.data.params["epochs"] == "2" and kid.data.params["width"] == "0.0625"
+        assert kid.info.run_name.startswith(kid.data.tags["arm"] + "_lr=")
+        assert kid.data.metrics["epochs_completed"] == 2
+    pairs = {}
+    for kid in kids:
+        pairs.setdefault(kid.data.tags["pair_id"], []).append(kid.data.tags["arm"])
+    assert sorted(map(sorted, pairs.values())) == [["bn", "no_bn"], ["bn", "no_bn"]]
+    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-rec", sweep_dir_of(tmp_path / "results"))
+
+
+def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "outage.py", f"""
+        SPACE = {{"lr": [0.01, 0.02, 0.03]}}
+        FIXED = {{**{TINY}, "epochs": 3}}
+        MAX_CONCURRENT = 1
+    """)
+    storage = tmp_path / "results"
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: storage.exists() and any(storage.iterdir()) and any(
+            results_of(t) for t in trial_dirs(sweep_dir_of(storage))), 300, "the first result")
+        mlflow_server.stop()  # the tracking server dies mid-sweep
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        mlflow_server.start()  # ... and comes back later
+    assert driver.returncode == 0, out[-4000:]
+    assert "bnsweep sync" in out
+    sweep_dir = sweep_dir_of(storage)
+    assert all(results_of(t)[-1]["epoch"] == 3 for t in trial_dirs(sweep_dir))
+
+    r = run_bnsweep("sync", str(sweep_dir), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-outage", sweep_dir)
+    runs = children(mlflow_server.uri, "bnsweep-outage")
+    assert all(x.info.status == "FINISHED" for x in runs)
+    snapshot = {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs}
+
+    r = run_bnsweep("sync", str(sweep_dir), env=env, cwd=tmp_path)  # idempotent
+    assert r.returncode == 0 and "0 epoch(s) added" in r.stdout, r.stdout
+    runs = children(mlflow_server.uri, "bnsweep-outage")
+    assert {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs} == snapshot
+
+
+def test_unreachable_server_at_start_is_a_clear_error(tmp_path):
+    space = write_space(tmp_path / "s.py", 'SPACE = {"bn": [True]}\n')
+    env = bnsweep_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # the discard port: nothing listens
+    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+    assert r.returncode == 1
+    assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in r.stderr and "--no-tracking" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "results").exists()
+
+
+def test_failed_trial_is_recorded_failed(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "fails.py", f"""
+        SPACE = {{"bn": [True, False]}}
+        FIXED = {{**{TINY}, "dataset": "cifar10", "data_dir": "{tmp_path}/no-data-here", "download": False}}
+        MAX_FAILURES = 0
+    """)
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert "2 trial(s) failed" in r.stdout
+    runs = children(mlflow_server.uri, "bnsweep-fails")
+    assert len(runs) == 2 and all(x.info.status == "FAILED" for x in runs)
+
+
+def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_address, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "stopme.py", f"""
+        SPACE = {{"lr": [0.01, 0.02, 0.03, 0.04]}}
+        FIXED = {{**{TINY}, "epochs": 4}}
+        MAX_CONCURRENT = 1
+    """)
+    storage = tmp_path / "results"
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: storage.exists() and any(storage.iterdir()) and any(
+        results_of(t) for t in trial_dirs(sweep_dir_of(storage))), 300, "the first result")
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, out[-4000:]
+    assert "bnsweep resume" in out
+    client = MlflowClient(mlflow_server.uri)
+    runs = children(mlflow_server.uri, "bnsweep-stopme")
+    assert runs and all(x.info.status in ("FINISHED", "KILLED") for x in runs)
+    assert any(x.info.status == "KILLED" for x in runs)
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"
+
+    r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = children(mlflow_server.uri, "bnsweep-stopme")
+    assert len(runs) == 4 and all(x.info.status == "FINISHED" for x in runs)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-stopme", sweep_dir_of(storage))
+    for t in trial_dirs(sweep_dir_of(storage)):
+        params = json.loads((t / "params.json").read_text())
+        assert params["epochs"] == 4
