@@ -245,6 +245,8 @@ def _trial_row(run, history: pd.DataFrame, sweep_names: dict[str, str]) -> dict[
     for key in _BOOL_TAGS:
         row[key] = tags.get(key, "").lower() == "true"
     for key in HISTORY_METRICS:  # the last epoch's value (NaN if that epoch lacks it)
+        if key == "diverged":
+            continue  # a flag, set from the tag and the whole history below
         col = LAST_LR if key == "lr" else key
         row[col] = float(history[key].iloc[-1]) if len(history) else metrics.get(key, math.nan)
     for key in ("best_val_acc", "best_epoch"):  # the run's own running best, as last logged

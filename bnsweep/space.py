@@ -182,7 +182,9 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
             _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
     layered = {**fixed, **(smoke_over if smoke else {}), **overrides}
     try:
-        base = make_config({k: v for k, v in layered.items() if k not in varied and k != "seed"},
+        # Grid axes and arms replace their key; an explicit point overrides FIXED only where it says so.
+        axes = set(space) | set(arms)
+        base = make_config({k: v for k, v in layered.items() if k not in axes and k != "seed"},
                            consistent=not varied & {"batch_size", "n_train", "n_val", "val_split"})
     except ConfigError as e:
         _fail(path, f"FIXED/SMOKE/overrides: {e}")

@@ -56,7 +56,8 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             resume = load_checkpoint(Path(d) / CHECKPOINT_FILE)
-    info: dict[str, Any] = {}
+    # Where this attempt runs (a retry after a node failure may run elsewhere); a result key, not a tag.
+    info: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
 
     def on_start(run_info: dict[str, Any]) -> None:
         # Strings the driver turns into MLflow tags (dataset identity, device).

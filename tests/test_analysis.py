@@ -1,20 +1,16 @@
 """Analysis on real MLflow data: tiny sweeps trained here, read back by
 bnsweep.results and the analysis/ scripts.
 
-The sweeps are real training runs (bnsweep.train on the synthetic data, a small
-model, 3 epochs) recorded in bnsweep's MLflow layout. `record_sweep` stands in
-for `bnsweep run` so the tests need no Ray; replacing its body with a
-`bnsweep run` of a smoke search space is the only change needed to test on
-sweeps made by the real driver.
+The sweeps are real: `bnsweep run` of small search-space files (the small
+model on synthetic data, 2-3 epochs) on the session's Ray head, recorded by the
+driver into an sqlite store, exactly as a user's sweep is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import random
 import runpy
 import sys
 import time
@@ -33,79 +29,47 @@ TINY = {"model": "simple", "dataset": "synthetic", "width": 0.125, "epochs": 3, 
         "augment": False, "bn_momentum": 0.5, "lr": 0.05, "device": "cpu", "eval_batch_size": 200}
 DIVERGING_LR = 1e6  # no-BN loss becomes NaN in the first epoch (the simple net survives 1e3 with dead ReLUs)
 
-# study -> (search, [(config overrides, fail_after_epoch or None)])
-SWEEPS = {
-    # lr 0.01 with one seed, 0.05 and the diverging lr with two: single values and mean ± sd side by side.
-    "lr": ("grid", [({"lr": lr, "bn": bn, "seed": seed}, None)
-                    for lr, seeds in ((0.01, (0,)), (0.05, (0, 1)), (DIVERGING_LR, (0, 1)))
-                    for seed in seeds for bn in (True, False)]
-           + [({"lr": 0.05, "bn": True, "seed": 2}, 1)]),  # errors after epoch 1: FAILED, kept, marked
-    "batch_size": ("grid", [({"batch_size": b, "bn": bn, "epochs": 2}, None)
-                            for b in (25, 100) for bn in (True, False)]),
-    "dropout": ("grid", [({"bn": False, "epochs": 2}, None), ({"bn": False, "dropout": 0.5, "epochs": 2}, None),
-                         ({"bn": True, "epochs": 2}, None)]),
-    "optuna": ("optuna", [({"bn": bn, "lr": 10 ** r.uniform(-2, -0.7), "batch_size": r.choice([25, 50, 100]),
-                            "dropout": round(r.uniform(0, 0.5), 3), "epochs": 2}, None)
-                          for bn in (True, False) for r in [random.Random(int(bn))] for _ in range(2)]),
+# study -> its search-space file, run for real by `bnsweep run` (local Ray head, sqlite store).
+FAILING = {"dataset": "cifar10", "data_dir": "/nonexistent/bnsweep-test", "download": False}  # DataError in the trial
+SPACE_FILES = {
+    # Two seeds everywhere: single values and mean ± sd; the diverging lr and a failing point stay in the data.
+    "lr": f"""
+SPACE = [{{"lr": lr, "bn": bn}} for lr in (0.01, 0.05, {DIVERGING_LR}) for bn in (True, False)]
+SPACE += [{{"lr": 0.05, "bn": True, **{FAILING}}}]
+SEEDS = [0, 1]
+FIXED = {TINY}
+MAX_FAILURES = 0
+""",
+    "batch_size": f"""
+SPACE = {{"batch_size": [25, 100], "bn": [True, False]}}
+FIXED = {{**{TINY}, "epochs": 2}}
+""",
+    "dropout": f"""
+SPACE = [{{"bn": False}}, {{"bn": False, "dropout": 0.5}}, {{"bn": True}}]
+FIXED = {{**{TINY}, "epochs": 2}}
+""",
+    "optuna": f"""
+SEARCH = "optuna"
+ARMS = {{"bn": [True, False]}}
+SPACE = {{"lr": ("loguniform", 0.01, 0.2), "batch_size": ("choice", [25, 50, 100]), "dropout": ("uniform", 0.0, 0.5)}}
+NUM_SAMPLES = 2
+SCHEDULER = "fifo"
+FIXED = {{**{TINY}, "epochs": 2}}
+""",
 }
+N_TRIALS = {"lr": 14, "batch_size": 4, "dropout": 3, "optuna": 4}
 
 
-class _TrialError(RuntimeError):
-    pass
+def record_sweep(uri: str, study: str, ray_address: str, work: Path) -> str:
+    """Run the study's tiny search space with `bnsweep run`; return the experiment name."""
+    from conftest import bnsweep_env, run_bnsweep
 
-
-def _pair_id(cfg: dict) -> str:
-    rest = {k: v for k, v in sorted(cfg.items()) if k not in ("bn", "data_dir", "device")}
-    return hashlib.sha1(json.dumps(rest, default=str).encode()).hexdigest()[:10]
-
-
-def record_sweep(uri: str, study: str) -> str:
-    """Train the study's tiny grid and record it as bnsweep does; return the experiment name."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
-
-    from bnsweep.config import REFERENCE, make_config
-    from bnsweep.train import EPOCH_METRICS, train
-
-    search, points = SWEEPS[study]
-    client = MlflowClient(uri)
-    experiment = f"bnsweep-{study}"
-    store = Path(uri.removeprefix("sqlite:///")).parent
-    exp_id = client.create_experiment(experiment, artifact_location=(store / "artifacts" / study).as_uri())
-    sweep_name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
-    parent = client.create_run(exp_id, run_name=sweep_name, tags={
-        "bnsweep.role": "sweep", "study": study, "search": search, "sweep_dir": f"/tmp/{sweep_name}"}).info.run_id
-    client.log_text(parent, f"SEARCH = {search!r}\n", f"search_space/{study}.py")
-    for i, (overrides, fail_after) in enumerate(points):
-        cfg = make_config({**TINY, **overrides})
-        arm = ("bn" if cfg["bn"] else "no_bn") + ("+dropout" if cfg["dropout"] else "")
-        name = f"{arm}_lr={cfg['lr']:g}_bs={cfg['batch_size']}_seed={cfg['seed']}".replace("+", "_")
-        run_id = client.create_run(exp_id, run_name=name, tags={
-            "mlflow.parentRunId": parent, "bnsweep.role": "trial", "study": study, "arm": arm,
-            "pair_id": _pair_id(cfg), "seed": str(cfg["seed"]), "ray_trial_id": f"t{i:05d}",
-            "git_commit": "test", "git_dirty": "false", "device_name": "cpu"}).info.run_id
-        client.log_batch(run_id, params=[Param(k, str(cfg[k])) for k in REFERENCE])
-        info: dict = {}
-
-        def report(m: dict, state: dict) -> None:
-            ts = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(m[k]), ts, int(m["epoch"]))
-                                              for k in EPOCH_METRICS if k != "epoch"],
-                             tags=[RunTag("diverged", str(bool(m["diverged"])).lower())])
-            if fail_after and m["epoch"] >= fail_after:
-                raise _TrialError("simulated trial error")
-
-        try:
-            out = train(cfg, report, on_start=info.update)
-            status, finals = "FINISHED", [Metric("epochs_completed", out["epochs_completed"], 0, 0)]
-        except _TrialError:
-            status, finals = "FAILED", []
-        client.log_batch(run_id, metrics=finals, tags=[
-            RunTag(k, str(info[k]).lower() if isinstance(info[k], bool) else str(info[k]))
-            for k in ("dataset_source", "dataset_fingerprint", "dataset_verified")])
-        client.set_terminated(run_id, status=status)
-    client.set_terminated(parent, status="FINISHED")
-    return experiment
+    space = work / f"{study}.py"
+    space.write_text(f'"""{study}: analysis test sweep."""\n' + SPACE_FILES[study])
+    env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=uri)
+    r = run_bnsweep("run", str(space), "--storage", str(work / "results"), env=env, cwd=work)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]  # 1: the lr study's failing trials
+    return f"bnsweep-{study}"
 
 
 _STORE: dict = {}
@@ -126,31 +90,28 @@ def _fast_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mlflow")
 
 
-def sweep(tmp_path_factory, study: str) -> tuple[str, str]:
+def sweep(tmp_path_factory, ray_address: str, study: str) -> tuple[str, str]:
     """(tracking_uri, experiment) of the study's tiny sweep, made once per test session."""
     if "uri" not in _STORE:
         _STORE["uri"] = f"sqlite:///{_fast_dir(tmp_path_factory)}/mlflow.db"
     if study not in _STORE:
-        import torch
-
-        torch.set_num_threads(1)  # the machine is shared; one thread is nearly as fast at this size
-        _STORE[study] = record_sweep(_STORE["uri"], study)
+        _STORE[study] = record_sweep(_STORE["uri"], study, ray_address, tmp_path_factory.mktemp(study))
     return _STORE["uri"], _STORE[study]
 
 
 @pytest.fixture(scope="session")
-def lr_sweep(tmp_path_factory):
-    return sweep(tmp_path_factory, "lr")
+def lr_sweep(tmp_path_factory, ray_address):
+    return sweep(tmp_path_factory, ray_address, "lr")
 
 
 @pytest.fixture(scope="session")
-def batch_sweep(tmp_path_factory):
-    return sweep(tmp_path_factory, "batch_size")
+def batch_sweep(tmp_path_factory, ray_address):
+    return sweep(tmp_path_factory, ray_address, "batch_size")
 
 
 @pytest.fixture(scope="session")
-def dropout_sweep(tmp_path_factory):
-    return sweep(tmp_path_factory, "dropout")
+def dropout_sweep(tmp_path_factory, ray_address):
+    return sweep(tmp_path_factory, ray_address, "dropout")
 
 
 def run_analysis(name: str, uri: str, experiment: str, out: Path, *extra: str) -> list:
@@ -182,13 +143,13 @@ def test_load_experiment_types_outcomes_and_history(lr_sweep):
     r = load_experiment(experiment, uri)
     t = r.trials
     assert r.study == "lr" and r.search == "grid" and "latest sweep" in r.note
-    assert len(t) == len(SWEEPS["lr"][1])  # nothing dropped: diverged and failed trials included
+    assert len(t) == N_TRIALS["lr"]  # nothing dropped: diverged and failed trials included
     assert t["bn"].map(type).eq(bool).all() and t["lr"].dtype == float and t["batch_size"].dtype == int
     assert set(t["arm"]) == {"bn", "no_bn"} and t["seed"].dtype == int and t["n_train"].isna().all()
-    assert t["outcome"].value_counts().to_dict() == {"completed": 6, "diverged": 4, "failed": 1}
+    assert t["outcome"].value_counts().to_dict() == {"completed": 8, "diverged": 4, "failed": 2}
     diverged = t[t["lr"] == DIVERGING_LR]
     assert diverged["diverged"].all() and (diverged["status"] == "FINISHED").all()
-    assert t.loc[t["outcome"] == "failed", "status"].item() == "FAILED"
+    assert (t.loc[t["outcome"] == "failed", "status"] == "FAILED").all()
     assert (t["dataset_source"] == "synthetic").all() and not t["dataset_verified"].any()
     client = MlflowClient(uri)
     for row in t.itertuples():
@@ -220,8 +181,8 @@ def _check_files(items) -> None:
 # lr, curves and batch_size are checked below, with their CSVs against the runs.
 @pytest.mark.parametrize("script, study", [("summary", "lr"), ("dropout", "dropout"), ("optuna", "optuna"),
                                            ("summary", "dropout")])
-def test_every_script_writes_figures_and_csvs(script, study, tmp_path, tmp_path_factory):
-    uri, experiment = sweep(tmp_path_factory, study)
+def test_every_script_writes_figures_and_csvs(script, study, tmp_path, tmp_path_factory, ray_address):
+    uri, experiment = sweep(tmp_path_factory, ray_address, study)
     _check_files(run_analysis(script, uri, experiment, tmp_path))
 
 
