@@ -89,6 +89,22 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
 
 # ------------------------------------------------------------- failures ---
 
+def start_driver(space: Path, storage: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """`bnsweep run` in the background, for tests that interrupt it."""
+    return subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def trials_so_far(storage: Path) -> list[Path]:
+    if not storage.exists() or not any(storage.iterdir()):
+        return []
+    return trial_dirs(sweep_dir_of(storage))
+
+
+def wait_for_first_result(storage: Path) -> None:
+    _wait_for(lambda: any(results_of(t) for t in trials_so_far(storage)), 300, "the first result")
+
+
 def _wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,13 +123,10 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
     """)
     storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
-    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = start_driver(space, storage, env, tmp_path)
 
     def finished() -> list[Path]:
-        if not storage.exists() or not any(storage.iterdir()):
-            return []
-        return [t for t in trial_dirs(sweep_dir_of(storage)) if (results_of(t) or [{}])[-1].get("epoch") == 3]
+        return [t for t in trials_so_far(storage) if (results_of(t) or [{}])[-1].get("epoch") == 3]
 
     done = _wait_for(lambda: len(finished()) >= 2 and finished(), 300, "two finished trials")
     time.sleep(1.0)  # let a third trial start, so one is cut mid-run
@@ -150,13 +163,10 @@ def test_trial_killed_mid_run_continues_from_its_checkpoint(ray_address, mlflow_
     """)
     storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
-    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = start_driver(space, storage, env, tmp_path)
 
     def row_at_epoch_2():
-        if not storage.exists() or not any(storage.iterdir()):
-            return None
-        trials = trial_dirs(sweep_dir_of(storage))
+        trials = trials_so_far(storage)
         rows = results_of(trials[0]) if trials else []
         return next((r for r in rows if r["epoch"] >= 2), None)
 

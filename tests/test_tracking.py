@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import math
 import signal
-import subprocess
 
 from mlflow import MlflowClient
 
 from bnsweep.config import REFERENCE
 from bnsweep.train import EPOCH_METRICS
-from conftest import (bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
-                      write_space)
-from test_sweep import TINY, _wait_for, children
+from conftest import bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
+from test_sweep import TINY, children, start_driver, wait_for_first_result
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
@@ -87,11 +85,9 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
     """)
     storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
-    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = start_driver(space, storage, env, tmp_path)
     try:
-        _wait_for(lambda: storage.exists() and any(storage.iterdir()) and any(
-            results_of(t) for t in trial_dirs(sweep_dir_of(storage))), 300, "the first result")
+        wait_for_first_result(storage)
         mlflow_server.stop()  # the tracking server dies mid-sweep
         out, _ = driver.communicate(timeout=600)
     finally:
@@ -145,10 +141,8 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     """)
     storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
-    driver = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: storage.exists() and any(storage.iterdir()) and any(
-        results_of(t) for t in trial_dirs(sweep_dir_of(storage))), 300, "the first result")
+    driver = start_driver(space, storage, env, tmp_path)
+    wait_for_first_result(storage)
     driver.send_signal(signal.SIGTERM)
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 130, out[-4000:]
