@@ -38,7 +38,7 @@ def run(study: Study, args: argparse.Namespace) -> int:
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus and args.gpus_per_trial is None and "gpu" not in _declared_resources(study):
+    if gpus and args.gpus_per_trial is None and not study.gpu_declared:
         study.resources["gpu"] = 1.0  # a GPU cluster and a file that does not say: one GPU per trial
     sweep_dir = sweep.sweep_dir_for(_storage(args.storage), study)
     tracking_info = None
@@ -53,16 +53,6 @@ def run(study: Study, args: argparse.Namespace) -> int:
     spec.write(sweep_dir)
     _print_start(study, spec, sweep_dir)
     return _fit_and_summarize(study, spec, sweep_dir, resume=False)
-
-
-def _declared_resources(study: Study) -> dict:
-    import ast
-
-    tree = ast.parse(study.text)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "RESOURCES" for t in node.targets):
-            return ast.literal_eval(node.value)
-    return {}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

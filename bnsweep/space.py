@@ -56,6 +56,7 @@ class Study:
     metric: str = "val_acc"
     scheduler: str = "fifo"
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    gpu_declared: bool = False  # RESOURCES names "gpu" (else `run` picks one GPU per trial on a GPU cluster)
     max_concurrent: int | None = None
     max_failures: int = 2
     experiment: str | None = None
@@ -232,6 +233,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         metric=getattr(module, "METRIC", "val_acc"),
         scheduler=getattr(module, "SCHEDULER", "asha" if search == "optuna" else "fifo"),
         resources=_resources(path, getattr(module, "RESOURCES", {})),
+        gpu_declared="gpu" in getattr(module, "RESOURCES", {}),
         max_concurrent=_int(path, module, "MAX_CONCURRENT", None, minimum=1),
         max_failures=_int(path, module, "MAX_FAILURES", 2, minimum=0),
         experiment=getattr(module, "EXPERIMENT", None),

@@ -13,8 +13,8 @@ from test_analysis import sweep  # the session's tiny real sweeps, trained once
 
 
 @pytest.fixture(scope="session")
-def lr_sweep(tmp_path_factory):
-    return sweep(tmp_path_factory, "lr")
+def lr_sweep(tmp_path_factory, ray_address):
+    return sweep(tmp_path_factory, ray_address, "lr")
 
 
 def test_report_for_lr_study(lr_sweep, tmp_path):
