@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnsweep import runner
 
     study = _study(args)  # all validation happens before Ray starts or anything is written
-    return runner.run(study, args)
+    return runner.run(study, args, config_overrides(args))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -172,7 +172,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bnsweep.report import build_report
     from bnsweep.tracking import resolve_tracking_uri
 
-    out = build_report(args.experiment, args.out, tracking_uri=resolve_tracking_uri(args.tracking_uri))
+    out = build_report(args.experiment, args.out, tracking_uri=resolve_tracking_uri(args.tracking_uri),
+                       parent_run_id=args.sweep, all_sweeps=args.all_sweeps)
     print(f"report written to {out}")
     return 0
 
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="MLflow experiment name, e.g. bnsweep-lr")
     p.add_argument("--out", default=None, help="output directory (default: reports/<experiment>)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="one sweep's parent run (default: the latest sweep)")
+    p.add_argument("--all-sweeps", action="store_true", help="pool every sweep of the experiment")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("train", help="one training run, no Ray, no MLflow")

@@ -28,7 +28,8 @@ def _storage(flag: str | None) -> str:
     return storage if "://" in storage else os.path.abspath(storage)
 
 
-def run(study: Study, args: argparse.Namespace) -> int:
+def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """`bnsweep run`: `overrides` are the CLI's config flags, saved so that resume applies them too."""
     from bnsweep import sweep, tracking
 
     uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)
@@ -47,18 +48,12 @@ def run(study: Study, args: argparse.Namespace) -> int:
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
                                              str(study.path), study.text, study.fixed)
     spec = SweepSpec(
-        study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=_overrides(args),
+        study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
         tracking=tracking_info)
     spec.write(sweep_dir)
     _print_start(study, spec, sweep_dir)
     return _fit_and_summarize(study, spec, sweep_dir, resume=False)
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from bnsweep.cli import config_overrides
-
-    return config_overrides(args)
 
 
 def _sweep_dir(arg: str) -> str:
