@@ -43,7 +43,8 @@ def main(argv=None, results=None):
             ax.set_ylim(bottom=0)
             ax.set_title("loss: train (dashed) vs validation (solid)", fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    gaps = [f"{arm_label(a)}: {last.loc[a, 'train_acc_mean'] - last.loc[a, 'val_acc_mean']:+.3f}" for a in last.index]
+    gaps = [f"{arm_label(a)}: {last.loc[a, 'train_acc_mean'] - last.loc[a, 'val_acc_mean']:+.3f}"
+            for a in dict.fromkeys(table["arm"])]
     handles.append(Line2D([], [], linestyle=""))
     labels.append("last-epoch train - val gap, " + "; ".join(gaps))
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)

@@ -1,9 +1,10 @@
 """Learning-rate study: best validation accuracy per initial learning rate, BN and
-no BN side by side on a log lr axis (the study's lr figure; claims 1 and 3).
+no BN side by side, one group of bars per lr tried (the study's lr figure; claims 1 and 3).
 
 Each bar is an arm's best configuration at that lr (mean over seeds; the dots are
 the seeds, the error bar ±1 sd). Diverged trials stay at the accuracy they
-reached, hatched and labelled; failed or unfinished trials are counted above the bar.
+reached, hatched and labelled; failed or unfinished trials are counted in the bar.
+Trials of other settings at the same lr (not the best) are counted in the legend.
 
     python analysis/lr.py --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]
 """
@@ -43,18 +44,17 @@ def main(argv=None, results=None):
     table = lr_table(t)
     arms = list(dict.fromkeys(table["arm"]))
     lrs = np.sort(table["lr"].unique())
-    logs = np.log10(lrs)
-    spacing = float(np.min(np.diff(logs))) if len(lrs) > 1 else 1.0
-    bar = 0.8 * spacing / len(arms)  # bar width in decades
+    # One slot per lr tried, in order: grids are often irregular (0.01, 0.05, 1e6), and
+    # a true log axis would leave most of the figure empty.
+    slot = {lr: i for i, lr in enumerate(lrs)}
+    bar = 0.8 / len(arms)
 
-    slots = (logs.max() - logs.min()) / spacing + 1  # bar groups the axis has room for
-    fig, axes = new_figure(width=min(16.0, max(9.0, 0.6 * slots + 5)), height=4.8)
+    fig, axes = new_figure(width=min(16.0, max(8.0, 0.5 * len(lrs) * len(arms) + 6)), height=4.8)
     ax = axes[0, 0]
     for i, arm in enumerate(arms):
         rows = table[table["arm"] == arm]
-        offset = (i - (len(arms) - 1) / 2) * bar
-        centre = 10 ** (np.log10(rows["lr"].to_numpy()) + offset)
-        left, right = centre * 10 ** (-bar / 2), centre * 10 ** (bar / 2)
+        centre = np.array([slot[lr] for lr in rows["lr"]]) + (i - (len(arms) - 1) / 2) * bar
+        left, right = centre - bar / 2, centre + bar / 2
         ax.bar(left, rows["best_val_acc_mean"], width=right - left, align="edge", color=arm_color(arm),
                edgecolor="black", linewidth=0.6, label=arm_label(arm), zorder=2)
         for (_, r), c, lo, hi in zip(rows.iterrows(), centre, left, right):
@@ -79,12 +79,10 @@ def main(argv=None, results=None):
     chance_line(ax)
     ax.axhline(CHANCE + TRAIN_MARGIN, color="grey", linestyle=":", linewidth=1,
                label=f"'trains' threshold ({CHANCE + TRAIN_MARGIN:.1f})", zorder=1)
-    ax.set_xscale("log")
-    ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
-    ax.minorticks_off()
-    ax.set_xlim(10 ** (logs.min() - spacing * 0.6), 10 ** (logs.max() + spacing * 0.6))
+    ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs])
+    ax.set_xlim(-0.6, len(lrs) - 0.4)
     ax.set_ylim(0, 1.0)
-    ax.set_xlabel("initial learning rate (log scale)")
+    ax.set_xlabel("initial learning rate (each value tried, in increasing order; not to scale)")
     ax.set_ylabel("best validation accuracy (fraction)")
     handles, labels = ax.get_legend_handles_labels()
     handles += [Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH),
@@ -92,6 +90,12 @@ def main(argv=None, results=None):
                 Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="")]
     labels += ["diverged (loss NaN/inf): accuracy it reached", "one seed",
                "failed or unfinished seed (not in the bar)"]
+    drawn = {rid for ids in table["run_ids"] for rid in ids.split(";")}
+    others = t.loc[~t["run_id"].isin(drawn), "outcome"].value_counts()
+    if len(others):  # the bars show each lr's best setting; say what else the sweep holds
+        handles.append(Line2D([], [], linestyle=""))
+        labels.append("not in a bar (other settings at the same lr):\n"
+                      + ", ".join(f"{n} {o}" for o, n in others.items()))
     ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
     title = "Best validation accuracy per learning rate, BN vs no BN"
@@ -100,7 +104,8 @@ def main(argv=None, results=None):
                "(mean over seeds; dots are single seeds, error bars ±1 sd). Hatched bars diverged (training "
                "loss became NaN/inf) and show the accuracy reached before. Dashed: chance (0.1); dotted: the "
                f"threshold above which an arm counts as training ({CHANCE + TRAIN_MARGIN:.1f}, claim 3). "
-               "Where other settings vary too, each bar is the best of them.")
+               "Where other settings vary too, each bar is the best of them; the legend counts the trials of the "
+               "others. The lr axis lists the values tried in order, equally spaced whatever their ratio.")
     return [save_figure(fig, out, NAME, table, title, caption)]
 
 

@@ -83,7 +83,9 @@ def main(argv=None, results=None):
                        label=arm_label(arm), zorder=3)
         if key == "lr" and (table[key].astype(float) > 0).all():
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            lo, hi = table[key].astype(float).agg(["min", "max"])
+            if hi / lo >= 10:  # the decades are labelled; within one, matplotlib labels the minor ticks
+                ax.xaxis.set_minor_formatter(NullFormatter())
         chance_line(ax)
         ax.set_ylim(0, 1)
         ax.set_xlabel({"lr": "initial learning rate (log scale)", "batch_size": "batch size (images per step)",

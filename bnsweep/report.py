@@ -215,6 +215,7 @@ def plot_curve_panel(ax, table: pd.DataFrame, metric: str, x: str, linestyle: st
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
         ax.set_xlabel("wall-clock time (s, cumulative training + validation)")
+        ax.set_xlim(left=0)  # time starts at 0: how soon each arm gets there
 
 
 # --------------------------------------------------------------------------

@@ -169,7 +169,10 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     } for p in chosen])
     sweep_names = dict(zip(parents_df["run_id"], parents_df["run_name"]))
     histories = [_history(client, run) for run in children]
-    history = pd.concat(histories, ignore_index=True) if histories else _empty_history()
+    # Trials that never reported (failed at start) have no rows; leaving their empty
+    # frames out of the concat keeps the metric columns float, not object.
+    logged = [h for h in histories if len(h)]
+    history = (pd.concat(logged, ignore_index=True) if logged else _empty_history()).astype(_HISTORY_DTYPES)
     trials = pd.DataFrame([_trial_row(run, h, sweep_names) for run, h in zip(children, histories)])
     trials["trial_order"] = np.arange(1, len(trials) + 1)  # by start time, for search histories
     studies = set(parents_df["study"].dropna())
@@ -180,8 +183,11 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
                    parents=parents_df, trials=trials, history=history, note=note, sweeps_available=available)
 
 
+_HISTORY_DTYPES = {"epoch": int, **{m: float for m in HISTORY_METRICS}}
+
+
 def _empty_history() -> pd.DataFrame:
-    return pd.DataFrame(columns=["run_id", "epoch", *HISTORY_METRICS])
+    return pd.DataFrame({"run_id": pd.Series(dtype=str), **{k: pd.Series(dtype=t) for k, t in _HISTORY_DTYPES.items()}})
 
 
 def _history(client, run) -> pd.DataFrame:
@@ -279,7 +285,12 @@ def arms_present(trials: pd.DataFrame, by: str = "arm") -> list[str]:
     return sorted(present, key=lambda a: (ARM_ORDER.index(a) if a in ARM_ORDER else len(ARM_ORDER), a))
 
 
-def varied(trials: pd.DataFrame, exclude: Iterable[str] = ("seed", "bn", "data_dir", "device")) -> list[str]:
+# Config keys that say where the data is read from, or how a trial is run and
+# evaluated, and not what is trained: never a setting to compare or group by.
+NOT_SETTINGS = ("data_dir", "download", "device", "eval_batch_size")
+
+
+def varied(trials: pd.DataFrame, exclude: Iterable[str] = ("seed", "bn", *NOT_SETTINGS)) -> list[str]:
     """Config keys that take more than one value among the trials."""
     keys = [k for k in REFERENCE if k in trials and k not in set(exclude)]
     return [k for k in keys if trials[k].astype(str).nunique() > 1]
@@ -295,7 +306,7 @@ def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc
         return pd.Series({
             "n_trials": len(g),
             f"{value}_mean": v.mean(),
-            f"{value}_std": v.std(ddof=1) if v.notna().sum() > 1 else 0.0,
+            f"{value}_std": v.std(ddof=1) if v.notna().sum() > 1 else 0.0 if v.notna().any() else math.nan,
             f"{value}_min": v.min(),
             f"{value}_max": v.max(),
             "n_diverged": int(g["diverged"].sum()),
@@ -582,8 +593,9 @@ def generalisation_gap(trials: pd.DataFrame, history: pd.DataFrame, arm: str) ->
 
 def claim_regularisation(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
     """Claim 5: the last epoch's train-validation accuracy gap of no BN, no BN + dropout and BN.
-    BN regularises like dropout when both narrow no BN's gap; if dropout does not,
-    the run shows no overfitting to regularise and the claim cannot be judged."""
+    BN regularises like dropout when both narrow no BN's gap; if no BN has no gap,
+    or dropout does not narrow it, the run shows no overfitting to regularise and
+    the claim cannot be judged."""
     c = Claim(5, STATEMENTS[5], "", "")
     gaps = {a: generalisation_gap(trials, history, a) for a in ("no_bn", "no_bn+dropout", "bn")}
     missing = [arm_label(a) for a, g in gaps.items() if not g]
@@ -596,7 +608,9 @@ def claim_regularisation(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
         f"{arm_label(a)} {g['gap']:+.3f} (train {g['train_acc']:.3f}, val {g['val_acc']:.3f})" for a, g in gaps.items())
     tol = _tolerance(*(g["gap_std"] for g in gaps.values()))
     base = gaps["no_bn"]["gap"]
-    if base - gaps["no_bn+dropout"]["gap"] <= tol:
+    if base <= tol:  # e.g. no BN still at chance: a gap that is not there cannot be narrowed
+        c.verdict = undecided(f"no BN does not overfit here (gap {base:+.3f}): nothing to regularise")
+    elif base - gaps["no_bn+dropout"]["gap"] <= tol:
         c.verdict = undecided("dropout does not narrow no BN's gap here: no overfitting to regularise")
     elif base - gaps["bn"]["gap"] > tol:
         c.verdict = SUPPORTED

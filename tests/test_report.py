@@ -13,8 +13,8 @@ from test_analysis import sweep  # the session's tiny real sweeps, trained once
 
 
 @pytest.fixture(scope="session")
-def lr_sweep(tmp_path_factory, ray_address):
-    return sweep(tmp_path_factory, ray_address, "lr")
+def lr_sweep(request, tmp_path_factory, ray_address):
+    return sweep(tmp_path_factory, ray_address, "lr", request.session)
 
 
 def test_report_for_lr_study(lr_sweep, tmp_path):
@@ -46,7 +46,13 @@ def test_report_for_lr_study(lr_sweep, tmp_path):
     assert list(claims["claim"]) == [1, 2, 3, 4, 5]
     r = load_experiment(experiment, uri)
     assert claims.loc[0, "verdict"] == claim_accuracy_speed(r.trials, r.history).verdict == "supported"
-    assert "synthetic (not the official CIFAR-10)" in md and "1 failed" in md and "4 diverged" in md
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(experiment).experiment_id],
+                                         "tags.`bnsweep.role` = 'trial'")
+    n_failed = sum(run.info.status == "FAILED" for run in runs)
+    n_diverged = sum(run.data.tags.get("diverged") == "true" for run in runs)
+    assert (n_failed, n_diverged) == (2, 4)  # as the lr study's space file makes them
+    assert "synthetic (not the official CIFAR-10)" in md and f"{n_failed} failed" in md
+    assert f"{n_diverged} diverged" in md and f"{len(runs) - n_failed - n_diverged} completed" in md
     # Logged as artifacts of the sweep's parent run.
     logged = {a.path for a in MlflowClient(uri).list_artifacts(r.parents["run_id"].iloc[0], "report")}
     assert {"report/report.md", "report/report.html", "report/lr_accuracy.png", "report/claims.csv"} <= logged
