@@ -106,7 +106,7 @@ def timed_sweep(study, storage: Path, log: Path, tracking_uri: str | None = None
 
     t0 = time.perf_counter()
     with quiet(log, enabled=not verbose):
-        code = runner.run(study, run_args(storage, tracking_uri))
+        code = runner.run(study, run_args(storage, tracking_uri), overrides={})
         wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"the sweep ended with exit code {code}; see {log}")
