@@ -30,12 +30,19 @@ def _storage(flag: str | None) -> str:
 
 def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """`bnsweep run`: `overrides` are the CLI's config flags, saved so that resume applies them too."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address and study.fixed["dataset"] == "cifar10":
+        # On this machine the trials read the driver's data: a missing dataset is one clear
+        # error now (or a download), not a failed trial each. On a cluster the nodes have their own.
+        from bnsweep.data import load_cifar10
+
+        load_cifar10(study.fixed["data_dir"], download=study.fixed["download"])
     from bnsweep import sweep, tracking
 
     uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)
     if uri:
         tracking.check_reachable(uri)
-    sweep.init_ray(args.address)
+    sweep.init_ray(address)
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)

@@ -258,3 +258,15 @@ def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):
     for needle in ("trials          14", "epochs/trial    1", "trial-epochs    14", "per trial       1 CPU, 0 GPU",
                    "at once", "estimate"):
         assert needle in r.stdout, r.stdout
+
+
+def test_local_run_without_the_dataset_stops_before_ray(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    env = bnsweep_env(tmp_path / "no-data-here")
+    r = subprocess.run([sys.executable, "-c", _CHECK, "run", str(REPO / "search_spaces/quick.py"), "--smoke",
+                        "--no-download"], capture_output=True, text=True, cwd=work, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "CIFAR-10 files missing in" in r.stderr and str(tmp_path / "no-data-here") in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert list(work.iterdir()) == [], "nothing may be written"

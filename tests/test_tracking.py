@@ -111,7 +111,7 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
 
 
 def test_unreachable_server_at_start_is_a_clear_error(tmp_path):
-    space = write_space(tmp_path / "s.py", 'SPACE = {"bn": [True]}\n')
+    space = write_space(tmp_path / "s.py", 'SPACE = {"bn": [True]}\nFIXED = {"dataset": "synthetic"}\n')
     env = bnsweep_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # the discard port: nothing listens
     r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
     assert r.returncode == 1
