@@ -14,7 +14,6 @@ one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import time
@@ -38,7 +37,6 @@ from bnsweep.trials import trial_config, trial_name, trial_tags  # noqa: E402
 
 ROLE_TAG = "bnsweep.role"
 TRIAL_TAG = "ray_trial_id"
-FINAL_METRICS = ("best_val_acc", "best_epoch", "epochs_completed")
 # Result keys the trainable adds to every result once, for the run's tags.
 INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name")
 # After a failed call, wait this long before talking to the server again, so an
@@ -291,9 +289,8 @@ class TuneCallback(_TuneCallback):
         for trial in trials:
             if self.pending.get(trial.trial_id) or trial.trial_id in self.final:
                 self._attempt(trial)
-        missing = sum(len(v) for v in self.pending.values()) + len(self.final)
-        if missing:
-            print(f"bnsweep: MLflow is missing {missing} results of this sweep; they are safe on storage. "
+        if self.missing:
+            print(f"bnsweep: MLflow is missing {self.missing} results of this sweep; they are safe on storage. "
                   "When the server is back, run `bnsweep sync SWEEP_DIR`.", flush=True)
 
     @property
@@ -337,7 +334,3 @@ def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
                 if "epoch" in r:
                     by_epoch[int(r["epoch"])] = r
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def is_nan(x: Any) -> bool:
-    return isinstance(x, float) and math.isnan(x)
