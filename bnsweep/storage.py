@@ -38,20 +38,20 @@ class SweepSpec:
         write_text(f"{sweep_dir}/{SWEEP_FILE}", self.to_json())
 
 
-def _fs(uri: str):
+def filesystem(uri: str):
     import pyarrow.fs as pafs  # comes with Ray; speaks local paths, s3://, gs://
 
     return pafs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
 
 
 def write_text(uri: str, text: str) -> None:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     fs.create_dir(os.path.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())
 
 
 def read_text(uri: str) -> str:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
         return f.read().decode()

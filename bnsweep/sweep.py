@@ -10,6 +10,8 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import signal
 import tempfile
@@ -30,7 +32,7 @@ from bnsweep import tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec  # noqa: E402
+from bnsweep.storage import SweepSpec, filesystem  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -173,6 +175,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
         for name, arm in _tuner_names(study):
             path = f"{sweep_dir.rstrip('/')}/{name}"
             if resume and tune.Tuner.can_restore(path):
+                set_aside_orphans(path)
                 # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl.
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                            param_space=_param_space(study, arm))
@@ -185,6 +188,79 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
             if grid.num_terminated + grid.num_errors < study.n_trials() // len(_tuner_names(study)):
                 break
     return grids
+
+
+ORPHANS_DIR = "orphaned"
+
+
+def set_aside_orphans(experiment: str) -> None:
+    """Before a restore: trial directories that Tune's saved state does not know.
+
+    Tune snapshots its state every TUNE_GLOBAL_CHECKPOINT_S. A driver killed
+    between a trial's start and the next snapshot leaves that trial's directory
+    behind, on storage and in the driver's local staging copy (which the restore
+    uploads again), while the restored state generates the trial anew (same trial
+    id) and Tune, finding the name taken, writes it to a second directory. Such a
+    directory holds no result (the usual case: it is removed), or the first
+    epoch(s) of a run that now starts over (moved to <experiment>/orphaned/, so
+    nothing recorded is lost). Either way each trial keeps one directory.
+    """
+    from pyarrow import fs as pafs
+
+    fs, root = filesystem(experiment)
+    names = [e.base_name for e in fs.get_file_info(pafs.FileSelector(root))]
+    states = sorted(fnmatch.filter(names, "experiment_state-*.json"))
+    if not states:
+        return
+    with fs.open_input_stream(f"{root}/{states[-1]}") as f:  # the newest, as Tune's restore picks it
+        trials = json.loads(f.read())["trial_data"]
+    known = {json.loads(trial)["relative_logdir"] for trial, _ in trials}
+    done = _set_aside(fs, root, known)
+    staging = _driver_staging_path(trials)
+    if staging and os.path.isdir(staging):
+        done.update(_set_aside(pafs.LocalFileSystem(), staging, known))
+    for name, action in sorted(done.items()):
+        if action == "removed":
+            print(f"removed {name}: it started after the last saved sweep state and reported nothing; "
+                  "the trial runs again", flush=True)
+        else:
+            print(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep state, "
+                  "so the trial runs again from its start; the epochs it reported are kept there", flush=True)
+
+
+def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:
+    from pyarrow import fs as pafs
+
+    done = {}
+    for entry in fs.get_file_info(pafs.FileSelector(root)):
+        if entry.type != pafs.FileType.Directory or entry.base_name in known | {ORPHANS_DIR}:
+            continue
+        if fs.get_file_info(f"{entry.path}/params.json").type != pafs.FileType.File:
+            continue  # not a trial directory
+        results = fs.get_file_info(f"{entry.path}/result.json")
+        if results.type == pafs.FileType.File and results.size:
+            fs.create_dir(f"{root}/{ORPHANS_DIR}", recursive=True)
+            pafs.copy_files(entry.path, f"{root}/{ORPHANS_DIR}/{entry.base_name}",
+                            source_filesystem=fs, destination_filesystem=fs)
+            done[entry.base_name] = "moved"
+        else:
+            done[entry.base_name] = "removed"
+        fs.delete_dir(entry.path)
+    return done
+
+
+def _driver_staging_path(trials: list) -> str | None:
+    """This node's staging directory of the saved run (Ray session dir/artifacts/<run start>/<name>)."""
+    from ray.tune.utils.serialization import TuneFunctionDecoder
+
+    if not trials:
+        return None
+    try:
+        # The trial's StorageContext, pickled by Tune; Tune's own restore unpickles the same file.
+        trial = json.loads(trials[0][0], cls=TuneFunctionDecoder, allow_cloudpickle=True)
+        return trial["storage"].experiment_driver_staging_path
+    except Exception:  # noqa: BLE001 — another Ray version's layout: storage was cleaned, which is what matters most
+        return None
 
 
 def n_unfinished(grids: list, study: Study) -> int:

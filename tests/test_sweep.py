@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bnsweep.space import load_study
-from conftest import (bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
+from conftest import (RAY_TEMP, bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
                       write_space)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,42 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
     client = MlflowClient(mlflow_server.uri)
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
+
+
+def test_resume_sets_aside_trial_dirs_the_saved_state_missed(ray_address, tmp_path):
+    # The race the test above hits at random, made certain: a driver killed between a
+    # trial's start and Tune's next state snapshot leaves a directory the restored state
+    # does not know, and the trial runs again under a second name.
+    space = write_space(tmp_path / "orphans.py", f"""
+        SPACE = {{"lr": [0.01], "bn": [True, False]}}
+        FIXED = {{**{TINY}, "epochs": 1}}
+    """)
+    storage = tmp_path / "results"
+    env = bnsweep_env(RAY_ADDRESS=ray_address)
+    r = run_bnsweep("run", str(space), "--storage", str(storage), "--no-tracking", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sweep = sweep_dir_of(storage)
+    known = trial_dirs(sweep)
+    empty = known[0].with_name(known[0].name.replace("_00000", "_00007"))
+    empty.mkdir()
+    (empty / "params.json").write_text((known[0] / "params.json").read_text())
+    (empty / "result.json").write_text("")
+    partial = known[0].with_name(known[0].name.replace("_00000", "_00008"))
+    shutil.copytree(known[0], partial)
+    # The driver's local staging copy, which a restore uploads to storage again.
+    (staging,) = Path(RAY_TEMP).glob(f"session_latest/artifacts/*/grid/driver_artifacts/{known[0].name}")
+    staged = staging.with_name(known[0].name.replace("_00000", "_00009"))
+    shutil.copytree(known[0], staged)
+
+    r = run_bnsweep("resume", str(sweep), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert trial_dirs(sweep) == known, "each trial keeps exactly one directory"
+    assert not empty.exists(), "a directory that recorded nothing is removed"
+    for orphan in (partial, staged):
+        kept = sweep / "grid" / "orphaned" / orphan.name
+        assert (kept / "result.json").read_bytes() == (known[0] / "result.json").read_bytes(), "epochs are kept"
+        assert f"moved {orphan.name}" in r.stdout
+    assert f"removed {empty.name}" in r.stdout
 
 
 def test_trial_killed_mid_run_continues_from_its_checkpoint(ray_address, mlflow_server, tmp_path):
