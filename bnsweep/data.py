@@ -460,9 +460,12 @@ def keras_affine_matrices(draws: AugmentDraws, height: int, width: int,
     m[:, 0, 1] = -torch.sin(sh) * draws.zy
     m[:, 1, 1] = torch.cos(sh) * draws.zy
     m[:, 2, 2] = 1
-    # centre: T = offset @ M @ reset has linear part A and translation o - A o
-    o = torch.tensor([height / 2 + center_offset, width / 2 + center_offset], dtype=sh.dtype, device=sh.device)
-    m[:, :2, 2] = o - m[:, :2, :2] @ o
+    # centre: T = offset @ M @ reset has linear part A and translation o - A o.
+    # o stays Python floats: a tensor built from a list on CUDA is a host-to-device
+    # copy, which waits for the GPU, once per training step.
+    o0, o1 = height / 2 + center_offset, width / 2 + center_offset
+    m[:, 0, 2] = o0 - (m[:, 0, 0] * o0 + m[:, 0, 1] * o1)
+    m[:, 1, 2] = o1 - m[:, 1, 1] * o1
     return m
 
 
@@ -470,19 +473,23 @@ def _grid_theta(pixel_matrices: torch.Tensor, height: int, width: int) -> torch.
     # affine_grid works in normalised coordinates in (x=column, y=row) order;
     # with align_corners=True pixel index p maps to u = p / s - 1, s = (size - 1) / 2.
     # From in_p = A out_p + b: in_u = S^-1 A S out_u + S^-1 (A S 1 + b) - 1.
-    a, b = pixel_matrices[:, :2, :2], pixel_matrices[:, :2, 2]
-    s = torch.tensor([(height - 1) / 2, (width - 1) / 2], dtype=a.dtype, device=a.device)
-    a_u = a * s[None, None, :] / s[None, :, None]
-    b_u = ((a * s[None, None, :]).sum(-1) + b) / s - 1
-    theta = torch.cat([a_u, b_u[:, :, None]], dim=2)
+    # Scales as Python floats, not a device tensor (no host sync per step; see above).
+    s = ((height - 1) / 2, (width - 1) / 2)
+    theta = torch.empty(pixel_matrices.shape[0], 2, 3, dtype=pixel_matrices.dtype, device=pixel_matrices.device)
+    for i in range(2):
+        for j in range(2):
+            theta[:, i, j] = pixel_matrices[:, i, j] * (s[j] / s[i])
+        theta[:, i, 2] = (pixel_matrices[:, i, 0] * s[0] + pixel_matrices[:, i, 1] * s[1]
+                          + pixel_matrices[:, i, 2]) / s[i] - 1
     return _rows_cols_to_xy(theta)
 
 
 def _rows_cols_to_xy(theta: torch.Tensor) -> torch.Tensor:
     # Swap the two output rows and the two input columns of the linear part:
     # (row, col) order becomes (x=col, y=row); the translation column stays last.
-    out = theta[:, [1, 0], :]
-    return torch.cat([out[:, :, [1, 0]], out[:, :, 2:]], dim=2)
+    # flip, not indexing with [1, 0]: a Python index list becomes a device tensor (a host sync).
+    out = theta.flip(1)
+    return torch.cat([out[:, :, :2].flip(2), out[:, :, 2:]], dim=2)
 
 
 def apply_augmentation(x: torch.Tensor, draws: AugmentDraws,

@@ -135,6 +135,18 @@ def test_augmentation_on_cuda_matches_keras():
     assert data.augment(x.cuda(), g, 0.2, 0.2, True).device.type == "cuda"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augmentation_never_waits_for_the_gpu():
+    # DESIGN.md §5: no host sync per step. "error" mode raises on any synchronising call.
+    x, g = torch.rand(250, 3, 32, 32, device="cuda"), data.make_generator(0, "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        data.augment(x, g, 0.2, 0.2, True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 # --------------------------------------------------------------------------
 # Finding and checking the files
 # --------------------------------------------------------------------------
