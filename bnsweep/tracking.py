@@ -151,11 +151,13 @@ def _children(client: MlflowClient, tracking: Mapping[str, Any], extra: str = ""
 
 
 def _metric_batch(results: Iterable[Mapping[str, Any]], after_step: int) -> list[Metric]:
-    out = []
+    """Metrics of the epochs after `after_step`, each epoch once, as first reported."""
+    out, seen = [], set()
     for r in results:
         step = int(r["epoch"])
-        if step <= after_step:
+        if step <= after_step or step in seen:
             continue
+        seen.add(step)
         ts = int(r.get("timestamp", time.time()) * 1000)
         for key in EPOCH_METRICS:
             if key in r and key != "epoch" and isinstance(r[key], (int, float)):
@@ -324,7 +326,12 @@ def sync_experiment(tracking: Mapping[str, Any], experiment_path: Path) -> int:
 
 
 def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
-    """Tune's result.json, one JSON object per reported epoch; last report of each epoch wins."""
+    """Tune's result.json, one JSON object per reported epoch.
+
+    An epoch reported again (re-run after an interruption, from the checkpoint
+    before it) is read as first reported: that is the value the live callback
+    logged, and MLflow keeps one value per step.
+    """
     path = trial_dir / "result.json"
     by_epoch: dict[int, dict] = {}
     if path.exists():
@@ -332,5 +339,5 @@ def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
             if line.strip():
                 r = json.loads(line)
                 if "epoch" in r:
-                    by_epoch[int(r["epoch"])] = r
+                    by_epoch.setdefault(int(r["epoch"]), r)
     return [by_epoch[e] for e in sorted(by_epoch)]

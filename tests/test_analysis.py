@@ -186,10 +186,13 @@ def test_load_experiment_types_outcomes_and_history(lr_sweep):
     assert len(t) == N_TRIALS["lr"]  # nothing dropped: diverged and failed trials included
     assert t["bn"].map(type).eq(bool).all() and t["lr"].dtype == float and t["batch_size"].dtype == int
     assert set(t["arm"]) == {"bn", "no_bn"} and t["seed"].dtype == int and t["n_train"].isna().all()
-    # lr 1e6 blows up both arms in the first epoch (BN normalises the convolutions, not the classifier).
-    assert t["outcome"].value_counts().to_dict() == {"completed": 8, "diverged": 4, "failed": 2}
-    diverged = t[t["lr"] == DIVERGING_LR]
-    assert diverged["diverged"].all() and (diverged["status"] == "FINISHED").all()
+    # lr 1e6 blows up no BN in the first epoch. BN, which normalises every hidden layer, may
+    # or may not reach a NaN within 3 epochs (it varied between runs here): not asserted.
+    counts = t["outcome"].value_counts().to_dict()
+    assert counts["failed"] == 2 and counts["completed"] + counts["diverged"] == 12 and counts["diverged"] >= 2
+    assert (t.loc[t["lr"] < 1, "outcome"].isin(["completed", "failed"])).all()
+    diverged = t[(t["lr"] == DIVERGING_LR) & ~t["bn"]]
+    assert len(diverged) == 2 and diverged["diverged"].all() and (diverged["status"] == "FINISHED").all()
     assert (diverged["epochs_completed"] < diverged["epochs"]).all()  # training stops at the divergence
     failed = t[t["outcome"] == "failed"]
     assert (failed["status"] == "FAILED").all() and (failed["dataset"] == "cifar10").all()
@@ -257,9 +260,9 @@ def test_lr_figure_data_equals_runs_and_marks_divergence(lr_sweep, tmp_path):
         assert row.best_val_acc_mean == pytest.approx(sum(best_val_acc_direct(uri, rid) for rid in kept) / len(kept))
         assert row.n_failed == sum(r.info.status == "FAILED" for r in runs)
         assert row.n_diverged == sum(r.data.tags["diverged"] == "true" for r in runs)
-    blown = table[table["lr"] == DIVERGING_LR]
-    assert blown["diverged"].all() and (blown["n_diverged"] == 2).all()
-    assert set(blown["arm"]) == {"bn", "no_bn"}
+    blown = table[table["lr"] == DIVERGING_LR].set_index("arm")
+    assert blown.loc["no_bn", "diverged"] and blown.loc["no_bn", "n_diverged"] == 2  # BN: see above
+    assert set(blown.index) == {"bn", "no_bn"}
     assert not table.loc[table["lr"] < 1, "diverged"].any()
 
 

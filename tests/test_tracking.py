@@ -27,7 +27,10 @@ def assert_mlflow_equals_tune(uri: str, experiment: str, sweep_dir) -> None:
     trials = trial_dirs(sweep_dir)
     assert len(runs) == len(trials)
     for t in trials:
-        rows = list({r["epoch"]: r for r in results_of(t)}.values())  # an epoch re-run after a kill: once
+        rows = []  # an epoch re-run after an interruption: recorded once, as first reported
+        for r in results_of(t):
+            if r["epoch"] not in {x["epoch"] for x in rows}:
+                rows.append(r)
         run = runs[rows[-1]["trial_id"]]
         for key in EPOCH_METRICS:
             if key == "epoch":
@@ -163,3 +166,17 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     for t in trial_dirs(sweep_dir_of(storage)):
         params = json.loads((t / "params.json").read_text())
         assert params["epochs"] == 4
+
+
+def test_an_epoch_reported_twice_is_logged_once_as_first_reported(tmp_path):
+    # An interrupted trial resumes from the checkpoint before its last epoch, so
+    # result.json may hold that epoch twice, with different timings.
+    from bnsweep.tracking import _metric_batch, _read_results
+
+    rows = [{"epoch": 1, "val_acc": 0.2, "epoch_time_s": 1.0}, {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.1},
+            {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.5}, {"epoch": 3, "val_acc": 0.4, "epoch_time_s": 1.2}]
+    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = _read_results(tmp_path)
+    assert [(r["epoch"], r["epoch_time_s"]) for r in read] == [(1, 1.0), (2, 1.1), (3, 1.2)]
+    logged = [(m.key, m.step, m.value) for m in _metric_batch(rows, after_step=1) if m.key == "epoch_time_s"]
+    assert logged == [("epoch_time_s", 2, 1.1), ("epoch_time_s", 3, 1.2)]
