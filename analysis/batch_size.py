@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import ScalarFormatter
 
-from bnsweep.report import (ARM_MARKERS, DIVERGED_HATCH, arm_color, chance_line, finish, load, new_figure,
+from bnsweep.report import (ARM_MARKERS, DIVERGED_HATCH, arm_color, chance_line, finish, load, log_scale, new_figure,
                             out_dir, require, run_script, save_figure, script_parser)
 from bnsweep.results import MEDIUM_BATCH, arm_label, arms_present, run_step_times, trains_at
 
@@ -95,13 +94,11 @@ def main(argv=None, results=None):
         for b, r in (ratios["bn"] / ratios["no_bn"]).dropna().items():
             ax_step.annotate(f"BN/no BN\n×{r:.2f}", (pos[b], ratios.loc[b].max()), xytext=(0, 8),
                              textcoords="offset points", ha="center", fontsize=7)
-    ax_step.set_yscale("log")
+    log_scale(ax_step.yaxis)
     ax_step.set_xticks(range(len(sizes)), [str(b) for b in sizes])
     ax_step.set_xlim(-0.5, len(sizes) - 0.5)
     ax_step.set_xlabel("batch size (images per step)")
     ax_step.set_ylabel("time per optimizer step (ms, log scale)")
-    ax_step.yaxis.set_major_formatter(ScalarFormatter())
-    ax_step.yaxis.set_minor_formatter(ScalarFormatter())
     ax_step.margins(y=0.25)
     ax_step.set_title("time per step", fontsize=10)
     ax_step.grid(alpha=0.3, which="both")

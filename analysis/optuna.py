@@ -8,9 +8,8 @@ accuracy it gave (is BN still better once each arm's nuisance parameters are tun
 from __future__ import annotations
 
 import pandas as pd
-from matplotlib.ticker import NullFormatter
 
-from bnsweep.report import (arm_color, chance_line, finish, load, new_figure, out_dir, require, run_script,
+from bnsweep.report import (arm_color, chance_line, finish, load, log_scale, new_figure, out_dir, require, run_script,
                             save_figure, save_table, script_parser)
 from bnsweep.results import arm_label, arms_present, varied
 
@@ -82,10 +81,7 @@ def main(argv=None, results=None):
             ax.scatter(rows[key].astype(float), rows["best_val_acc"], color=arm_color(arm), edgecolor="black",
                        label=arm_label(arm), zorder=3)
         if key == "lr" and (table[key].astype(float) > 0).all():
-            ax.set_xscale("log")
-            lo, hi = table[key].astype(float).agg(["min", "max"])
-            if hi / lo >= 10:  # the decades are labelled; within one, matplotlib labels the minor ticks
-                ax.xaxis.set_minor_formatter(NullFormatter())
+            log_scale(ax.xaxis)
         chance_line(ax)
         ax.set_ylim(0, 1)
         ax.set_xlabel({"lr": "initial learning rate (log scale)", "batch_size": "batch size (images per step)",

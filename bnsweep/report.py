@@ -127,6 +127,18 @@ def chance_line(ax) -> None:
     ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (10 classes)", zorder=1)
 
 
+def log_scale(axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 of each decade, minor ticks
+    unlabelled: matplotlib's default labels either only the decades (10^-2) or every
+    minor tick, which crowds the axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig, out: Path, name: str, data: pd.DataFrame, title: str, caption: str) -> Item:
     import matplotlib.pyplot as plt
 
