@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _sweep_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where and how the sweep runs")
-    g.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--address", help="Ray cluster to join, or auto for the one running on this machine "
+                        "(default: $RAY_ADDRESS, else a new local Ray)")
     g.add_argument("--storage", help="results directory or URI, shared by all nodes on a cluster "
                                      "(default: $BNSWEEP_STORAGE, else ./bnsweep_results)")
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
@@ -189,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue an interrupted sweep without re-running finished trials")
     p.add_argument("sweep_dir", help="the sweep directory `bnsweep run` printed")
-    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--address", help="Ray cluster to join, or auto for the one running on this machine "
+                        "(default: $RAY_ADDRESS, else a new local Ray)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plan", help="trials, epochs, resources and a measured wall-time estimate")

@@ -148,15 +148,20 @@ class _TermToInterrupt:
 
 
 def init_ray(address: str | None) -> None:
-    """Join the cluster at `address` / $RAY_ADDRESS, else start a local Ray for this sweep."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    """Join the cluster at `address` / $RAY_ADDRESS, else start a local Ray for this sweep.
+
+    "local", not Ray's default of None: None would quietly join any Ray already
+    running on this machine (found by process scan). Joining one is asked for by
+    name: --address auto.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     if ray.is_initialized():
         return
     # The driver's data location travels with the trials: Ray workers inherit the
     # environment of the node's raylet, not of the driver.
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     try:
-        ray.init(address=address, include_dashboard=False if address is None else None,
+        ray.init(address=address, include_dashboard=False if address == "local" else None,
                  logging_level="WARNING", log_to_driver=True, runtime_env={"env_vars": env_vars})
     except (ConnectionError, ray.exceptions.AuthenticationError) as e:
         cause = e.__cause__ or e

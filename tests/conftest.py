@@ -84,7 +84,9 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
-RAY_TEMP = "/tmp/rbt"  # short: Ray's socket paths must fit in 107 bytes
+# Short: Ray's socket paths must fit in 107 bytes. Named <dir>/ray, Ray's default layout, so
+# that RAY_TMPDIR=<dir> makes this head the one `ray.init()` would find on its own.
+RAY_TEMP = "/tmp/rbt/ray"
 
 
 def free_port() -> int:
@@ -132,6 +134,30 @@ def wait_for_nodes(address: str, n: int, timeout: float = 120) -> None:
             return
         time.sleep(1)
     raise RuntimeError(f"Ray at {address} did not show {n} node(s)")
+
+
+# Asks a cluster's GCS (no driver, so no job of its own) for its nodes and jobs.
+_GCS_QUERY = """
+import json, sys
+from ray._raylet import GcsClient
+from ray.core.generated.gcs_pb2 import GcsNodeInfo
+gcs = GcsClient(address=sys.argv[1])
+nodes = [{"node_id": n.node_id.hex(), "alive": n.state == GcsNodeInfo.GcsNodeState.ALIVE,
+          "head": n.is_head_node, "address": n.node_manager_address, "session_dir": n.session_dir}
+         for n in gcs.get_all_node_info(timeout=30).values()]
+jobs = [{"driver_pid": j.driver_pid, "dead": j.is_dead, "entrypoint": j.entrypoint}
+        for j in gcs.get_all_job_info(skip_submission_job_info_field=True, skip_is_running_tasks_field=True,
+                                      timeout=30).values()]
+print(json.dumps({"nodes": nodes, "jobs": jobs}))
+"""
+
+
+def gcs_state(address: str) -> dict:
+    """{"nodes": [...], "jobs": [...]} of the Ray cluster at address."""
+    r = subprocess.run([str(VENV_BIN / "python"), "-c", _GCS_QUERY, address], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, **RAY_AUTH})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import (RAY_AUTH, VENV_BIN, bnsweep_cmd, bnsweep_env, free_port, results_of, start_ray_node,
-                      stop_ray_node, sweep_dir_of, trial_dirs, write_space)
+from conftest import (bnsweep_cmd, bnsweep_env, free_port, gcs_state, results_of, start_ray_node, stop_ray_node,
+                      sweep_dir_of, trial_dirs, write_space)
 from test_sweep import TINY, _wait_for, children, steps
 from test_tracking import assert_mlflow_equals_tune
 
@@ -39,22 +39,6 @@ from test_tracking import assert_mlflow_equals_tune
 # room for a raylet slowed by a busy 2-core machine (a live node declared dead would be killed).
 FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000,
                           "health_check_timeout_ms": 2000, "health_check_failure_threshold": 5}
-
-# Asks the cluster's GCS (no driver, so no job of its own) for its nodes and jobs.
-_GCS_QUERY = """
-import json, sys
-from ray._raylet import GcsClient
-from ray.core.generated.gcs_pb2 import GcsNodeInfo
-gcs = GcsClient(address=sys.argv[1])
-nodes = [{"node_id": n.node_id.hex(), "alive": n.state == GcsNodeInfo.GcsNodeState.ALIVE,
-          "head": n.is_head_node, "address": n.node_manager_address, "session_dir": n.session_dir}
-         for n in gcs.get_all_node_info(timeout=30).values()]
-jobs = [{"driver_pid": j.driver_pid, "dead": j.is_dead, "entrypoint": j.entrypoint}
-        for j in gcs.get_all_job_info(skip_submission_job_info_field=True, skip_is_running_tasks_field=True,
-                                      timeout=30).values()]
-print(json.dumps({"nodes": nodes, "jobs": jobs}))
-"""
-
 
 class Cluster:
     """A head (1 CPU) and worker nodes (1 CPU each) on this machine, every port its own."""
@@ -78,10 +62,7 @@ class Cluster:
                 f"--temp-dir={self.temp_dir}"]
 
     def state(self) -> dict:
-        r = subprocess.run([str(VENV_BIN / "python"), "-c", _GCS_QUERY, self.address], capture_output=True,
-                           text=True, timeout=60, env={**os.environ, **RAY_AUTH})
-        assert r.returncode == 0, r.stderr[-2000:]
-        return json.loads(r.stdout)
+        return gcs_state(self.address)
 
     def alive(self) -> list[str]:
         """Alive node ids, the head first."""

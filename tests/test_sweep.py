@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from bnsweep.space import load_study
-from conftest import (RAY_TEMP, bnsweep_cmd, bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
-                      write_space)
+from conftest import (RAY_TEMP, bnsweep_cmd, bnsweep_env, gcs_state, results_of, run_bnsweep, sweep_dir_of,
+                      trial_dirs, write_space)
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = sorted((REPO / "search_spaces").glob("*.py"))
@@ -65,10 +65,15 @@ def test_seeds_axis_repeats_every_point_and_keeps_pairs(tmp_path):
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
 def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path):
-    # quick.py also proves the README's default: no tracking URI -> ./mlflow.db in the working directory.
-    env = bnsweep_env(cifar_dir, RAY_ADDRESS=ray_address)
+    # quick.py also proves the README's defaults: no address -> a Ray of its own, even with
+    # another Ray running on this machine (the session's head); no tracking URI -> ./mlflow.db.
+    readme = space.stem == "quick"
+    env = bnsweep_env(cifar_dir, RAY_TMPDIR=str(Path(RAY_TEMP).parent)) if readme else \
+        bnsweep_env(cifar_dir, RAY_ADDRESS=ray_address)
     r = run_bnsweep("run", str(space), "--smoke", "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    if readme:
+        assert not [j for j in gcs_state(ray_address)["jobs"] if str(tmp_path) in j["entrypoint"]]
     assert "summary" in r.stdout
     study = load_study(space, smoke=True)
     trials = trial_dirs(sweep_dir_of(tmp_path / "results"))
