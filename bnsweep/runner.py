@@ -109,7 +109,7 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
         if spec.tracking:  # no parent run left RUNNING; what the trials reported is on storage
             tracking.end_sweep(spec.tracking, "FAILED")
         raise
-    unfinished = sweep.n_unfinished(grids, study)
+    unfinished = sweep.n_unfinished(study, sweep_dir)
     if spec.tracking:
         try:
             tracking.end_sweep(spec.tracking, "KILLED" if unfinished else "FINISHED")
@@ -142,7 +142,8 @@ def _print_summary(grids, spec, sweep_dir: str) -> None:
     for grid in grids:
         for result in grid:
             cfg = trial_config(result.config or {})
-            rows.append((cfg.get("bn"), cfg.get("dropout", 0.0), result.metrics or {}, result.error))
+            if "bn" in cfg:  # a trial that never started has no config to place it in an arm
+                rows.append((cfg["bn"], cfg.get("dropout", 0.0), result.metrics or {}, result.error))
     print("\nsummary")
     arms = sorted({(bn, dropout) for bn, dropout, _, _ in rows}, key=str)
     for bn, dropout in arms:

@@ -188,9 +188,8 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
                 tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
                                    tune_config=_tune_config(study, spec),
                                    run_config=_run_config(name, sweep_dir, spec, callbacks))
-            grid = tuner.fit()
-            grids.append(grid)
-            if grid.num_terminated + grid.num_errors < study.n_trials() // len(_tuner_names(study)):
+            grids.append(tuner.fit())
+            if _unfinished_in(study, path):  # interrupted: the next arm waits for `bnsweep resume`
                 break
     return grids
 
@@ -212,13 +211,10 @@ def set_aside_orphans(experiment: str) -> None:
     """
     from pyarrow import fs as pafs
 
-    fs, root = filesystem(experiment)
-    names = [e.base_name for e in fs.get_file_info(pafs.FileSelector(root))]
-    states = sorted(fnmatch.filter(names, "experiment_state-*.json"))
-    if not states:
+    trials = saved_trials(experiment)
+    if trials is None:
         return
-    with fs.open_input_stream(f"{root}/{states[-1]}") as f:  # the newest, as Tune's restore picks it
-        trials = json.loads(f.read())["trial_data"]
+    fs, root = filesystem(experiment)
     known = {json.loads(trial)["relative_logdir"] for trial, _ in trials}
     done = _set_aside(fs, root, known)
     staging = _driver_staging_path(trials)
@@ -231,6 +227,23 @@ def set_aside_orphans(experiment: str) -> None:
         else:
             print(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep state, "
                   "so the trial runs again from its start; the epochs it reported are kept there", flush=True)
+
+
+def saved_trials(experiment: str) -> list | None:
+    """The trials of Tune's newest saved state of an experiment (what a restore
+    starts from): [json_state, metadata] pairs; None when nothing was saved."""
+    from pyarrow import fs as pafs
+
+    fs, root = filesystem(experiment)
+    try:
+        names = [e.base_name for e in fs.get_file_info(pafs.FileSelector(root))]
+    except FileNotFoundError:
+        return None
+    states = sorted(fnmatch.filter(names, "experiment_state-*.json"))
+    if not states:
+        return None
+    with fs.open_input_stream(f"{root}/{states[-1]}") as f:  # the newest, as Tune's restore picks it
+        return json.loads(f.read())["trial_data"]
 
 
 def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:
@@ -268,9 +281,21 @@ def _driver_staging_path(trials: list) -> str | None:
         return None
 
 
-def n_unfinished(grids: list, study: Study) -> int:
-    """Trials that neither ended nor errored, counting those of Tuners not reached (an interrupted sweep)."""
-    return max(0, study.n_trials() - sum(g.num_terminated + g.num_errors for g in grids))
+def n_unfinished(study: Study, sweep_dir: str) -> int:
+    """Trials that neither ended nor errored, counting those not started yet and
+    those of Tuners not reached: what `bnsweep resume` would run.
+
+    Read from the state Tune saves when it stops, not from the ResultGrid: after
+    Ctrl-C, Tune saves the running trials as RUNNING, then stops them and marks
+    them TERMINATED in memory, so an interrupted sweep would look finished.
+    """
+    return sum(_unfinished_in(study, f"{sweep_dir.rstrip('/')}/{name}") for name, _ in _tuner_names(study))
+
+
+def _unfinished_in(study: Study, experiment: str) -> int:
+    trials = saved_trials(experiment) or []
+    ended = sum(json.loads(trial)["status"] in ("TERMINATED", "ERROR") for trial, _ in trials)
+    return max(0, study.n_trials() // len(_tuner_names(study)) - ended)
 
 
 def sweep_dir_for(storage: str, study: Study) -> str:
