@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 from bnsweep.config import REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
-
-
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +23,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
+
+
+def _flag_text(key: str, value: Any) -> str:
+    if isinstance(REFERENCE[key], bool):
+        return _flag(key) if value else "--no-" + key.replace("_", "-")
+    return f"{_flag(key)} {value}"
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -56,17 +61,76 @@ def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
             f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} img/s{mark}")
 
 
+# What may differ when `train --resume` continues a checkpoint: how long it trains,
+# and where and how it runs. Any other key would make it a different experiment.
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "download", "device", "amp", "channels_last", "eval_batch_size")
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "time_total_s", "history")
+
+
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    from bnsweep.train import load_checkpoint
+
+    if not Path(path).is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:  # noqa: BLE001 — pickle, zip and torch errors alike: not a checkpoint
+        raise UsageError(f"{path} is not a readable bnsweep checkpoint ({type(e).__name__}; "
+                         "not a PyTorch file, or truncated)") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise UsageError(f"{path} is not a bnsweep checkpoint (no {', '.join(missing)}); "
+                         "write one with `bnsweep train --checkpoint PATH`")
+    return state
+
+
+def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config a checkpoint was trained with, plus the flags that may change; and its state."""
+    from bnsweep.config import make_config
+    from bnsweep.model import build_model
+
+    state = _read_checkpoint(path)
+    saved = state.get("config")
+    if saved is None:  # written before checkpoints carried their config: the flags must rebuild the model
+        cfg = make_config(overrides)
+        try:
+            build_model(cfg).load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UsageError(f"checkpoint {path} does not fit the model these flags build "
+                             f"({str(e).splitlines()[0][:150]}); pass the flags it was trained with") from None
+        return cfg, state
+    saved = {k: v for k, v in saved.items() if k in REFERENCE}
+    changed = [f"{_flag_text(k, v)} (trained with {_flag_text(k, saved.get(k))})" for k, v in overrides.items()
+               if k not in RESUME_MAY_CHANGE and make_config({k: v}, consistent=False)[k] != saved.get(k)]
+    if changed:
+        raise UsageError(f"--resume continues the run in {path}; these flags would change it: "
+                         f"{'; '.join(changed)}. Only {', '.join(_flag(k) for k in RESUME_MAY_CHANGE)} may differ")
+    return make_config({**saved, **overrides}), state
+
+
+def _check_writable(path: str) -> None:
+    """Fail now, not after the first epoch has trained."""
+    existed = Path(path).exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write checkpoint {path}: {e.strerror}") from None
+    if not existed:
+        Path(path).unlink()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from bnsweep.config import make_config
-    from bnsweep.train import load_checkpoint, save_checkpoint, train
+    from bnsweep.train import save_checkpoint, train
 
-    cfg = make_config(config_overrides(args))
+    if args.checkpoint:
+        _check_writable(args.checkpoint)
     resume = None
     if args.resume:
-        try:
-            resume = load_checkpoint(args.resume)
-        except (OSError, RuntimeError) as e:
-            raise UsageError(f"cannot read checkpoint {args.resume}: {e}") from None
+        cfg, resume = _resume_config(args.resume, config_overrides(args))
+    else:
+        cfg = make_config(config_overrides(args))
 
     def on_start(info: dict[str, Any]) -> None:
         print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
@@ -215,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="one training run, no Ray, no MLflow")
     add_config_flags(p)
     p.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here after every epoch")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --checkpoint")
+    p.add_argument("--resume", metavar="PATH", help="continue the run a --checkpoint file holds, with its config "
+                                                    "(flags may change only --epochs and where it runs)")
     p.set_defaults(func=cmd_train)
     return parser
 

@@ -8,6 +8,7 @@ column all use it. Sources: the study's Keras notebook (DESIGN.md §2).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Mapping
 
 from bnsweep.errors import UsageError
@@ -86,9 +87,13 @@ def _check_value(key: str, value: Any) -> Any:
         if value not in CHOICES[key]:
             raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
         return value
-    if key in ("data_dir", "device"):
+    if key == "data_dir":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+        return value
+    if key == "device":
+        if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
         return value
     # numbers
     if isinstance(value, bool):

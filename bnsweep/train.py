@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from bnsweep import data as data_mod
 from bnsweep.config import lr_at
+from bnsweep.errors import BnsweepError
 from bnsweep.model import build_model
 
 # Metric names, defined once; tracking and analysis import these.
@@ -47,12 +48,18 @@ _DIVERGENCE_CHECK_STEPS = 50
 Report = Callable[[dict[str, float], dict[str, Any]], None]
 
 
+class DeviceError(BnsweepError):
+    """The config names a device this machine does not have."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available on this machine")
+        raise DeviceError(f"device={name} but CUDA is not available on this machine; use device=auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -168,6 +175,7 @@ def train(
         history.append(metrics)
         if report is not None:
             report(metrics, {
+                "config": dict(cfg),  # what `bnsweep train --resume` continues
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1,

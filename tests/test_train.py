@@ -117,6 +117,9 @@ def _cli(*args: str, env=None, timeout=120) -> subprocess.CompletedProcess:
     (["--n-train", "100", "--batch-size", "250"], "batch_size=250 is larger than the training set (100 images)"),
     (["--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
     (["--model", "resnet"], "model must be one of inception, simple"),
+    (["--device", "gpu0"], "device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
+    (["--resume", "/nonexistent/c.pt"], "checkpoint /nonexistent/c.pt does not exist"),
+    (["--checkpoint", "/nonexistent/c.pt"], "cannot write checkpoint /nonexistent/c.pt"),
 ])
 def test_train_cli_bad_values_exit_2_with_one_line(args, needle):
     r = _cli("train", *args)
@@ -140,6 +143,27 @@ def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
     r = _cli("train", *args, "--epochs", "2", "--resume", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert "epoch   2/2" in r.stdout and "epoch   1/2" not in r.stdout
+    r = _cli("train", "--epochs", "3", "--resume", str(ckpt))  # the checkpoint knows its config
+    assert r.returncode == 0, r.stderr
+    assert "synthetic" in r.stdout and "epoch   2/3" in r.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
+def test_train_cli_device_not_here_and_checkpoints_that_do_not_fit(tmp_path):
+    args = ["--dataset", "synthetic", "--width", "0.0625", "--n-train", "100", "--n-val", "100", "--batch-size", "50"]
+    r = _cli("train", *args, "--device", "cuda")
+    assert r.returncode == 1 and "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+    ckpt = tmp_path / "c.pt"
+    assert _cli("train", *args, "--epochs", "1", "--checkpoint", str(ckpt)).returncode == 0
+    (tmp_path / "garbage.pt").write_text("not a checkpoint")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    for path, flags, needle in [
+            (ckpt, ["--no-bn", "--lr", "0.5"], "--no-bn (trained with --bn); --lr 0.5 (trained with --lr 0.01)"),
+            (tmp_path / "garbage.pt", [], "is not a readable bnsweep checkpoint"),
+            (tmp_path / "other.pt", [], "is not a bnsweep checkpoint (no model")]:
+        r = _cli("train", "--resume", str(path), *flags)
+        assert r.returncode == 2 and needle in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
 def test_every_config_key_is_a_cli_flag():
