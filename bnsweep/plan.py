@@ -60,7 +60,7 @@ def _concurrency(study: Study) -> tuple[int, str]:
     gpus = torch.cuda.device_count()
     by_cpu = int(cpus // study.resources["cpu"])
     by_gpu = int(gpus // study.resources["gpu"]) if study.resources["gpu"] else by_cpu
-    n = max(1, min(by_cpu, by_gpu, study.max_concurrent or by_cpu))
+    n = min(by_cpu, by_gpu, study.max_concurrent or by_cpu)  # 0: a trial does not fit this machine
     return n, f"{cpus} CPUs, {gpus} GPUs on this machine"
 
 
@@ -76,7 +76,8 @@ def describe(study: Study, probe: bool = True) -> str:
         f"  epochs/trial    {epochs}",
         f"  trial-epochs    {len(configs) * epochs}",
         f"  per trial       {study.resources['cpu']:g} CPU, {study.resources['gpu']:g} GPU",
-        f"  at once         {concurrent} ({machine})",
+        f"  at once         {concurrent} ({machine})"
+        + ("; a trial does not fit here: run it on a cluster (--address)" if not concurrent else ""),
     ]
     if not probe:
         return "\n".join(lines)
@@ -90,9 +91,9 @@ def describe(study: Study, probe: bool = True) -> str:
         n_train = cfg["n_train"] or n_train_available(cfg)
         n_val = cfg["n_val"] or N_TEST_FULL
         total_s += epochs * cache[key] * (n_train + VAL_COST * n_val)
-    wall_s = total_s / concurrent
     device = resolve_device(study.fixed["device"])
-    lines.append(f"  estimate        {_duration(wall_s)} wall ({_duration(total_s)} of trial time), "
+    wall = f"{_duration(total_s / concurrent)} wall here" if concurrent else "wall time: trial time / trials at once"
+    lines.append(f"  estimate        {wall} ({_duration(total_s)} of trial time), "
                  f"from a {len(cache)}-shape probe on {device.type}; optuna/ASHA may stop trials earlier")
     return "\n".join(lines)
 

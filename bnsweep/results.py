@@ -85,7 +85,7 @@ def _client(tracking_uri: str | None):
     from bnsweep.tracking import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    check_reachable(uri)
+    check_reachable(uri, must_exist=True)
     return MlflowClient(uri), uri
 
 

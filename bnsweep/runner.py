@@ -1,8 +1,9 @@
 """`bnsweep run`, `resume` and `sync`: a validated study → Ray → Tuners → summary.
 
 The order matters: everything that can be wrong with the request is checked
-before Ray starts or anything is written (cli._study, tracking.check_reachable);
-then Ray, then the MLflow parent run, then sweep.json, then the Tuners.
+before Ray starts or anything is recorded (cli._study, the dataset, check_storage,
+tracking.check_reachable); then Ray and whether a trial fits it; then the MLflow
+parent run, then sweep.json, then the Tuners.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec
+from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, tune_experiments
 from bnsweep.trials import arm_name, trial_config
 
 DEFAULT_STORAGE = "bnsweep_results"
@@ -31,6 +33,8 @@ def _storage(flag: str | None) -> str:
 def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """`bnsweep run`: `overrides` are the CLI's config flags, saved so that resume applies them too."""
     address = args.address or os.environ.get("RAY_ADDRESS")
+    storage = _storage(args.storage)
+    check_storage(storage)
     if not address and study.fixed["dataset"] == "cifar10":
         # On this machine the trials read the driver's data: a missing dataset is one clear
         # error now (or a download), not a failed trial each. On a cluster the nodes have their own.
@@ -41,14 +45,16 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
 
     uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)
     if uri:
-        tracking.check_reachable(uri)
+        tracking.check_reachable(uri, hint=", or pass --no-tracking and replay later with `bnsweep sync SWEEP_DIR`")
     sweep.init_ray(address)
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus and args.gpus_per_trial is None and not study.gpu_declared:
         study.resources["gpu"] = 1.0  # a GPU cluster and a file that does not say: one GPU per trial
-    sweep_dir = sweep.sweep_dir_for(_storage(args.storage), study)
+    if not address:
+        sweep.check_fits_local(study.resources)
+    sweep_dir = sweep.sweep_dir_for(storage, study)
     tracking_info = None
     if uri:
         experiment = args.experiment or study.experiment or f"bnsweep-{study.name}"
@@ -58,9 +64,37 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
         tracking=tracking_info)
-    spec.write(sweep_dir)
+    try:
+        spec.write(sweep_dir)
+    except BaseException:
+        if tracking_info:  # no parent run left RUNNING for a sweep that never started
+            tracking.end_sweep(tracking_info, "FAILED")
+        raise
     _print_start(study, spec, sweep_dir)
     return _fit_and_summarize(study, spec, sweep_dir, resume=False)
+
+
+def check_storage(storage: str) -> None:
+    """The results location must take a write before Ray starts or a run is recorded.
+    The probe leaves nothing behind (folders it had to create included)."""
+    from bnsweep.storage import write_text
+
+    created = None  # the outermost local folder the probe creates
+    if "://" not in storage:
+        missing = [p for p in (Path(storage), *Path(storage).parents) if not p.exists()]
+        created = missing[-1] if missing else None
+    probe = f"{storage.rstrip('/')}/.bnsweep-write-test"
+    try:
+        write_text(probe, "")
+        fs, path = filesystem(probe)
+        fs.delete_file(path)
+    except Exception as e:  # noqa: BLE001 — OSError locally, ArrowInvalid / credentials errors for URIs
+        raise UsageError(f"cannot write results to {storage} ({type(e).__name__}: "
+                         f"{(str(e).strip().splitlines() or [''])[0][:200]}); pass --storage DIR_OR_URI "
+                         "or set BNSWEEP_STORAGE") from None
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def _sweep_dir(arg: str) -> str:
@@ -77,6 +111,8 @@ def resume(args: argparse.Namespace) -> int:
     if spec.tracking:
         tracking.reopen_sweep(spec.tracking)
     sweep.init_ray(args.address)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        sweep.check_fits_local(spec.resources)
     print(f"resuming {sweep_dir}", flush=True)
     return _fit_and_summarize(study, spec, sweep_dir, resume=True)
 
@@ -87,6 +123,9 @@ def _read_spec(sweep_dir: str) -> SweepSpec:
     except OSError:
         raise UsageError(f"{sweep_dir} is not a bnsweep sweep directory (no {SWEEP_FILE}); "
                          "pass the directory that `bnsweep run` printed") from None
+    except (ValueError, TypeError) as e:  # not JSON, other keys, or a URI pyarrow cannot open
+        raise UsageError(f"cannot read {sweep_dir}/{SWEEP_FILE} as a bnsweep sweep record "
+                         f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:150]})") from None
 
 
 def _study_from_spec(spec) -> Study:
@@ -167,20 +206,30 @@ def _finite(x: Any) -> bool:
 
 
 def sync(args: argparse.Namespace) -> int:
+    """Replay into MLflow what a sweep's results hold that MLflow lacks.
+
+    Into the store given (--tracking-uri), else the one the sweep recorded into,
+    else the default. Where that store has no record of the sweep (it ran with
+    --no-tracking, or the store was lost or is another one), the experiment and a
+    parent run are created first and sweep.json points at them from then on.
+    """
     sweep_dir = _sweep_dir(args.sweep_dir)
     spec = _read_spec(sweep_dir)
-    if not spec.tracking:
-        raise UsageError(f"{sweep_dir} was run with --no-tracking; nothing records where to sync to. "
-                         "Run it with a tracking URI next time")
     from bnsweep import tracking
 
-    info = dict(spec.tracking)
-    if args.tracking_uri:
-        info["uri"] = tracking.resolve_tracking_uri(args.tracking_uri)
-    tracking.check_reachable(info["uri"])
-    added = 0
-    for exp in sorted(p for p in Path(sweep_dir).iterdir() if (p / "tuner.pkl").exists()):
-        added += tracking.sync_experiment(info, exp)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri or (spec.tracking or {}).get("uri"))
+    tracking.check_reachable(uri)
+    info = tracking.find_sweep(spec.tracking, uri)
+    if info is None:
+        study = _study_from_spec(spec)
+        experiment = (spec.tracking or {}).get("experiment") or study.experiment or f"bnsweep-{study.name}"
+        info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
+                                    spec.study_text, study.fixed)
+        spec.tracking = info
+        spec.write(sweep_dir)
+        print(f"{uri} had no record of this sweep: created parent run {info['parent_run_id']} in experiment "
+              f"{experiment} (sweep.json now points at it)")
+    added = sum(tracking.sync_experiment(info, exp) for exp in tune_experiments(sweep_dir))
     tracking.close_parent(info)
-    print(f"synced {sweep_dir} into {info['uri']}: {added} epoch(s) added")
+    print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
     return 0

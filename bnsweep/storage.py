@@ -1,11 +1,13 @@
-"""The sweep directory's own record, sweep.json, on a local path or a URI (s3://...).
+"""What a sweep leaves on storage, on a local path or a URI (s3://...): its own
+record, sweep.json, and the state Tune saves of each of its experiments.
 
-`bnsweep run` writes it before any trial starts; `resume` and `sync` need
-nothing else. Reading it needs neither Ray nor MLflow.
+`bnsweep run` writes sweep.json before any trial starts; `resume` and `sync`
+need nothing else. Reading any of it needs neither Ray nor MLflow.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -55,3 +57,38 @@ def read_text(uri: str) -> str:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+def exists(uri: str) -> bool:
+    from pyarrow import fs as pafs
+
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_names(uri: str) -> list[str]:
+    """Names directly under a directory; [] if it does not exist."""
+    from pyarrow import fs as pafs
+
+    fs, path = filesystem(uri)
+    try:
+        return sorted(e.base_name for e in fs.get_file_info(pafs.FileSelector(path)))
+    except FileNotFoundError:
+        return []
+
+
+def tune_experiments(sweep_dir: str) -> list[str]:
+    """The Tune experiments of a sweep (grid/, or one per Optuna arm)."""
+    root = sweep_dir.rstrip("/")
+    return [f"{root}/{name}" for name in list_names(root) if exists(f"{root}/{name}/tuner.pkl")]
+
+
+def saved_trials(experiment: str) -> list[dict[str, Any]] | None:
+    """The trials in Tune's newest saved state of an experiment, which is what a
+    restore starts from: dicts with trial_id, status, config, relative_logdir
+    (None until the trial started). None when nothing was saved."""
+    states = fnmatch.filter(list_names(experiment), "experiment_state-*.json")
+    if not states:
+        return None
+    text = read_text(f"{experiment.rstrip('/')}/{max(states)}")  # the newest, as Tune's restore picks it
+    return [json.loads(trial) for trial, _ in json.loads(text)["trial_data"]]

@@ -10,7 +10,6 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from bnsweep import tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec, filesystem  # noqa: E402
+from bnsweep.storage import SweepSpec, filesystem, saved_trials  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -171,6 +170,17 @@ def init_ray(address: str | None) -> None:
                            f"{str(cause).splitlines()[0][:300]}{hint}") from None
 
 
+def check_fits_local(resources: dict[str, float]) -> None:
+    """On the Ray this sweep started (no autoscaler), a trial asking for more than the
+    machine has would wait forever; say so instead. A cluster may add nodes: not checked."""
+    have = ray.cluster_resources()
+    for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
+        if resources[key] > have.get(name, 0):
+            raise BnsweepError(f"each trial asks for {resources[key]:g} {name} but this machine has "
+                               f"{have.get(name, 0):g}; lower --{key}s-per-trial (or RESOURCES in the file), "
+                               "or join a cluster that has them with --address")
+
+
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:
     """Fit (or restore and fit) each Tuner of the study; return their ResultGrids."""
     callbacks = [tracking.TuneCallback(spec.tracking)] if spec.tracking else []
@@ -215,7 +225,7 @@ def set_aside_orphans(experiment: str) -> None:
     if trials is None:
         return
     fs, root = filesystem(experiment)
-    known = {json.loads(trial)["relative_logdir"] for trial, _ in trials}
+    known = {trial["relative_logdir"] for trial in trials}
     done = _set_aside(fs, root, known)
     staging = _driver_staging_path(trials)
     if staging and os.path.isdir(staging):
@@ -227,23 +237,6 @@ def set_aside_orphans(experiment: str) -> None:
         else:
             print(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep state, "
                   "so the trial runs again from its start; the epochs it reported are kept there", flush=True)
-
-
-def saved_trials(experiment: str) -> list | None:
-    """The trials of Tune's newest saved state of an experiment (what a restore
-    starts from): [json_state, metadata] pairs; None when nothing was saved."""
-    from pyarrow import fs as pafs
-
-    fs, root = filesystem(experiment)
-    try:
-        names = [e.base_name for e in fs.get_file_info(pafs.FileSelector(root))]
-    except FileNotFoundError:
-        return None
-    states = sorted(fnmatch.filter(names, "experiment_state-*.json"))
-    if not states:
-        return None
-    with fs.open_input_stream(f"{root}/{states[-1]}") as f:  # the newest, as Tune's restore picks it
-        return json.loads(f.read())["trial_data"]
 
 
 def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:
@@ -275,8 +268,8 @@ def _driver_staging_path(trials: list) -> str | None:
         return None
     try:
         # The trial's StorageContext, pickled by Tune; Tune's own restore unpickles the same file.
-        trial = json.loads(trials[0][0], cls=TuneFunctionDecoder, allow_cloudpickle=True)
-        return trial["storage"].experiment_driver_staging_path
+        storage = json.loads(json.dumps(trials[0]["storage"]), cls=TuneFunctionDecoder, allow_cloudpickle=True)
+        return storage.experiment_driver_staging_path
     except Exception:  # noqa: BLE001 — another Ray version's layout: storage was cleaned, which is what matters most
         return None
 
@@ -294,7 +287,7 @@ def n_unfinished(study: Study, sweep_dir: str) -> int:
 
 def _unfinished_in(study: Study, experiment: str) -> int:
     trials = saved_trials(experiment) or []
-    ended = sum(json.loads(trial)["status"] in ("TERMINATED", "ERROR") for trial, _ in trials)
+    ended = sum(trial["status"] in ("TERMINATED", "ERROR") for trial in trials)
     return max(0, study.n_trials() // len(_tuner_names(study)) - ended)
 
 

@@ -32,6 +32,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from bnsweep.config import REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
+from bnsweep.storage import exists, read_text, saved_trials  # noqa: E402
 from bnsweep.train import EPOCH_METRICS  # noqa: E402
 from bnsweep.trials import trial_config, trial_name, trial_tags  # noqa: E402
 
@@ -57,18 +58,32 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
     return uri
 
 
-def check_reachable(uri: str) -> None:
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.request
+def check_reachable(uri: str, must_exist: bool = False, hint: str = "") -> None:
+    """Fail with one line, before anything is started, if `uri` is not a store MLflow can use.
 
+    must_exist: for readers (report, analysis), a sqlite file that is not there
+    is a wrong path, not a store to create. `hint` ends the message of an
+    unreachable server (what the caller can do instead).
+    """
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except OSError as e:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({e}). Start it (e.g. `mlflow server --host 127.0.0.1 "
+                f"--port 5000`), or unset MLFLOW_TRACKING_URI to use ./mlflow.db{hint}") from None
+        return
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"no MLflow store at {uri} (no such file); pass --tracking-uri or set "
+                            "MLFLOW_TRACKING_URI to the store your sweeps recorded into")
     try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-    except OSError as e:
-        raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({e}). Start it (e.g. `mlflow server --host 127.0.0.1 "
-            "--port 5000`), or unset MLFLOW_TRACKING_URI to record into ./mlflow.db, or pass --no-tracking "
-            "and replay later with `bnsweep sync SWEEP_DIR`.") from None
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 — an unknown scheme, a missing driver, a store that will not open
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise TrackingError(f"cannot use MLflow tracking URI {uri}: {type(e).__name__}: {first}. Use an "
+                            "http(s):// server or a database URI such as sqlite:///mlflow.db") from None
 
 
 def code_version() -> dict[str, str]:
@@ -117,6 +132,17 @@ def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: s
     client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,
             "study": study, "code": code}
+
+
+def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] | None:
+    """The recorded tracking settings pointed at `uri`, if the sweep's parent run is there."""
+    if not tracking:
+        return None
+    try:
+        MlflowClient(uri).get_run(tracking["parent_run_id"])
+    except mlflow.exceptions.MlflowException:
+        return None
+    return {**tracking, "uri": uri}
 
 
 def reopen_sweep(tracking: Mapping[str, Any]) -> None:
@@ -305,37 +331,39 @@ class TuneCallback(_TuneCallback):
 TUNE_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
 
 
-def sync_experiment(tracking: Mapping[str, Any], experiment_path: Path) -> int:
-    """Replay one Tune experiment's trials into MLflow; return the number of epochs added."""
-    from ray.tune import ExperimentAnalysis
+def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
+    """Replay one Tune experiment's trials into MLflow; return the number of epochs added.
 
-    analysis = ExperimentAnalysis(str(experiment_path))
+    Reads Tune's saved state and each trial's result.json straight from storage
+    (a path or a URI): no Ray needed, so it runs anywhere the storage is readable.
+    """
     runs = TrialRuns(tracking)
     added = 0
-    for trial in analysis.trials:
-        results = _read_results(Path(trial.path))  # storage path; local or a shared mount
-        cfg = trial_config(trial.config)
-        runs.run_id(trial.trial_id, cfg, trial_name(cfg), trial_tags(cfg))
-        before = runs.last_step.get(trial.trial_id, 0)
+    for trial in saved_trials(experiment) or []:
+        logdir = trial["relative_logdir"]  # None: the trial never started
+        results = _read_results(f"{experiment.rstrip('/')}/{logdir}") if logdir else []
+        cfg = trial_config(trial["config"])
+        tid = trial["trial_id"]
+        runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))
+        before = runs.last_step.get(tid, 0)
         if results:
-            runs.log_results(trial.trial_id, results)
+            runs.log_results(tid, results)
             added += sum(1 for r in results if int(r["epoch"]) > before)
-        status = TUNE_STATUS.get(trial.status, "KILLED")
-        runs.finish(trial.trial_id, results[-1] if results else None, status)
+        runs.finish(tid, results[-1] if results else None, TUNE_STATUS.get(trial["status"], "KILLED"))
     return added
 
 
-def _read_results(trial_dir: Path) -> list[dict[str, Any]]:
+def _read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
     """Tune's result.json, one JSON object per reported epoch.
 
     An epoch reported again (re-run after an interruption, from the checkpoint
     before it) is read as first reported: that is the value the live callback
     logged, and MLflow keeps one value per step.
     """
-    path = trial_dir / "result.json"
+    path = f"{str(trial_dir).rstrip('/')}/result.json"
     by_epoch: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if exists(path):
+        for line in read_text(path).splitlines():
             if line.strip():
                 r = json.loads(line)
                 if "epoch" in r:

@@ -283,15 +283,36 @@ def test_bad_search_space_is_one_clear_error_before_ray(name, tmp_path):
 
 
 def test_missing_file_and_bad_overrides(tmp_path):
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "sweep.json").write_text("{not json")
     for args, needle in [(["run", str(tmp_path / "nope.py")], "does not exist"),
                          (["run", str(REPO / "search_spaces/lr.py"), "--lr", "0.1"], "lr is varied by this file"),
                          (["run", str(REPO / "search_spaces/lr.py"), "--epochs", "0"], "epochs must be > 0"),
                          (["run", str(REPO / "search_spaces/lr.py"), "--gpus-per-trial", "1.5"], "whole number"),
-                         (["resume", str(tmp_path)], "is not a bnsweep sweep directory")]:
+                         (["resume", str(tmp_path)], "is not a bnsweep sweep directory"),
+                         (["resume", str(garbled)], "cannot read"),
+                         (["run", str(REPO / "search_spaces/lr.py"), "--storage", "/proc/bnsweep"],
+                          "cannot write results to /proc/bnsweep")]:
         r = subprocess.run([sys.executable, "-c", _CHECK, *args], capture_output=True, text=True, cwd=tmp_path,
                            env=bnsweep_env(), timeout=120)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="tests a machine without a GPU")
+def test_trials_that_cannot_fit_the_local_machine_stop_before_anything_is_recorded(tmp_path):
+    # On a Ray of its own there is no autoscaler: a GPU trial on a CPU machine would wait forever.
+    space = write_space(tmp_path / "gpu.py", f'SPACE = {{"bn": [True]}}\nFIXED = {TINY}\n')
+    r = run_bnsweep("run", str(space), "--gpus-per-trial", "0.5", "--storage", str(tmp_path / "results"),
+                    env=bnsweep_env(), cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "each trial asks for 0.5 GPU but this machine has 0" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    if (tmp_path / "mlflow.db").exists():  # the store may be created; no sweep is recorded in it
+        assert MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_experiment_by_name("bnsweep-gpu") is None
+    r = run_bnsweep("plan", str(space), "--gpus-per-trial", "0.5", "--no-probe", env=bnsweep_env(), cwd=tmp_path)
+    assert r.returncode == 0 and "a trial does not fit here" in r.stdout, r.stdout
 
 
 def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):

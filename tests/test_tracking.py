@@ -113,6 +113,29 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
     assert {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs} == snapshot
 
 
+def test_sweep_run_without_tracking_is_synced_later_through_a_uri(ray_address, mlflow_server, tmp_path):
+    # --no-tracking, then `sync` into a server that has no record of the sweep. The sweep
+    # directory is given as a file:// URI: sync reads storage the way it reads s3://.
+    space = write_space(tmp_path / "offline.py", f"""
+        SPACE = {{"bn": [True, False]}}
+        FIXED = {{**{TINY}, "epochs": 2}}
+    """)
+    env = bnsweep_env(RAY_ADDRESS=ray_address)
+    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), "--no-tracking", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    sweep_dir = sweep_dir_of(tmp_path / "results")
+    for _ in range(2):  # the second sync finds the record the first made, and adds nothing
+        r = run_bnsweep("sync", f"file://{sweep_dir}", "--tracking-uri", mlflow_server.uri, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "0 epoch(s) added" in r.stdout and "had no record" not in r.stdout
+    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-offline", sweep_dir)
+    runs = children(mlflow_server.uri, "bnsweep-offline")
+    assert all(x.info.status == "FINISHED" for x in runs)
+    parent = MlflowClient(mlflow_server.uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep_dir"] == f"file://{sweep_dir}"
+    assert json.loads((sweep_dir / "sweep.json").read_text())["tracking"]["parent_run_id"] == parent.info.run_id
+
+
 def test_unreachable_server_at_start_is_a_clear_error(tmp_path):
     space = write_space(tmp_path / "s.py", 'SPACE = {"bn": [True]}\nFIXED = {"dataset": "synthetic"}\n')
     env = bnsweep_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9")  # the discard port: nothing listens
