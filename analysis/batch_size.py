@@ -39,7 +39,7 @@ def batch_table(results) -> pd.DataFrame:
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     t = results.trials
     require(t["batch_size"].nunique() > 1 or results.study == "batch_size", results, "batch_size.py",

@@ -19,7 +19,7 @@ METRICS = {"train_acc": "training accuracy (fraction)", "val_acc": "validation a
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     out = out_dir(args, results)
     table = curves_table(results, best_config_per_arm(results.trials), list(METRICS))

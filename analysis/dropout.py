@@ -21,7 +21,7 @@ PANELS = (("acc", "accuracy (fraction)"), ("loss", "cross-entropy loss (nats)"))
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     t = results.trials
     require((t["dropout"].fillna(0) > 0).any(), results, "dropout.py", "trials with dropout")

@@ -36,7 +36,7 @@ def lr_table(trials):
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     t = results.trials
     require(t["lr"].nunique() > 1 or results.study == "lr", results, "lr.py", "trials at 2 or more learning rates")

@@ -31,7 +31,7 @@ def search_table(results, tuned: list[str]) -> pd.DataFrame:
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     require(results.search == "optuna", results, "optuna.py", "an Optuna search (search tag 'optuna')")
     out = out_dir(args, results)

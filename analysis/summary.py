@@ -18,7 +18,7 @@ SHOWN = ["arm", "n_trials", "best_val_acc_mean", "best_val_acc_std", "n_diverged
 
 
 def main(argv=None, results=None):
-    args = script_parser(__doc__.splitlines()[0], many=True).parse_args(argv)
+    args = script_parser(__doc__, many=True).parse_args(argv)
     items = []
     for experiment in args.experiment:
         res = results if results is not None and results.experiment == experiment else load(args, experiment)

@@ -62,8 +62,9 @@ _NON_NEGATIVE = {"shear_range", "seed"}
 _INTS = {"epochs", "batch_size", "lr_drop_period", "seed", "eval_batch_size", "n_train", "n_val"}
 _OPTIONAL = {"data_dir", "n_train", "n_val"}
 
-N_TRAIN_FULL = 50_000
-N_TEST_FULL = 10_000
+# Images per dataset: (training, test). "synthetic" is data.synthetic_cifar10, for tests.
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "synthetic": (500, 200)}
+N_TRAIN_FULL, N_TEST_FULL = DATASET_SIZES["cifar10"]
 N_HOLDOUT_DEFAULT = 5_000
 
 
@@ -124,9 +125,10 @@ def _check_value(key: str, value: Any) -> Any:
 
 def n_train_available(cfg: Mapping[str, Any]) -> int:
     """Training images the data can supply under this config (before n_train)."""
+    n_train_full = DATASET_SIZES[cfg["dataset"]][0]
     if cfg["val_split"] == "holdout":
-        return N_TRAIN_FULL - (cfg["n_val"] or N_HOLDOUT_DEFAULT)
-    return N_TRAIN_FULL
+        return n_train_full - (cfg["n_val"] or N_HOLDOUT_DEFAULT)
+    return n_train_full
 
 
 def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None,
@@ -153,8 +155,9 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
     n_available = n_train_available(cfg)
     if cfg["val_split"] == "holdout" and n_available < 1:
         raise ConfigError(f"n_val={cfg['n_val']} leaves no training images")
-    if cfg["val_split"] == "test" and cfg["n_val"] and cfg["n_val"] > N_TEST_FULL:
-        raise ConfigError(f"n_val must be <= {N_TEST_FULL} (the test set), got {cfg['n_val']}")
+    n_test = DATASET_SIZES[cfg["dataset"]][1]
+    if cfg["val_split"] == "test" and cfg["n_val"] and cfg["n_val"] > n_test:
+        raise ConfigError(f"n_val must be <= {n_test} (the {cfg['dataset']} test set), got {cfg['n_val']}")
     if cfg["n_train"] and cfg["n_train"] > n_available:
         raise ConfigError(f"n_train must be <= {n_available} (images available), got {cfg['n_train']}")
     n_train = cfg["n_train"] or n_available

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bnsweep.config import N_HOLDOUT_DEFAULT, ConfigError
+from bnsweep.config import DATASET_SIZES, N_HOLDOUT_DEFAULT, ConfigError
 from bnsweep.errors import BnsweepError
 
 # --------------------------------------------------------------------------
@@ -105,9 +105,8 @@ def how_to_get_data(root: Path) -> str:
     return (
         f"To get CIFAR-10 into {root}: let bnsweep download the official archive (needs internet; "
         f"download=True, the default), or place the contents of the official {ARCHIVE_NAME} "
-        f"({DOWNLOAD_URL}) there, so that {root / BASE_FOLDER / 'data_batch_1'} exists. Without "
-        f"internet, `python shared/datasets/prepare_cifar10.py {root}` writes an unverified "
-        f"JPEG-derived copy. Choose another folder with --data-dir or $BNSWEEP_DATA_DIR."
+        f"({DOWNLOAD_URL}) there, so that {root / BASE_FOLDER / 'data_batch_1'} exists. Or choose "
+        f"a folder that holds {BASE_FOLDER}/ with --data-dir or $BNSWEEP_DATA_DIR."
     )
 
 
@@ -277,7 +276,8 @@ def _check_meta(path: Path, record: dict, root: Path) -> tuple[str, ...]:
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
-def synthetic_cifar10(n_train: int = 500, n_test: int = 200, seed: int = 0) -> Cifar10:
+def synthetic_cifar10(n_train: int = DATASET_SIZES["synthetic"][0], n_test: int = DATASET_SIZES["synthetic"][1],
+                      seed: int = 0) -> Cifar10:
     """Random CIFAR-shaped data for tests: each class has its own mean colour
     with per-pixel noise, so a model can learn it (and a test can see learning)."""
     g = torch.Generator().manual_seed(seed)

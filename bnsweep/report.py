@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from bnsweep.errors import BnsweepError
+from bnsweep.errors import BnsweepError, UsageError
 from bnsweep.results import CHANCE, Results, ResultsError, arm_label, load_experiment, varied
 
 ANALYSIS_DIR = Path(__file__).resolve().parents[1] / "analysis"
@@ -62,8 +62,10 @@ class Item:
 # Script plumbing
 # --------------------------------------------------------------------------
 
-def script_parser(description: str, many: bool = False) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def script_parser(doc: str, many: bool = False) -> argparse.ArgumentParser:
+    """The command line every analysis script shares; `doc` is the script's docstring,
+    whose first paragraph describes it in --help."""
+    p = argparse.ArgumentParser(description=" ".join(doc.strip().split("\n\n")[0].split()))
     p.add_argument("--experiment", required=True, action="append" if many else "store",
                    help="MLflow experiment name, e.g. bnsweep-lr" + (" (repeat for several)" if many else ""))
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
@@ -80,8 +82,14 @@ def load(args: argparse.Namespace, experiment: str | None = None) -> Results:
 
 
 def out_dir(args: argparse.Namespace, results: Results) -> Path:
-    out = args.out or DEFAULT_OUT / results.experiment
-    out.mkdir(parents=True, exist_ok=True)
+    return make_out_dir(args.out or DEFAULT_OUT / results.experiment)
+
+
+def make_out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {out}: {e.strerror}; pass --out DIR") from None
     return out
 
 
@@ -272,8 +280,7 @@ def build_report(experiment: str, out_dir: str | Path | None = None, tracking_ur
     or not a bnsweep sweep.
     """
     results = load_experiment(experiment, tracking_uri, parent_run_id, all_sweeps=all_sweeps)
-    out = Path(out_dir) if out_dir is not None else DEFAULT_OUT / experiment
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(Path(out_dir) if out_dir is not None else DEFAULT_OUT / experiment)
     argv = ["--experiment", experiment, "--tracking-uri", results.tracking_uri, "--out", str(out)]
     argv += ["--all-sweeps"] if all_sweeps else ["--sweep", str(results.parents["run_id"].iloc[0])]
     items: list[Item] = []

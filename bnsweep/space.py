@@ -95,7 +95,7 @@ def _import(path: Path):
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 — any error in user code is reported, not raised
+    except (Exception, SystemExit) as e:  # noqa: BLE001 — any error in user code is reported, not raised
         line = ""
         tb = e.__traceback__
         while tb is not None:

@@ -36,7 +36,7 @@ EPOCH_METRICS = (
     "step_time_ms",  # training-pass wall time per optimizer step, milliseconds
     "images_per_s",  # training images per second of the training pass
     "time_total_s",  # wall time summed over all epochs so far (resumes included), seconds
-    "diverged",  # 1.0 once the training loss became NaN or inf, else 0.0
+    "diverged",  # 1.0 once the training or validation loss became NaN or inf, else 0.0
     "best_val_acc",  # highest val_acc of the run so far
     "best_epoch",  # the epoch that reached it
 )
@@ -154,6 +154,9 @@ def train(
         train_s = time.perf_counter() - t0
 
         val_loss, val_acc = evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, memory_format)
+        # A non-finite validation loss with a finite training loss: BN's running statistics
+        # (used in evaluation only) overflowed. The model cannot be evaluated any more: diverged.
+        diverged = diverged or not math.isfinite(val_loss)
         epoch_s = time.perf_counter() - t0
         time_total_s += epoch_s
         images = min(steps_done * cfg["batch_size"], n_train)

@@ -252,6 +252,7 @@ def test_diverged_trial_is_a_result_and_the_sweep_completes(ray_address, mlflow_
 BAD_FILES = {
     "syntax": ("SPACE = {'lr': [0.1,\n", "does not import (line"),
     "raises": ("import nonexistent_module_xyz\nSPACE = {}\n", "does not import"),
+    "exits": ("raise SystemExit(3)\n", "does not import (line 1): SystemExit: 3"),
     "nospace": ("SEARCH = 'grid'\n", "defines no SPACE"),
     "unknownkey": ("SPACE = {'lrr': [0.1]}\n", "SPACE key 'lrr' is not a config key (did you mean 'lr'?)"),
     "unknownname": ("SPACE = {'lr': [0.1]}\nSEEDZ = [1]\n", "unknown name SEEDZ"),

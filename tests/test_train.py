@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -53,6 +54,21 @@ def test_divergence_is_a_result_not_an_exception():
     assert len(seen) < 5, "training must stop once diverged"
     assert seen[-1]["diverged"] == 1.0
     assert 0.0 <= summary["best_val_acc"] <= 1.0
+
+
+def test_a_model_that_cannot_be_evaluated_any_more_has_diverged():
+    # BN's running mean overflowed (NaN): training (batch statistics) goes on finite, evaluation
+    # (running statistics) gives NaN. That is divergence too, not a result at chance.
+    cfg = make_config({**TINY, "bn": True, "epochs": 2})
+    states = []
+    train({**cfg, "epochs": 1}, report=lambda m, s: states.append(copy.deepcopy(s)))
+    state = states[-1]
+    key = next(k for k in state["model"] if k.endswith("running_mean"))
+    state["model"][key].fill_(float("nan"))
+    seen = []
+    summary = train(cfg, report=lambda m, s: seen.append(m), resume=state)
+    assert math.isfinite(seen[-1]["train_loss"]) and not math.isfinite(seen[-1]["val_loss"])
+    assert seen[-1]["diverged"] == 1.0 and summary["diverged"] == 1.0
 
 
 def test_checkpoint_restore_continue_equals_uninterrupted(tmp_path):
