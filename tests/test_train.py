@@ -135,7 +135,7 @@ def _cli(*args: str, env=None, timeout=120) -> subprocess.CompletedProcess:
     (["--model", "resnet"], "model must be one of inception, simple"),
     (["--device", "gpu0"], "device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
     (["--resume", "/nonexistent/c.pt"], "checkpoint /nonexistent/c.pt does not exist"),
-    (["--checkpoint", "/nonexistent/c.pt"], "cannot write checkpoint /nonexistent/c.pt"),
+    (["--checkpoint", "/dev/null/c.pt"], "cannot write checkpoint /dev/null/c.pt"),
 ])
 def test_train_cli_bad_values_exit_2_with_one_line(args, needle):
     r = _cli("train", *args)
