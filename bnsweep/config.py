@@ -178,4 +178,5 @@ def lr_at(cfg: Mapping[str, Any], epoch: int) -> float:
     lr0 * factor ** floor((epoch + 1) / period): with period 10 the first drop
     lands on the 10th epoch (epoch index 9), exactly as in the Keras callback.
     """
-    return cfg["lr"] * cfg["lr_drop_factor"] ** math.floor((epoch + 1) / cfg["lr_drop_period"])
+    lr = cfg["lr"] * cfg["lr_drop_factor"] ** math.floor((epoch + 1) / cfg["lr_drop_period"])
+    return float(f"{lr:.12g}")  # 0.001, not 0.0010000000000000002, in logs and MLflow

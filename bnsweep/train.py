@@ -120,8 +120,7 @@ def train(
         if diverged:
             break
         lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg["seed"], epoch))
         torch.manual_seed(_epoch_seed(cfg["seed"], epoch))  # dropout masks
 
@@ -186,6 +185,26 @@ def train(
                 "history": history,
             })
     return summarize(history)
+
+
+@torch.no_grad()
+def set_lr(optimizer: torch.optim.SGD, lr: float) -> None:
+    """Set the learning rate the way Keras's SGD sees a change of it.
+
+    Keras 2.x SGD (keras/optimizers.py, the study's) keeps v = momentum * v - lr * g
+    and steps p += v: the velocity carries the old learning rate, and a drop takes
+    effect over ~1 / (1 - momentum) = 10 steps. PyTorch keeps b = momentum * b + g and
+    steps p -= lr * b, so a new lr would rescale the whole velocity at once. Scaling
+    b by old_lr / new_lr at the change makes every later step equal to Keras's.
+    """
+    for group in optimizer.param_groups:
+        old = group["lr"]
+        if old != lr:
+            for param in group["params"]:
+                buf = optimizer.state.get(param, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.mul_(old / lr)
+        group["lr"] = lr
 
 
 @torch.no_grad()

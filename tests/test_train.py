@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bnsweep.config import REFERENCE, ConfigError, lr_at, make_config
-from bnsweep.train import EPOCH_METRICS, load_checkpoint, save_checkpoint, train
+from bnsweep.train import EPOCH_METRICS, load_checkpoint, save_checkpoint, set_lr, train
 
 TINY = {"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "batch_size": 50, "epochs": 3}
 
@@ -44,6 +44,23 @@ def test_short_run_on_real_cifar_learns_above_chance(cifar_dir, bn, lr):
     summary = train(cfg)
     assert not summary["diverged"]
     assert summary["best_val_acc"] > 0.2, summary
+
+
+def test_sgd_steps_equal_keras_across_learning_rate_drops():
+    # Keras 2.x SGD (the study's): v = 0.9 v - lr g; p += v. The velocity keeps the old lr.
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(5, generator=g) for _ in range(7)]
+    lrs = [0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    p = torch.zeros(5, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=lrs[0], momentum=0.9)
+    keras_p, keras_v = torch.zeros(5), torch.zeros(5)
+    for grad, lr in zip(grads, lrs):
+        set_lr(opt, lr)
+        p.grad = grad.clone()
+        opt.step()
+        keras_v = 0.9 * keras_v - lr * grad
+        keras_p = keras_p + keras_v
+        torch.testing.assert_close(p.detach(), keras_p)
 
 
 def test_divergence_is_a_result_not_an_exception():
