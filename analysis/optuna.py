@@ -1,12 +1,16 @@
 """Optuna study, per arm: the best trials, the search history (validation accuracy
-in trial order, with the running best) and each tuned parameter against the
-accuracy it gave (is BN still better once each arm's nuisance parameters are tuned?).
+in trial order, with the running best), each tuned parameter against the accuracy
+it gave, and a parallel-coordinates view of whole configurations (is BN still
+better once each arm's nuisance parameters are tuned?).
 
     python analysis/optuna.py --experiment bnsweep-optuna [--tracking-uri URI] [--out DIR]
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from bnsweep.report import (arm_color, chance_line, finish, load, log_scale, new_figure, out_dir, require, run_script,
@@ -97,7 +101,64 @@ def main(argv=None, results=None):
                              "One point per trial: the value Optuna chose for each tuned parameter (x) and the "
                              "trial's best validation accuracy (y), coloured by arm. A parameter whose points "
                              "rise or fall together matters; a flat cloud does not. Dashed: chance (0.1)."))
+    items.append(parallel_coordinates(results, table, tuned, arms, out))
     return items
+
+
+LOG_AXES = ("lr",)  # tuned on a log scale (search_spaces/optuna.py: loguniform)
+
+
+def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: list[str], out):
+    """One polyline per trial through its tuned values and its accuracy, coloured by the
+    accuracy, one panel per arm on shared scales: good regions show as bundles of bright lines."""
+    import matplotlib as mpl
+
+    axes_keys = [*tuned, "best_val_acc"]
+    scaled = {}
+    for key in axes_keys:  # each axis to [0, 1], the same scale in every arm's panel
+        v = table[key].astype(float)
+        v = np.log10(v) if key in LOG_AXES and (v > 0).all() else v
+        lo, hi = v.min(), v.max()
+        scaled[key] = ((v - lo) / (hi - lo) if hi > lo else v * 0 + 0.5, lo, hi)
+    acc = table["best_val_acc"].astype(float)
+    norm = mpl.colors.Normalize(vmin=acc.min(), vmax=acc.max() if acc.max() > acc.min() else acc.min() + 1e-9)
+    cmap = mpl.colormaps["viridis"]
+    fig, axes = new_figure(1, len(arms), width=1.4 * len(axes_keys) + 2.2, height=4.4)
+    x = np.arange(len(axes_keys))
+    for ax, arm in zip(axes[0], arms):
+        rows = table.index[table["arm"] == arm]
+        for i in table.loc[rows].sort_values("best_val_acc", na_position="first").index:  # best drawn last
+            ys = [scaled[k][0][i] for k in axes_keys]
+            done = table.at[i, "outcome"] in ("completed", "diverged") and not math.isnan(acc[i])
+            ax.plot(x, ys, color=cmap(norm(acc[i])) if done else "grey", linestyle="-" if done else ":",
+                    linewidth=1.6 if done else 1.0, alpha=0.9, zorder=3 if done else 2)
+        for j, key in enumerate(axes_keys):
+            ax.axvline(j, color="black", linewidth=0.8, zorder=1)
+            _, lo, hi = scaled[key]
+            for y, value in ((0, lo), (1, hi)):
+                text = f"{10 ** value:.3g}" if key in LOG_AXES and key in tuned and value == value else f"{value:.3g}"
+                ax.annotate(text, (j, y), xytext=(3, 0), textcoords="offset points", fontsize=7, va="center")
+        ax.set_xticks(x, [{"lr": "lr (log)", "batch_size": "batch size", "best_val_acc": "best val acc"}.get(k, k)
+                          for k in axes_keys])
+        ax.set_yticks([])
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlim(-0.2, len(axes_keys) - 0.6)
+        ax.set_title(f"{arm_label(arm)}: {len(rows)} trials", fontsize=10)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[0].tolist(),
+                 label="best validation accuracy (fraction)", shrink=0.8)
+    title = "Optuna: whole configurations, parallel coordinates"
+    finish(fig, title, results)
+    data = table[["arm", "run_id", "run_name", *tuned, "best_val_acc", "outcome"]].copy()
+    for key in axes_keys:
+        data[f"{key}_scaled"] = scaled[key][0]
+    return save_figure(fig, out, "optuna_parallel", data, title,
+                       "Each line is one trial: the values Optuna chose (one vertical axis per tuned parameter, "
+                       "learning rate on a log scale) and the best validation accuracy it reached (last axis), "
+                       "coloured by that accuracy. Every axis runs from the lowest value tried (bottom) to the "
+                       "highest (top, numbers beside the axis), on the same scale in both arms. Dotted grey: "
+                       "failed or unfinished trials.")
 
 
 if __name__ == "__main__":

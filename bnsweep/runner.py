@@ -154,7 +154,7 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
             tracking.end_sweep(spec.tracking, "KILLED" if unfinished else "FINISHED")
         except Exception as e:  # noqa: BLE001 — the results are on storage; say how to replay them
             print(f"bnsweep: could not close the MLflow runs ({e}); run `bnsweep sync {sweep_dir}` later")
-    _print_summary(grids, spec, sweep_dir)
+    _print_summary(grids, study, spec, sweep_dir)
     if unfinished:
         print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  bnsweep resume {sweep_dir}")
         return EXIT_INTERRUPTED
@@ -176,22 +176,25 @@ def _print_start(study: Study, spec, sweep_dir: str) -> None:
               f"parent run {spec.tracking['parent_run_id']}", flush=True)
 
 
-def _print_summary(grids, spec, sweep_dir: str) -> None:
+def _print_summary(grids, study: Study, spec, sweep_dir: str) -> None:
+    from bnsweep.sweep import tuner_names
+
+    # Arms: an Optuna study's searches (its ARMS; dropout there is a tuned nuisance
+    # parameter, not an arm); a grid's BN / no BN / + dropout.
     rows = []
-    for grid in grids:
+    for (name, _), grid in zip(tuner_names(study), grids):
         for result in grid:
             cfg = trial_config(result.config or {})
             if "bn" in cfg:  # a trial that never started has no config to place it in an arm
-                rows.append((cfg["bn"], cfg.get("dropout", 0.0), result.metrics or {}, result.error))
+                arm = name if study.search == "optuna" else arm_name(cfg)
+                rows.append((arm, result.metrics or {}, result.error))
     print("\nsummary")
-    arms = sorted({(bn, dropout) for bn, dropout, _, _ in rows}, key=str)
-    for bn, dropout in arms:
-        mine = [(m, err) for b, d, m, err in rows if (b, d) == (bn, dropout)]
+    for arm in dict.fromkeys(a for a, _, _ in rows):
+        mine = [(m, err) for a, m, err in rows if a == arm]
         done = [m for m, err in mine if m and not err]
         diverged = sum(1 for m in done if m.get("diverged"))
         failed = sum(1 for _, err in mine if err)
         best = max((m.get("best_val_acc", -1) for m in done if _finite(m.get("best_val_acc"))), default=None)
-        arm = arm_name({"bn": bn, "dropout": dropout})
         best_text = f"best val_acc {best:.4f}" if best is not None else "no result"
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")

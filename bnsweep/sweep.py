@@ -92,7 +92,7 @@ def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
     return space
 
 
-def _tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
+def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
     if study.search == "grid":
         return [("grid", None)]
     return [("_".join(("bn" if v else "no_bn") if k == "bn" else f"{k}={v}" for k, v in a.items()) or "all", a)
@@ -187,7 +187,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
     trainable = _trainable(spec)
     grids = []
     with _TermToInterrupt():
-        for name, arm in _tuner_names(study):
+        for name, arm in tuner_names(study):
             path = f"{sweep_dir.rstrip('/')}/{name}"
             if resume and tune.Tuner.can_restore(path):
                 set_aside_orphans(path)
@@ -282,13 +282,13 @@ def n_unfinished(study: Study, sweep_dir: str) -> int:
     Ctrl-C, Tune saves the running trials as RUNNING, then stops them and marks
     them TERMINATED in memory, so an interrupted sweep would look finished.
     """
-    return sum(_unfinished_in(study, f"{sweep_dir.rstrip('/')}/{name}") for name, _ in _tuner_names(study))
+    return sum(_unfinished_in(study, f"{sweep_dir.rstrip('/')}/{name}") for name, _ in tuner_names(study))
 
 
 def _unfinished_in(study: Study, experiment: str) -> int:
     trials = saved_trials(experiment) or []
     ended = sum(trial["status"] in ("TERMINATED", "ERROR") for trial in trials)
-    return max(0, study.n_trials() // len(_tuner_names(study)) - ended)
+    return max(0, study.n_trials() // len(tuner_names(study)) - ended)
 
 
 def sweep_dir_for(storage: str, study: Study) -> str:
