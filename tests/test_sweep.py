@@ -187,8 +187,10 @@ def test_resume_sets_aside_trial_dirs_the_saved_state_missed(ray_address, tmp_pa
     (empty / "result.json").write_text("")
     partial = known[0].with_name(known[0].name.replace("_00000", "_00008"))
     shutil.copytree(known[0], partial)
-    # The driver's local staging copy, which a restore uploads to storage again.
-    (staging,) = Path(RAY_TEMP).glob(f"session_latest/artifacts/*/grid/driver_artifacts/{known[0].name}")
+    # The driver's local staging copy, which a restore uploads to storage again: in the session
+    # dir of the head the driver joined (found by the trial's name, unique to this sweep; not via
+    # session_latest, which another Ray in the same temp dir may have re-pointed).
+    (staging,) = Path(RAY_TEMP).glob(f"session_2*/artifacts/*/grid/driver_artifacts/{known[0].name}")
     staged = staging.with_name(known[0].name.replace("_00000", "_00009"))
     shutil.copytree(known[0], staged)
 
