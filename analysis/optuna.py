@@ -115,9 +115,11 @@ def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: l
 
     axes_keys = [*tuned, "best_val_acc"]
     scaled = {}
+    is_log = {}
     for key in axes_keys:  # each axis to [0, 1], the same scale in every arm's panel
         v = table[key].astype(float)
-        v = np.log10(v) if key in LOG_AXES and (v > 0).all() else v
+        is_log[key] = key in LOG_AXES and bool((v > 0).all())
+        v = np.log10(v) if is_log[key] else v
         lo, hi = v.min(), v.max()
         scaled[key] = ((v - lo) / (hi - lo) if hi > lo else v * 0 + 0.5, lo, hi)
     acc = table["best_val_acc"].astype(float)
@@ -136,10 +138,10 @@ def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: l
             ax.axvline(j, color="black", linewidth=0.8, zorder=1)
             _, lo, hi = scaled[key]
             for y, value in ((0, lo), (1, hi)):
-                text = f"{10 ** value:.3g}" if key in LOG_AXES and key in tuned and value == value else f"{value:.3g}"
+                text = f"{10 ** value:.3g}" if is_log[key] else f"{value:.3g}"
                 ax.annotate(text, (j, y), xytext=(3, 0), textcoords="offset points", fontsize=7, va="center")
-        ax.set_xticks(x, [{"lr": "lr (log)", "batch_size": "batch size", "best_val_acc": "best val acc"}.get(k, k)
-                          for k in axes_keys])
+        ax.set_xticks(x, [{"batch_size": "batch size", "best_val_acc": "best val acc"}.get(k, k)
+                          + (" (log)" if is_log[k] else "") for k in axes_keys])
         ax.set_yticks([])
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlim(-0.2, len(axes_keys) - 0.6)

@@ -265,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync", help="replay into MLflow whatever a sweep's results hold that MLflow lacks")
     p.add_argument("sweep_dir")
-    p.add_argument("--tracking-uri", help="override the tracking URI recorded by `run`")
+    p.add_argument("--tracking-uri", help="the store to record into (default: the one `run` recorded into, "
+                                          "else $MLFLOW_TRACKING_URI, else ./mlflow.db); a store without "
+                                          "this sweep gets it, and sweep.json then points there")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("report", help="figures, tables and the study's claims from an MLflow experiment")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bnsweep.config import N_TEST_FULL, n_train_available
+from bnsweep.config import DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
 from bnsweep.model import build_model
 from bnsweep.space import Study
 from bnsweep.train import resolve_device
@@ -89,10 +89,10 @@ def describe(study: Study, probe: bool = True) -> str:
         if key not in cache:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)
-        n_val = cfg["n_val"] or N_TEST_FULL
+        n_val = cfg["n_val"] or (DATASET_SIZES[cfg["dataset"]][1] if cfg["val_split"] == "test" else N_HOLDOUT_DEFAULT)
         total_s += epochs * cache[key] * (n_train + VAL_COST * n_val)
     device = resolve_device(study.fixed["device"])
-    wall = f"{_duration(total_s / concurrent)} wall here" if concurrent else "wall time: trial time / trials at once"
+    wall = f"{_duration(total_s / concurrent)} wall here" if concurrent else "no wall time here (a trial does not fit)"
     lines.append(f"  estimate        {wall} ({_duration(total_s)} of trial time), "
                  f"from a {len(cache)}-shape probe on {device.type}; optuna/ASHA may stop trials earlier")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,8 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     if gpus and args.gpus_per_trial is None and not study.gpu_declared:
         study.resources["gpu"] = 1.0  # a GPU cluster and a file that does not say: one GPU per trial
     if not address:
-        sweep.check_fits_local(study.resources)
+        sweep.check_fits_local(study.resources, "lower --cpus-per-trial / --gpus-per-trial (or RESOURCES in "
+                                                "the file), or join a cluster that has them with --address")
     sweep_dir = sweep.sweep_dir_for(storage, study)
     tracking_info = None
     if uri:
@@ -76,13 +76,12 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
 
 def check_storage(storage: str) -> None:
     """The results location must take a write before Ray starts or a run is recorded.
-    The probe leaves nothing behind (folders it had to create included)."""
+    The probe leaves nothing behind: its file, and the local folders it had to create."""
     from bnsweep.storage import write_text
 
-    created = None  # the outermost local folder the probe creates
-    if "://" not in storage:
-        missing = [p for p in (Path(storage), *Path(storage).parents) if not p.exists()]
-        created = missing[-1] if missing else None
+    # Local folders the probe creates, innermost first; removed again only while empty,
+    # so a sweep starting beside this one on the same fresh path keeps its files.
+    created = [] if "://" in storage else [p for p in (Path(storage), *Path(storage).parents) if not p.exists()]
     probe = f"{storage.rstrip('/')}/.bnsweep-write-test"
     try:
         write_text(probe, "")
@@ -93,8 +92,11 @@ def check_storage(storage: str) -> None:
                          f"{(str(e).strip().splitlines() or [''])[0][:200]}); pass --storage DIR_OR_URI "
                          "or set BNSWEEP_STORAGE") from None
     finally:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _sweep_dir(arg: str) -> str:
@@ -109,10 +111,12 @@ def resume(args: argparse.Namespace) -> int:
     from bnsweep import sweep, tracking
 
     if spec.tracking:
-        tracking.reopen_sweep(spec.tracking)
+        tracking.check_sweep_recorded(spec.tracking, sweep_dir)
     sweep.init_ray(args.address)
     if not (args.address or os.environ.get("RAY_ADDRESS")):
-        sweep.check_fits_local(spec.resources)
+        sweep.check_fits_local(spec.resources, "resume it on a cluster that has them with --address")
+    if spec.tracking:  # only now: nothing above may leave the parent run RUNNING
+        tracking.reopen_sweep(spec.tracking)
     print(f"resuming {sweep_dir}", flush=True)
     return _fit_and_summarize(study, spec, sweep_dir, resume=True)
 
@@ -120,9 +124,12 @@ def resume(args: argparse.Namespace) -> int:
 def _read_spec(sweep_dir: str) -> SweepSpec:
     try:
         return SweepSpec.read(sweep_dir)
-    except OSError:
+    except FileNotFoundError:
         raise UsageError(f"{sweep_dir} is not a bnsweep sweep directory (no {SWEEP_FILE}); "
                          "pass the directory that `bnsweep run` printed") from None
+    except OSError as e:  # permissions, credentials of a remote store
+        raise UsageError(f"cannot read {sweep_dir}/{SWEEP_FILE}: "
+                         f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}") from None
     except (ValueError, TypeError) as e:  # not JSON, other keys, or a URI pyarrow cannot open
         raise UsageError(f"cannot read {sweep_dir}/{SWEEP_FILE} as a bnsweep sweep record "
                          f"({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:150]})") from None

@@ -170,15 +170,14 @@ def init_ray(address: str | None) -> None:
                            f"{str(cause).splitlines()[0][:300]}{hint}") from None
 
 
-def check_fits_local(resources: dict[str, float]) -> None:
+def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
     """On the Ray this sweep started (no autoscaler), a trial asking for more than the
     machine has would wait forever; say so instead. A cluster may add nodes: not checked."""
     have = ray.cluster_resources()
     for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
         if resources[key] > have.get(name, 0):
             raise BnsweepError(f"each trial asks for {resources[key]:g} {name} but this machine has "
-                               f"{have.get(name, 0):g}; lower --{key}s-per-trial (or RESOURCES in the file), "
-                               "or join a cluster that has them with --address")
+                               f"{have.get(name, 0):g}; {what_to_do}")
 
 
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:
@@ -212,9 +211,11 @@ def set_aside_orphans(experiment: str) -> None:
 
     Tune snapshots its state every TUNE_GLOBAL_CHECKPOINT_S. A driver killed
     between a trial's start and the next snapshot leaves that trial's directory
-    behind, on storage and in the driver's local staging copy (which the restore
-    uploads again), while the restored state generates the trial anew (same trial
-    id) and Tune, finding the name taken, writes it to a second directory. Such a
+    behind, on storage and in the driver's local staging copy (in the Ray
+    session's folder, which a restore joining the same Ray reuses and uploads
+    again; a new local Ray starts with an empty one), while the restored state
+    generates the trial anew (same trial id) and Tune, finding the name taken,
+    writes it to a second directory. Such a
     directory holds no result (the usual case: it is removed), or the first
     epoch(s) of a run that now starts over (moved to <experiment>/orphaned/, so
     nothing recorded is lost). Either way each trial keeps one directory.
@@ -261,7 +262,9 @@ def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:
 
 
 def _driver_staging_path(trials: list) -> str | None:
-    """This node's staging directory of the saved run (Ray session dir/artifacts/<run start>/<name>)."""
+    """The saved run's staging directory in the current Ray session's folder
+    (<session>/artifacts/<run start>/<name>); it exists only when the resume joined
+    the Ray the interrupted run used."""
     from ray.tune.utils.serialization import TuneFunctionDecoder
 
     if not trials:

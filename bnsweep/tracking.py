@@ -140,13 +140,24 @@ def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] |
         return None
     try:
         MlflowClient(uri).get_run(tracking["parent_run_id"])
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise TrackingError(f"MLflow at {uri} failed to look up the sweep's parent run: "
+                            f"{(str(e).strip().splitlines() or [''])[0][:200]}") from None
     return {**tracking, "uri": uri}
 
 
+def check_sweep_recorded(tracking: Mapping[str, Any], sweep_dir: str) -> None:
+    """Before a resume: the store the sweep recorded into still holds its parent run."""
+    check_reachable(tracking["uri"], must_exist=True)
+    if find_sweep(tracking, tracking["uri"]) is None:
+        raise TrackingError(f"{tracking['uri']} has no record of this sweep (parent run "
+                            f"{tracking['parent_run_id']}); run `bnsweep sync {sweep_dir} --tracking-uri URI` "
+                            "to record it into a store first, then resume")
+
+
 def reopen_sweep(tracking: Mapping[str, Any]) -> None:
-    check_reachable(tracking["uri"])
     MlflowClient(tracking["uri"]).update_run(tracking["parent_run_id"], status="RUNNING")
 
 
@@ -340,8 +351,10 @@ def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
     runs = TrialRuns(tracking)
     added = 0
     for trial in saved_trials(experiment) or []:
-        logdir = trial["relative_logdir"]  # None: the trial never started
+        logdir = trial["relative_logdir"]  # None until Tune gave the trial a folder
         results = _read_results(f"{experiment.rstrip('/')}/{logdir}") if logdir else []
+        if not results and trial["status"] != "ERROR":
+            continue  # nothing reported and not failed: no run, as the live callback would not make one
         cfg = trial_config(trial["config"])
         tid = trial["trial_id"]
         runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))

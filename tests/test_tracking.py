@@ -133,7 +133,15 @@ def test_sweep_run_without_tracking_is_synced_later_through_a_uri(ray_address, m
     assert all(x.info.status == "FINISHED" for x in runs)
     parent = MlflowClient(mlflow_server.uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_dir"] == f"file://{sweep_dir}"
-    assert json.loads((sweep_dir / "sweep.json").read_text())["tracking"]["parent_run_id"] == parent.info.run_id
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert record["tracking"]["parent_run_id"] == parent.info.run_id
+    # A resume whose store lost the sweep says so and what to do, before Ray or MLflow is touched.
+    for tracking, needle in [({"uri": f"sqlite:///{tmp_path}/gone.db"}, "no MLflow store at"),
+                             ({"parent_run_id": "0" * 32}, "has no record of this sweep")]:
+        (sweep_dir / "sweep.json").write_text(json.dumps({**record, "tracking": {**record["tracking"], **tracking}}))
+        r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
+        assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert MlflowClient(mlflow_server.uri).get_run(parent.info.run_id).info.status == "FINISHED"
 
 
 def test_unreachable_server_at_start_is_a_clear_error(tmp_path):
@@ -179,6 +187,9 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     assert any(x.info.status == "KILLED" for x in runs)
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED"
+    r = run_bnsweep("sync", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)  # the trial never started: no run
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(children(mlflow_server.uri, "bnsweep-stopme")) == len(trial_dirs(sweep_dir_of(storage))) < 3
 
     r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
