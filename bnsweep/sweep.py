@@ -2,9 +2,10 @@
 
 Layout on storage (a local directory or a URI such as s3://bucket/prefix):
 
-    STORAGE/<study>-<timestamp>/          the sweep directory (`bnsweep resume` takes it)
+    STORAGE/<sweep>/                      the sweep directory (`bnsweep resume` takes it);
+                                          <sweep> = <study>-<date>-<time>-<random token>
         sweep.json                        what `run` was asked to do, for resume and sync
-        grid/ | bn/ | no_bn/              one Tune experiment per Tuner: a grid study has one;
+        grid-<sweep>/ | bn-<sweep>/ ...   one Tune experiment per Tuner: a grid study has one;
                                           an Optuna study has one per arm, equal budgets
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import tempfile
 import time
@@ -93,6 +95,7 @@ def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
+    """(label, arm) of each Tuner: "grid", or an Optuna study's searches ("bn", "no_bn")."""
     if study.search == "grid":
         return [("grid", None)]
     return [("_".join(("bn" if v else "no_bn") if k == "bn" else f"{k}={v}" for k, v in a.items()) or "all", a)
@@ -125,7 +128,8 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(tune.with_parameters(run_trial, sweep=spec.__dict__), resources)
 
 
-def _run_config(name: str, storage: str, spec: SweepSpec, callbacks: list) -> tune.RunConfig:
+def _run_config(experiment: str, spec: SweepSpec, callbacks: list) -> tune.RunConfig:
+    storage, name = experiment.rsplit("/", 1)
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -186,8 +190,8 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
     trainable = _trainable(spec)
     grids = []
     with _TermToInterrupt():
-        for name, arm in tuner_names(study):
-            path = f"{sweep_dir.rstrip('/')}/{name}"
+        for label, arm in tuner_names(study):
+            path = experiment_path(sweep_dir, label)
             if resume and tune.Tuner.can_restore(path):
                 set_aside_orphans(path)
                 # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl.
@@ -196,7 +200,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
             else:
                 tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
                                    tune_config=_tune_config(study, spec),
-                                   run_config=_run_config(name, sweep_dir, spec, callbacks))
+                                   run_config=_run_config(path, spec, callbacks))
             grids.append(tuner.fit())
             if _unfinished_in(study, path):  # interrupted: the next arm waits for `bnsweep resume`
                 break
@@ -285,7 +289,7 @@ def n_unfinished(study: Study, sweep_dir: str) -> int:
     Ctrl-C, Tune saves the running trials as RUNNING, then stops them and marks
     them TERMINATED in memory, so an interrupted sweep would look finished.
     """
-    return sum(_unfinished_in(study, f"{sweep_dir.rstrip('/')}/{name}") for name, _ in tuner_names(study))
+    return sum(_unfinished_in(study, experiment_path(sweep_dir, label)) for label, _ in tuner_names(study))
 
 
 def _unfinished_in(study: Study, experiment: str) -> int:
@@ -295,4 +299,19 @@ def _unfinished_in(study: Study, experiment: str) -> int:
 
 
 def sweep_dir_for(storage: str, study: Study) -> str:
-    return f"{storage.rstrip('/')}/{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The time for people; the token so that two sweeps of one study started in
+    # the same second (scripts, several users) never share a directory.
+    return f"{storage.rstrip('/')}/{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def experiment_path(sweep_dir: str, label: str) -> str:
+    """The directory of one Tuner's experiment: <sweep_dir>/<label>-<sweep>.
+
+    The sweep's own (unique) name is part of it because Ray stages each driver's
+    files in <Ray session>/artifacts/<start second>/<experiment name>: two sweeps
+    joining one Ray in the same second under one name (say "grid") would share
+    that folder and each upload the other's trials and saved state
+    (experiment_state-<second>.json, the same file name) to its own storage.
+    """
+    root = sweep_dir.rstrip("/")
+    return f"{root}/{label}-{root.rsplit('/', 1)[-1]}"

@@ -63,6 +63,23 @@ def test_seeds_axis_repeats_every_point_and_keeps_pairs(tmp_path):
     assert sorted({c["seed"] for c in configs}) == [0, 1, 2]
 
 
+def test_sweeps_started_in_the_same_second_share_no_folder(monkeypatch):
+    # Ray stages a driver's files in <session>/artifacts/<start second>/<experiment name>
+    # (StorageContext.experiment_driver_staging_path): drivers that join one Ray in the
+    # same second must differ in their experiment names, or each uploads the other's
+    # saved state as its own (an lr sweep then read a batch-size sweep's running trials).
+    from bnsweep import sweep
+
+    monkeypatch.setattr(sweep.time, "strftime", lambda fmt, *a: "20261125-120000")
+    studies = [load_study(REPO / "search_spaces" / f"{n}.py") for n in ("lr", "batch_size", "lr", "optuna")]
+    dirs = [sweep.sweep_dir_for("/results", s) for s in studies]
+    assert len(set(dirs)) == len(dirs), "one folder per sweep, also for one study twice in a second"
+    names = [sweep.experiment_path(d, label).rsplit("/", 1)[1]
+             for d, s in zip(dirs, studies) for label, _ in sweep.tuner_names(s)]
+    assert len(names) == len(set(names)) == 5, names  # 3 grids + the Optuna study's 2 searches
+    assert all(sweep.experiment_path(d, "grid").startswith(d + "/") for d in dirs)
+
+
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
 def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path):
     # quick.py also proves the README's defaults: no address -> a Ray of its own, even with
@@ -147,7 +164,7 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
     driver.wait()
     done = finished()
     assert 2 <= len(done) < 6
-    before = {t.name: (t / "result.json").read_bytes() for t in done}
+    before = {t: (t / "result.json").read_bytes() for t in done}
 
     r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -155,8 +172,8 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
     assert len(trials) == 6
     for t in trials:
         assert results_of(t)[-1]["epoch"] == 3
-    for name, data in before.items():  # finished trials were not run again
-        assert (sweep_dir_of(storage) / "grid" / name / "result.json").read_bytes() == data
+    for trial, data in before.items():  # finished trials were not run again
+        assert (trial / "result.json").read_bytes() == data
     runs = children(mlflow_server.uri, "bnsweep-killme")
     assert len(runs) == 6, "one MLflow run per trial, also after the resume"
     assert len({r.data.tags["ray_trial_id"] for r in runs}) == 6
@@ -191,7 +208,7 @@ def test_resume_sets_aside_trial_dirs_the_saved_state_missed(ray_address, tmp_pa
     # The driver's local staging copy, which a restore uploads to storage again: in the session
     # dir of the head the driver joined (found by the trial's name, unique to this sweep; not via
     # session_latest, which another Ray in the same temp dir may have re-pointed).
-    (staging,) = Path(RAY_TEMP).glob(f"session_2*/artifacts/*/grid/driver_artifacts/{known[0].name}")
+    (staging,) = Path(RAY_TEMP).glob(f"session_2*/artifacts/*/*/driver_artifacts/{known[0].name}")
     staged = staging.with_name(known[0].name.replace("_00000", "_00009"))
     shutil.copytree(known[0], staged)
 
@@ -200,7 +217,7 @@ def test_resume_sets_aside_trial_dirs_the_saved_state_missed(ray_address, tmp_pa
     assert trial_dirs(sweep) == known, "each trial keeps exactly one directory"
     assert not empty.exists(), "a directory that recorded nothing is removed"
     for orphan in (partial, staged):
-        kept = sweep / "grid" / "orphaned" / orphan.name
+        kept = known[0].parent / "orphaned" / orphan.name
         assert (kept / "result.json").read_bytes() == (known[0] / "result.json").read_bytes(), "epochs are kept"
         assert f"moved {orphan.name}" in r.stdout
     assert f"removed {empty.name}" in r.stdout
