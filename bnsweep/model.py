@@ -64,14 +64,19 @@ def glorot_uniform_(weight: torch.Tensor) -> None:
 class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Keras BatchNormalization(scale=False): normalise, then add a learned β; no γ.
 
-    `weight` (γ) is None, which F.batch_norm treats as 1, so γ is neither stored nor
-    trained and trainable-parameter counts match Keras's (β only).
+    γ is a constant 1: a non-persistent buffer, so it is neither trained nor saved
+    and trainable-parameter counts match Keras's (β only). It is a tensor, not
+    None, because CUDA's batch-norm backward (torch 2.11, channels_last, bf16)
+    fails for a missing weight next to a bias that needs a gradient ("invalid
+    gradient at index 2 - got [0]"), measured on an H200; CPU accepts both.
     """
 
     def __init__(self, channels: int, keras_momentum: float = 0.99, eps: float = 1e-3):
         # torch's momentum weighs the *new* batch statistic, Keras's the old running one
         # (rounded so that 0.99 gives 0.01, not 0.010000000000000009).
         super().__init__(channels, eps=eps, momentum=round(1.0 - keras_momentum, 12), affine=False)
+        del self._parameters["weight"]  # affine=False registered weight=None; γ is the constant below
+        self.register_buffer("weight", torch.ones(channels), persistent=False)
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def reset_parameters(self) -> None:

@@ -116,7 +116,9 @@ def test_no_bn_arm_has_no_batchnorm_and_bn_arm_has_keras_bn(cls):
     for m in bns:
         assert m.momentum == pytest.approx(0.01, abs=1e-12)  # Keras momentum 0.99
         assert m.eps == 1e-3
-        assert m.weight is None  # gamma: not stored, not trained, i.e. 1
+        # gamma: the constant 1, neither trained nor saved (a tensor, which CUDA's backward needs)
+        assert not isinstance(m.weight, nn.Parameter) and torch.all(m.weight == 1)
+        assert "weight" not in m.state_dict()
         assert m.bias.requires_grad and torch.all(m.bias == 0)  # beta, Keras init zeros
         assert m.track_running_stats
 
@@ -139,6 +141,24 @@ def test_shift_only_bn_normalises_with_gamma_one_and_keras_running_update():
     torch.testing.assert_close(bn.running_mean, 0.01 * mean, rtol=1e-5, atol=1e-6)
     # Dense inputs (the simple model's hidden layer) work too.
     assert ShiftOnlyBatchNorm(4)(torch.randn(6, 4)).shape == (6, 4)
+
+
+@pytest.mark.parametrize("cls", [Inception, SimpleCNN])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_bn_arm_trains_a_step_as_train_runs_it(cls, device):
+    # bf16 autocast and channels_last on CUDA, as train() runs them: the combination in which
+    # CUDA's batch-norm backward rejected a missing gamma (torch 2.11, H200).
+    on_cuda = device == "cuda"
+    fmt = torch.channels_last if on_cuda else torch.contiguous_format
+    model = cls(bn=True, width=0.25).to(device).to(memory_format=fmt).train()
+    x = torch.rand(16, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+        loss = F.cross_entropy(model(x).float(), torch.arange(16, device=device) % 10)
+    loss.backward()
+    for m in _bn_modules(model):
+        assert m.bias.grad is not None and m.bias.grad.shape == m.bias.shape
+        assert torch.all(m.weight == 1)  # gamma stays 1
 
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
