@@ -82,11 +82,6 @@ def train(
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
-    if on_cuda:
-        # Shapes are fixed (batch x 3 x 32 x 32), so cuDNN's one-off autotuning of each
-        # conv pays back within the first epoch. CUDA runs are not bitwise
-        # reproducible either way (atomics in the backward); CPU runs are.
-        torch.backends.cudnn.benchmark = True
     full = data_mod.load_dataset(cfg)
     splits = data_mod.select(cfg, full)
     train_x = splits.train_x.to(device)
