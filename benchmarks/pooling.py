@@ -6,7 +6,7 @@ about 0.7 TB/s of a 4.8 TB/s memory, the largest single cost. This script times
 the model's own pooling calls (the shapes a width-1 Inception feeds them) in
 three forms, so a GPU session can decide with one run:
 
-- current: F.max_pool2d on channels_last input, as the model runs it now;
+- current: the model's own pooling modules on channels_last input, as it runs them now;
 - nchw: the same call on a contiguous (NCHW) copy, the two layout conversions timed too;
 - separable: a 3x1 then a 1x3 max pool (the max over a rectangle is the max of
   row maxima), each a cheaper kernel.
@@ -14,7 +14,8 @@ three forms, so a GPU session can decide with one run:
 Forward outputs must be equal (checked). Gradients agree wherever the window's
 maximum is unique; where it is tied the forms may route the gradient to
 different tied elements. Every pool input in the model comes out of a ReLU
-(the first module's pool sees the image, which needs no gradient), so ties
+(the first module's pool sees the image, which needs no gradient; it is timed
+with one anyway, 3 of some 4,000 pooled channels), so ties
 among zeros do not matter: ReLU's gradient at 0 is 0. Ties among positive
 values (bf16 rounding) do: the share of positive input elements whose gradient
 differs from `current` is printed. TensorFlow's MaxPoolGrad, like PyTorch's
@@ -39,40 +40,40 @@ from bnsweep.config import make_config
 from bnsweep.model import TFSamePool, build_model
 
 
-def pool_calls(width: float) -> list[tuple[tuple[int, ...], int, tuple[int, int, int, int]]]:
-    """(input shape per image, stride, TF 'same' pads (left, right, top, bottom)) of each
-    3x3 max pool the Inception runs, read from the model itself with forward hooks."""
+def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
+    """(input shape per image, the pooling module) of each 3x3 max pool the Inception
+    runs, read from the model itself with forward hooks."""
     model = build_model(make_config({"bn": True, "width": width}))
     calls = []
 
     def hook(mod, inputs, _out):
-        shape = tuple(inputs[0].shape[1:])
-        if isinstance(mod, TFSamePool):
-            (top, bottom), (left, right) = mod._pads(shape[-2]), mod._pads(shape[-1])
-            calls.append((shape, mod.stride, (left, right, top, bottom)))
-        elif mod.kernel_size == 3:
-            calls.append((shape, mod.stride, (1, 1, 1, 1)))
+        if isinstance(mod, TFSamePool) or mod.kernel_size == 3:
+            calls.append((tuple(inputs[0].shape[1:]), mod))
 
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.MaxPool2d, TFSamePool)):
-            mod.register_forward_hook(hook)
+    handles = [mod.register_forward_hook(hook) for mod in model.modules()
+               if isinstance(mod, (torch.nn.MaxPool2d, TFSamePool))]
     with torch.no_grad():
         model(torch.rand(1, 3, 32, 32))
+    for handle in handles:  # the timed calls below run the same modules
+        handle.remove()
     return calls
 
 
-def current(x, stride, pads):
-    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), 3, stride)
+def current(x, pool):
+    return pool(x)  # the model's own module
 
 
-def nchw(x, stride, pads):
-    out = F.max_pool2d(F.pad(x.contiguous(), pads, value=float("-inf")), 3, stride)
-    return out.contiguous(memory_format=torch.channels_last)
+def nchw(x, pool):
+    return pool(x.contiguous()).contiguous(memory_format=torch.channels_last)
 
 
-def separable(x, stride, pads):
-    x = F.pad(x, pads, value=float("-inf"))
-    return F.max_pool2d(F.max_pool2d(x, (3, 1), (stride, 1)), (1, 3), (1, stride))
+def separable(x, pool):
+    if isinstance(pool, TFSamePool):
+        (top, bottom), (left, right) = pool._pads(x.shape[-2]), pool._pads(x.shape[-1])
+    else:
+        top = bottom = left = right = pool.padding
+    x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+    return F.max_pool2d(F.max_pool2d(x, (3, 1), (pool.stride, 1)), (1, 3), (1, pool.stride))
 
 
 FORMS = {"current": current, "nchw": nchw, "separable": separable}
@@ -81,9 +82,9 @@ FORMS = {"current": current, "nchw": nchw, "separable": separable}
 def time_form(fn, xs, grads, calls, device, repeats: int) -> float:
     """Milliseconds for one training step's pooling (all calls, forward + backward)."""
     def once():
-        for x, g, (_, stride, pads) in zip(xs, grads, calls):
+        for x, g, (_, pool) in zip(xs, grads, calls):
             x.grad = None
-            fn(x, stride, pads).backward(g)
+            fn(x, pool).backward(g)
 
     once()  # warm-up: kernels chosen, memory pooled
     if device.type == "cuda":
@@ -113,8 +114,8 @@ def main() -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     # Post-ReLU-like inputs: a third exact zeros, so ties occur as they do in the model.
     xs = [torch.relu(torch.randn(batch, *shape, device=device, generator=gen) - 0.4).to(dtype)
-          .contiguous(memory_format=torch.channels_last).requires_grad_() for shape, _, _ in calls]
-    outs = [current(x, s, pads) for x, (_, s, pads) in zip(xs, calls)]
+          .contiguous(memory_format=torch.channels_last).requires_grad_() for shape, _ in calls]
+    outs = [current(x, pool) for x, (_, pool) in zip(xs, calls)]
     grads = [torch.randn(o.shape, device=device, generator=gen).to(dtype)
              .contiguous(memory_format=torch.channels_last) for o in outs]
 
@@ -123,16 +124,16 @@ def main() -> None:
     print(f"settings: width {args.width}, batch {batch}, {dtype}, channels_last input, {len(calls)} calls "
           f"per step, {repeats} timed steps")
     reference_grads = []
-    for x, g, out, (_, s, pads) in zip(xs, grads, outs, calls):
+    for x, g, out in zip(xs, grads, outs):
         x.grad = None
         out.backward(g)
         reference_grads.append(x.grad.clone())
     times = {}
     for name, fn in FORMS.items():
         differs, total = 0, 0
-        for x, g, out, ref, (_, s, pads) in zip(xs, grads, outs, reference_grads, calls):
+        for x, g, out, ref, (_, pool) in zip(xs, grads, outs, reference_grads, calls):
             x.grad = None
-            mine = fn(x, s, pads)
+            mine = fn(x, pool)
             if not torch.equal(mine, out.detach()):
                 raise SystemExit(f"{name}: forward output differs from F.max_pool2d; not a valid form")
             mine.backward(g)
