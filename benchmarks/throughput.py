@@ -3,12 +3,12 @@
 What runs:
 - bnsweep BN / no-BN: bnsweep.train.train itself (uint8 data resident on the
   device, batches as index slices of a permutation, batched Keras augmentation
-  from a torch.Generator, SGD momentum 0.9; on CUDA bf16 autocast and
-  channels_last). n_train = steps x batch size; the run has --warmup-epochs
+  from a torch.Generator, SGD momentum 0.9; on CUDA bf16 autocast,
+  channels_last and the step replayed from a CUDA graph). n_train = steps x batch size; the run has --warmup-epochs
   untimed epochs, then one timed epoch, whose images_per_s and step_time_ms
   (train()'s own figures, validation excluded) are printed.
-- naive baseline (BN arm): the same model, optimizer and step (autocast and
-  channels_last on CUDA too, so the ratio isolates the input pipeline), fed by a
+- naive baseline (BN arm): the same model, optimizer and step, run eagerly as a
+  plain PyTorch loop does (autocast and channels_last on CUDA too), fed by a
   torch DataLoader (--workers processes) over a torchvision-CIFAR10-style Dataset
   of the same uint8 images (PIL image per item) with per-image PIL transforms:
   RandomHorizontalFlip + RandomAffine(degrees=0, shear=0.2, scale=(0.8, 1.2),
@@ -150,7 +150,8 @@ def main() -> None:
           f"({n_train} images), bnsweep warm-up {args.warmup_epochs} epoch(s) of {args.steps} steps, "
           f"baseline warm-up {args.baseline_warmup} steps with {args.workers} workers; "
           f"amp {base['amp'] and device.startswith('cuda')}, channels_last "
-          f"{base['channels_last'] and device.startswith('cuda')}; data: {full.identity['dataset_source']} "
+          f"{base['channels_last'] and device.startswith('cuda')}, cuda_graphs "
+          f"{base['cuda_graphs'] and device.startswith('cuda')}; data: {full.identity['dataset_source']} "
           f"({full.identity['dataset_fingerprint']})", flush=True)
 
     res = {}

@@ -23,6 +23,7 @@ from bnsweep import data as data_mod
 from bnsweep.config import lr_at
 from bnsweep.errors import BnsweepError
 from bnsweep.model import build_model
+from bnsweep.step import TrainStep
 
 # Metric names, defined once; tracking and analysis import these.
 EPOCH_METRICS = (
@@ -113,6 +114,7 @@ def train(
             **full.identity,
         })
 
+    train_step = TrainStep(model, optimizer, amp=on_cuda and cfg["amp"], graph=on_cuda and cfg["cuda_graphs"])
     n_train = len(train_y)
     steps = math.ceil(n_train / cfg["batch_size"])
     diverged = any(h["diverged"] for h in history)
@@ -136,13 +138,8 @@ def train(
                 xb = data_mod.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])
             xb = xb.contiguous(memory_format=memory_format)
             yb = train_y[idx]
-            with autocast:
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+            loss, logits = train_step(xb, yb)
+            loss_sum += loss * len(idx)
             correct += (logits.argmax(1) == yb).sum()
             if (step + 1) % _DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
                 diverged = True
