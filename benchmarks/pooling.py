@@ -1,27 +1,24 @@
-"""Max pooling, forward + backward, in the forms a faster Inception could use (issue 2).
+"""Max pooling, forward + backward: bnsweep's kernels against PyTorch's (issue 2).
 
-Why: on an H200 (2026-11-26, width 1, batch 250, bf16, channels_last) max pooling
-took 35 % of a BN training step's GPU time (backward 22 %, forward 13 %) and
-about 0.7 TB/s of a 4.8 TB/s memory, the largest single cost. This script times
-the model's own pooling calls (the shapes a width-1 Inception feeds them) in
-three forms, so a GPU session can decide with one run:
+Why: on an H200 (2026-11-26, width 1, batch 250, bf16, channels_last) PyTorch's
+max pooling took 10.2 ms of a 28.5 ms BN training step, 36 %, the largest
+single cost. bnsweep/pool.py runs the Inception's pools with Triton kernels on
+CUDA (why they can be faster is said there). This script times one training
+step's pooling calls, at the shapes a width-1 Inception feeds them, in two forms:
 
-- current: the model's own pooling modules on channels_last input, as it runs them now;
-- nchw: the same call on a contiguous (NCHW) copy, the two layout conversions timed too;
-- separable: a 3x1 then a 1x3 max pool (the max over a rectangle is the max of
-  row maxima), each a cheaper kernel.
+- aten: F.max_pool2d on channels_last input, as bnsweep ran it before
+  (explicit -inf padding where TensorFlow's is asymmetric);
+- bnsweep: the model's own pooling modules (the kernels on CUDA, F.max_pool2d
+  elsewhere, so on a CPU both forms are the same code).
 
-Forward outputs must be equal (checked). Gradients agree wherever the window's
-maximum is unique; where it is tied the forms may route the gradient to
-different tied elements. Every pool input in the model comes out of a ReLU
-(the first module's pool sees the image, which needs no gradient; it is timed
-with one anyway, 3 of some 4,000 pooled channels), so ties
-among zeros do not matter: ReLU's gradient at 0 is 0. Ties among positive
-values (bf16 rounding) do: the share of positive input elements whose gradient
-differs from `current` is printed. TensorFlow's MaxPoolGrad, like PyTorch's
-kernel, sends the gradient to the first maximum in scan order, so a form that
-differs there changes the reference arithmetic (if slightly), which needs a word
-in DESIGN.md before adoption.
+Forward outputs must be equal (checked), and so must the routing of gradients:
+the share of positive inputs whose gradient differs from aten's is printed (0
+expected; inputs are post-ReLU-like, with a third exact zeros, and bf16 ties).
+Also printed: the first call's time, which includes compiling the kernels
+(Triton caches them on disk, so a later process skips most of it).
+
+Measured on the same H200 before the kernels, and rejected: the same pools on an
+NCHW copy (0.56x aten's speed) and as a 1x3 then 3x1 pool (0.69x).
 
     .venv/bin/python benchmarks/pooling.py                       # CPU, batch 16
     python benchmarks/pooling.py --batch-size 250                # a GPU (bf16)
@@ -37,7 +34,8 @@ import torch.nn.functional as F
 from _common import device_line, resolve_device
 
 from bnsweep.config import make_config
-from bnsweep.model import TFSamePool, build_model
+from bnsweep.model import build_model
+from bnsweep.pool import TFSamePool, same_pads
 
 
 def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
@@ -47,11 +45,9 @@ def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
     calls = []
 
     def hook(mod, inputs, _out):
-        if isinstance(mod, TFSamePool) or mod.kernel_size == 3:
-            calls.append((tuple(inputs[0].shape[1:]), mod))
+        calls.append((tuple(inputs[0].shape[1:]), mod))
 
-    handles = [mod.register_forward_hook(hook) for mod in model.modules()
-               if isinstance(mod, (torch.nn.MaxPool2d, TFSamePool))]
+    handles = [mod.register_forward_hook(hook) for mod in model.modules() if isinstance(mod, TFSamePool)]
     with torch.no_grad():
         model(torch.rand(1, 3, 32, 32))
     for handle in handles:  # the timed calls below run the same modules
@@ -59,24 +55,18 @@ def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
     return calls
 
 
-def current(x, pool):
+def aten(x, pool):
+    (top, bottom), (left, right) = same_pads(x.shape[-2], pool.stride), same_pads(x.shape[-1], pool.stride)
+    if top == bottom and left == right:
+        return F.max_pool2d(x, 3, pool.stride, padding=(top, left))
+    return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, pool.stride)
+
+
+def bnsweep(x, pool):
     return pool(x)  # the model's own module
 
 
-def nchw(x, pool):
-    return pool(x.contiguous()).contiguous(memory_format=torch.channels_last)
-
-
-def separable(x, pool):
-    if isinstance(pool, TFSamePool):
-        (top, bottom), (left, right) = pool._pads(x.shape[-2]), pool._pads(x.shape[-1])
-    else:
-        top = bottom = left = right = pool.padding
-    x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-    return F.max_pool2d(F.max_pool2d(x, (3, 1), (pool.stride, 1)), (1, 3), (1, pool.stride))
-
-
-FORMS = {"current": current, "nchw": nchw, "separable": separable}
+FORMS = {"aten": aten, "bnsweep": bnsweep}
 
 
 def time_form(fn, xs, grads, calls, device, repeats: int) -> float:
@@ -115,7 +105,7 @@ def main() -> None:
     # Post-ReLU-like inputs: a third exact zeros, so ties occur as they do in the model.
     xs = [torch.relu(torch.randn(batch, *shape, device=device, generator=gen) - 0.4).to(dtype)
           .contiguous(memory_format=torch.channels_last).requires_grad_() for shape, _ in calls]
-    outs = [current(x, pool) for x, (_, pool) in zip(xs, calls)]
+    outs = [aten(x, pool) for x, (_, pool) in zip(xs, calls)]
     grads = [torch.randn(o.shape, device=device, generator=gen).to(dtype)
              .contiguous(memory_format=torch.channels_last) for o in outs]
 
@@ -131,6 +121,7 @@ def main() -> None:
     times = {}
     for name, fn in FORMS.items():
         differs, total = 0, 0
+        t0 = time.perf_counter()
         for x, g, out, ref, (_, pool) in zip(xs, grads, outs, reference_grads, calls):
             x.grad = None
             mine = fn(x, pool)
@@ -142,12 +133,11 @@ def main() -> None:
             misrouted = ~torch.isclose(x.grad.float(), ref.float(), rtol=1e-2, atol=1e-2)
             differs += int((misrouted & passed_on).sum())
             total += int(passed_on.sum())
+        first_s = time.perf_counter() - t0
         times[name] = time_form(fn, xs, grads, calls, device, repeats)
-        print(f"  {name:<10} {times[name]:9.2f} ms per step   gradient differs from current at "
-              f"{100 * differs / total:.4f} % of positive inputs", flush=True)
-    print("ratios (current / form: > 1 means the form is faster)")
-    for name in ("nchw", "separable"):
-        print(f"  current / {name:<10} {times['current'] / times[name]:.2f}")
+        print(f"  {name:<8} {times[name]:9.2f} ms per step   gradient differs from aten's at "
+              f"{100 * differs / total:.4f} % of positive inputs   first call {first_s:.1f} s", flush=True)
+    print(f"ratio aten / bnsweep (> 1 means bnsweep's is faster): {times['aten'] / times['bnsweep']:.2f}")
 
 
 if __name__ == "__main__":

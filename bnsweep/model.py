@@ -9,17 +9,18 @@ Keras semantics reproduced here (DESIGN.md §2, the study's notebook):
   stats updated with momentum 0.99 in Keras's convention, i.e. torch's 0.01.
 - glorot_uniform kernels, zero biases and β.
 - MaxPooling2D(padding='same') pads like TensorFlow: the extra row/column of an
-  odd total padding goes at the bottom/right, and padded cells never win.
+  odd total padding goes at the bottom/right, and padded cells never win
+  (bnsweep/pool.py, which also holds the CUDA kernels that run it).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from bnsweep.pool import TFSamePool
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per module, GoogLeNet table
 # as used by the study's notebook (DESIGN.md §2). None marks a 3x3 stride-2 maxpool.
@@ -92,30 +93,6 @@ class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, shift only (Keras scale=False)"
 
 
-class TFSamePool(nn.Module):
-    """MaxPooling2D(pool, strides, padding='same') with TensorFlow's padding.
-
-    Output size is ceil(n / stride); the total padding max((out-1)*stride + pool - n, 0)
-    is split with the smaller half first (top/left). For 32 -> 16 that is 0 before,
-    1 after — PyTorch's symmetric MaxPool2d(padding=1) would shift every window.
-    """
-
-    def __init__(self, pool: int = 3, stride: int = 2):
-        super().__init__()
-        self.pool, self.stride = pool, stride
-
-    def _pads(self, n: int) -> tuple[int, int]:
-        total = max((math.ceil(n / self.stride) - 1) * self.stride + self.pool - n, 0)
-        return total // 2, total - total // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = self._pads(x.shape[-2])
-        left, right = self._pads(x.shape[-1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return F.max_pool2d(x, self.pool, self.stride)
-
-
 class ConvUnit(nn.Sequential):
     # Conv2D('same') -> BatchNormalization (BN arm only) -> ReLU, as every conv in the study.
     def __init__(self, cin: int, cout: int, k: int, *, bn: bool, conv_bias: bool,
@@ -134,8 +111,8 @@ class InceptionModule(nn.Module):
         self.branch1 = ConvUnit(cin, c1, 1, **unit)
         self.branch3 = nn.Sequential(ConvUnit(cin, r3, 1, **unit), ConvUnit(r3, c3, 3, **unit))
         self.branch5 = nn.Sequential(ConvUnit(cin, r5, 1, **unit), ConvUnit(r5, c5, 5, **unit))
-        # 3x3 stride-1 'same' pooling: symmetric padding 1 (torch pads with -inf), as TF.
-        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvUnit(cin, cp, 1, **unit))
+        # 3x3 stride-1 'same' pooling: symmetric padding 1, padded cells never win.
+        self.branch_pool = nn.Sequential(TFSamePool(3, stride=1), ConvUnit(cin, cp, 1, **unit))
         self.out_channels = c1 + c3 + c5 + cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

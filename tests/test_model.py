@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from bnsweep.config import make_config
-from bnsweep.model import Inception, ShiftOnlyBatchNorm, SimpleCNN, TFSamePool, build_model
+from bnsweep.model import Inception, ShiftOnlyBatchNorm, SimpleCNN, build_model
 
 # The study's filter table, typed in again from DESIGN.md §2 so that the counts
 # below do not reuse the model's own table: (1x1, 3x3r, 3x3, 5x5r, 5x5, pool proj).
@@ -203,25 +203,6 @@ def test_inception_dropout_sits_before_classifier():
     model.eval()  # dropout off in eval: deterministic logits
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(model(x), model(x))
-
-
-def test_tf_same_maxpool_stride2_matches_tensorflow():
-    # TF 'same', 3x3 stride 2 on 4x4: out 2x2, total padding 1, all of it bottom/right,
-    # so windows cover rows/cols {0,1,2} and {2,3}. Values negative so that a zero pad
-    # would show; TF's padding never wins a max.
-    x = -(torch.arange(16.0) + 1).view(1, 1, 4, 4)
-    expected = torch.tensor([[[[-1.0, -3.0], [-9.0, -11.0]]]])
-    torch.testing.assert_close(TFSamePool(3, 2)(x), expected)
-    # Increasing values: TF picks rows/cols 2 and 3; torch's symmetric padding=1 differs.
-    y = torch.arange(16.0).view(1, 1, 4, 4)
-    torch.testing.assert_close(TFSamePool(3, 2)(y), torch.tensor([[[[10.0, 11.0], [14.0, 15.0]]]]))
-    assert not torch.equal(TFSamePool(3, 2)(y), F.max_pool2d(y, 3, 2, padding=1))
-    # Odd size 5: TF pads 1 on each side, which is exactly torch's symmetric padding.
-    z = torch.randn(2, 3, 5, 5)
-    torch.testing.assert_close(TFSamePool(3, 2)(z), F.max_pool2d(z, 3, 2, padding=1))
-    # The network's sizes: 32 -> 16 -> 8.
-    assert TFSamePool(3, 2)(torch.randn(1, 2, 32, 32)).shape[-2:] == (16, 16)
-    assert TFSamePool(3, 2)(torch.randn(1, 2, 16, 16)).shape[-2:] == (8, 8)
 
 
 def test_build_model_from_config():
