@@ -45,7 +45,7 @@ REFERENCE: dict[str, Any] = {
     "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     "amp": True,  # bf16 autocast on CUDA; ignored on CPU (runs in fp32)
     "channels_last": True,  # memory format on CUDA; ignored on CPU
-    "cuda_graphs": True,  # on CUDA, replay each training step as one CUDA graph (bnsweep/step.py); same result
+    "cuda_graphs": True,  # on CUDA, replay each training step as one CUDA graph (bnsweep/step.py)
     "eval_batch_size": 1000,  # images per validation forward pass (no effect on results)
 }
 

@@ -4,17 +4,22 @@ Why a graph: a step of the reference Inception launches some 1,500 small kernels
 (54 convolutions with their BN and ReLU, pools, concatenations, forward and
 backward, SGD's updates). Launched one by one from Python, the GPU waits on
 the host between them; a captured graph replays all of them with one launch.
-The arithmetic is the same kernels on the same memory, so the result is too.
+On an H200 that made the no-BN step 1.25x faster (benchmarks/step_variants.py).
+The replay runs the same kernels on the same memory: results equal the eager
+step's up to the summation order cuDNN/cuBLAS may pick per launch (tests/test_step.py).
 
 What the graph holds fixed, and how this module keeps it right:
 - the batch size: a shorter last batch of an epoch runs eagerly;
 - the learning rate, which SGD passes to its kernels as a number: the step is
   captured again whenever the optimizer's lr differs from the captured one;
-- the momentum buffers must exist before capture (SGD's first step creates
-  them, a branch a graph cannot take): capture is preceded by warm-up steps,
-  after which weights, BN statistics, momentum buffers and the CUDA RNG are put
-  back exactly, and buffers that did not exist yet are zero, which SGD's
-  "buffer = gradient" first step equals (0.9 x 0 + g = g).
+- the momentum buffers must exist before capture: a captured first step would
+  record SGD's "buffer = clone(gradient)" and replay it at every later step.
+  So capture is preceded by warm-up steps, after which weights, BN statistics,
+  momentum buffers and the CUDA RNG are put back exactly, and buffers that did
+  not exist yet are zero, which SGD's first step equals (momentum x 0 + g = g,
+  with the dampening 0 that train() uses).
+- memory: the graph keeps one step's activations and gradients in a pool of its
+  own for the whole run; evaluation and a short last batch allocate beside it.
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ class TrainStep:
             return self._eager(xb, yb)
         lr = self.optimizer.param_groups[0]["lr"]
         if self._captured is not None and len(yb) != len(self._captured[2]):
-            # A shorter last batch: eager, into the gradient tensors the graph reads,
-            # which must therefore be zeroed, not released.
+            # A shorter last batch: eager, accumulating into the gradient tensors the
+            # graph reads (zeroed in place), so p.grad stays the graph's buffer.
             return self._eager(xb, yb, set_to_none=False)
         if self._captured is None or lr != self._captured_lr:
             self._capture(xb, yb)
@@ -81,7 +86,7 @@ class TrainStep:
             self._warm_up(static_x, static_y)
         self.optimizer.zero_grad(set_to_none=True)  # gradients become the graph's own buffers
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(device)):  # on xb's device, not the current one
             loss, logits = self._forward_backward(static_x, static_y, cache=False)
         torch.cuda.current_stream(device).synchronize()
         self._captured = (graph, static_x, static_y, loss, logits)
@@ -107,6 +112,8 @@ class TrainStep:
         for tensor, value in zip(state, saved):
             tensor.copy_(value)
         for buffer, value in zip(self._momentum_buffers(), saved_buffers):
+            if buffer is None:  # a parameter that gets no gradient has no buffer
+                continue
             if value is None:
                 buffer.zero_()
             else:

@@ -83,6 +83,8 @@ def train(
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.cuda.set_device(device)  # graph capture and Triton launch on the current device
     full = data_mod.load_dataset(cfg)
     splits = data_mod.select(cfg, full)
     train_x = splits.train_x.to(device)

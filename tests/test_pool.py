@@ -110,6 +110,19 @@ def test_kernels_pad_bottom_right_as_tensorflow(interpreted, shape):
     assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
 
 
+def test_kernels_take_gradients_of_any_layout(interpreted):
+    # The gradient reaching the pool need not be contiguous: y.sum() hands it a stride-0
+    # tensor, a transposed consumer a transposed one. The kernels address it by strides.
+    x = tied((2, 5, 7, 7)).contiguous(memory_format=torch.channels_last).requires_grad_()
+    for make_dy in (lambda y: torch.ones(1).expand(y.shape),
+                    lambda y: torch.randn(y.shape[:2] + y.shape[:1:-1]).transpose(-1, -2)):
+        dy = make_dy(F.max_pool2d(x, 3, 1, padding=1))
+        assert not dy.is_contiguous() and not dy.is_contiguous(memory_format=torch.channels_last)
+        (dx,) = torch.autograd.grad(kernel_pool(interpreted, x, 1), x, dy)
+        (dx_ref,) = torch.autograd.grad(F.max_pool2d(x, 3, 1, padding=1), x, dy)
+        assert torch.equal(dx, dx_ref)
+
+
 def test_kernels_in_bf16_round_once(interpreted):
     # bf16 as autocast gives it: the same maxima; gradients summed in fp32 and rounded
     # once (PyTorch's CPU kernel rounds after every addition, so they may differ by

@@ -22,12 +22,15 @@ def _step(graph: bool, dropout: float) -> TrainStep:
 
 
 def _run(step: TrainStep, batches) -> list[float]:
-    """Steps as train() makes them: an lr drop after 3 (a new capture), a short batch (eager)."""
-    torch.cuda.manual_seed(1)  # dropout's draws
+    """Steps as train() makes them: an lr drop after 3 (a new capture), a short batch (eager),
+    and a reseeded RNG, as train() reseeds dropout's draws every epoch."""
+    torch.cuda.manual_seed(1)
     losses = []
     for i, (x, y) in enumerate(batches):
         if i == 3:
             set_lr(step.optimizer, 0.01)
+        if i == 5:
+            torch.cuda.manual_seed(2)
         loss, logits = step(x, y)
         assert logits.shape == (len(y), 10)
         losses.append(loss.item())
@@ -58,13 +61,12 @@ def test_graphed_steps_equal_eager_steps(dropout):
 @needs_cuda
 def test_graph_warm_up_leaves_no_trace():
     # The warm-up steps before a capture change weights, BN statistics, momentum and
-    # the RNG; the capture must start from the state the caller handed it. (The
-    # capture itself then reserves the graph's dropout draws in the RNG's offset.)
+    # the RNG; the capture must start from the state the caller handed it.
     step = _step(True, 0.3)
-    before = [t.detach().clone() for t in (*step.model.parameters(), *step.model.buffers())]
-    rng = torch.cuda.get_rng_state()
     x = torch.rand(50, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (50,), device="cuda")
+    before = [t.detach().clone() for t in (*step.model.parameters(), *step.model.buffers())]
+    rng = torch.cuda.get_rng_state()  # after the draws of x and y above
     step._warm_up(x, y)
     assert all(torch.equal(a, b) for a, b in zip(before, (*step.model.parameters(), *step.model.buffers())))
     assert all(not step.optimizer.state[p]["momentum_buffer"].any() for p in step.model.parameters())
