@@ -83,8 +83,10 @@ def train(
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
-    if on_cuda:
-        torch.cuda.set_device(device)  # graph capture and Triton launch on the current device
+    if on_cuda and device.index is not None:
+        # Graph capture and Triton launch on the current device; "cuda" already is it
+        # (and set_device would reject a device without an index).
+        torch.cuda.set_device(device)
     full = data_mod.load_dataset(cfg)
     splits = data_mod.select(cfg, full)
     train_x = splits.train_x.to(device)
