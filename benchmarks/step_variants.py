@@ -99,16 +99,35 @@ def step_ms(step: TrainStep, batches, steps: int, warmup: int, device: torch.dev
     return 1000 * (time.perf_counter() - t0) / steps
 
 
+# Kernel-name patterns of the profile's categories, first match wins (names as
+# PyTorch 2.11 / cuDNN 9 / Triton print them on Hopper).
+KERNEL_KINDS = (
+    ("max pooling", ("max_pool",)),
+    ("batch norm", ("batch_norm", "bn_fw", "bn_bw")),
+    ("convolution", ("xmma", "gemm", "cutlass", "cudnn", "implicit", "wgrad", "dgrad", "fprop", "conv2d")),
+    ("concatenation", ("CatArray",)),
+    ("SGD (foreach)", ("multi_tensor_apply",)),
+    ("elementwise and other", ("",)),
+)
+
+
 def busy_ms(step: TrainStep, batches, device: torch.device, steps: int = 3) -> tuple[float, str]:
-    """GPU kernel time per eager step, and the profile's table of the largest kernels."""
+    """GPU kernel time per eager step; the time per kind of kernel and the largest kernels."""
     from torch.profiler import ProfilerActivity, profile
 
     step_ms(step, batches, 2, 1, device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step_ms(step, batches, steps, 0, device)
-    events = prof.key_averages()
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
     total_us = sum(e.self_device_time_total for e in events)
-    return total_us / 1000 / steps, events.table(sort_by="self_cuda_time_total", row_limit=14)
+    kinds = dict.fromkeys((kind for kind, _ in KERNEL_KINDS), 0.0)
+    for e in events:
+        kind = next(k for k, patterns in KERNEL_KINDS if any(p in e.key for p in patterns))
+        kinds[kind] += e.self_device_time_total / 1000 / steps
+    lines = [f"    {kind:<22} {ms:6.2f} ms/step ({100 * ms * 1000 * steps / total_us:4.1f} %)"
+             for kind, ms in kinds.items()]
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=90)
+    return total_us / 1000 / steps, "\n".join(lines) + "\n" + table
 
 
 def main() -> None:
