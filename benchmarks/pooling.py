@@ -30,12 +30,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from _common import device_line, resolve_device
 
 from bnsweep.config import make_config
 from bnsweep.model import build_model
-from bnsweep.pool import TFSamePool, same_pads
+from bnsweep.pool import TFSamePool, aten_max_pool
 
 
 def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
@@ -56,10 +55,7 @@ def pool_calls(width: float) -> list[tuple[tuple[int, ...], torch.nn.Module]]:
 
 
 def aten(x, pool):
-    (top, bottom), (left, right) = same_pads(x.shape[-2], pool.stride), same_pads(x.shape[-1], pool.stride)
-    if top == bottom and left == right:
-        return F.max_pool2d(x, 3, pool.stride, padding=(top, left))
-    return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, pool.stride)
+    return aten_max_pool(x, pool.stride)  # what the module runs where its kernels do not
 
 
 def bnsweep(x, pool):

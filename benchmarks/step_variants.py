@@ -29,12 +29,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from _common import device_line, resolve_device
 
 from bnsweep.config import make_config
 from bnsweep.model import build_model
-from bnsweep.pool import TFSamePool, same_pads
+from bnsweep.pool import TFSamePool, aten_max_pool
 from bnsweep.step import TrainStep
 
 
@@ -46,10 +45,7 @@ class AtenPool(torch.nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (top, bottom), (left, right) = same_pads(x.shape[-2], self.stride), same_pads(x.shape[-1], self.stride)
-        if top == bottom and left == right:
-            return F.max_pool2d(x, 3, self.stride, padding=(top, left))
-        return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, self.stride)
+        return aten_max_pool(x, self.stride)
 
 
 def use_aten_pools(module: torch.nn.Module) -> None:
@@ -70,7 +66,7 @@ VARIANTS = {  # name: (graph, aten pools, channels_last, compiled)
 }
 
 
-def make_step(cfg: dict, device: torch.device, variant: str) -> TrainStep:
+def make_step(cfg: dict, device: torch.device, variant: str) -> tuple[TrainStep, torch.memory_format]:
     graph, aten_pools, channels_last, compiled = VARIANTS[variant]
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -81,13 +77,12 @@ def make_step(cfg: dict, device: torch.device, variant: str) -> TrainStep:
     if compiled:
         model = torch.compile(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    step = TrainStep(model, optimizer, amp=device.type == "cuda", graph=graph)
-    step.memory_format = fmt
-    return step
+    return TrainStep(model, optimizer, amp=device.type == "cuda", graph=graph), fmt
 
 
-def step_ms(step: TrainStep, batches, steps: int, warmup: int, device: torch.device) -> float:
-    fmt = step.memory_format
+def step_ms(made: tuple[TrainStep, torch.memory_format], batches, steps: int, warmup: int,
+            device: torch.device) -> float:
+    step, fmt = made
     batches = [(x.contiguous(memory_format=fmt), y) for x, y in batches]
     for i in range(warmup + steps):
         if i == warmup:
@@ -111,13 +106,14 @@ KERNEL_KINDS = (
 )
 
 
-def busy_ms(step: TrainStep, batches, device: torch.device, steps: int = 3) -> tuple[float, str]:
+def busy_ms(made: tuple[TrainStep, torch.memory_format], batches, device: torch.device,
+            steps: int = 3) -> tuple[float, str]:
     """GPU kernel time per eager step; the time per kind of kernel and the largest kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    step_ms(step, batches, 2, 1, device)
+    step_ms(made, batches, 2, 1, device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step_ms(step, batches, steps, 0, device)
+        step_ms(made, batches, steps, 0, device)
     events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
     total_us = sum(e.self_device_time_total for e in events)
     kinds = dict.fromkeys((kind for kind, _ in KERNEL_KINDS), 0.0)
@@ -158,11 +154,11 @@ def main() -> None:
         for name in names:
             try:
                 t0 = time.perf_counter()
-                step = make_step(cfg, device, name)
+                made = make_step(cfg, device, name)
                 if VARIANTS[name][3]:
-                    step_ms(step, batches, 1, 0, device)
+                    step_ms(made, batches, 1, 0, device)
                     print(f"  {arm:<6} {name:<24} compiled in {time.perf_counter() - t0:.0f} s", flush=True)
-                ms = times[arm, name] = step_ms(step, batches, steps, 5, device)
+                ms = times[arm, name] = step_ms(made, batches, steps, 5, device)
             except Exception as exc:  # one broken variant must not hide the others' figures
                 print(f"  {arm:<6} {name:<24} failed: {type(exc).__name__}: {exc}", flush=True)
                 continue

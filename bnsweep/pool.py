@@ -49,6 +49,14 @@ def same_pads(n: int, stride: int, pool: int = POOL) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def aten_max_pool(x: torch.Tensor, stride: int, pool: int = POOL) -> torch.Tensor:
+    """F.max_pool2d with TensorFlow's 'same' padding: what runs where the kernels do not."""
+    (top, bottom), (left, right) = same_pads(x.shape[-2], stride, pool), same_pads(x.shape[-1], stride, pool)
+    if top == bottom and left == right:  # symmetric: max_pool2d pads with -inf itself
+        return F.max_pool2d(x, pool, stride, padding=(top, left))
+    return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), pool, stride)
+
+
 class TFSamePool(nn.Module):
     """MaxPooling2D(pool, strides, padding='same') with TensorFlow's padding."""
 
@@ -56,17 +64,12 @@ class TFSamePool(nn.Module):
         super().__init__()
         self.pool, self.stride = pool, stride
 
-    def _pads(self, n: int) -> tuple[int, int]:
-        return same_pads(n, self.stride, self.pool)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (top, bottom), (left, right) = self._pads(x.shape[-2]), self._pads(x.shape[-1])
         if x.is_cuda and triton is not None and self.pool == POOL and x.dtype in KERNEL_DTYPES:
+            top, _ = same_pads(x.shape[-2], self.stride)
+            left, _ = same_pads(x.shape[-1], self.stride)
             return _TritonMaxPool.apply(x, self.stride, top, left)
-        if top == bottom and left == right:  # symmetric: max_pool2d pads with -inf itself
-            return F.max_pool2d(x, self.pool, self.stride, padding=(top, left))
-        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return F.max_pool2d(x, self.pool, self.stride)
+        return aten_max_pool(x, self.stride, self.pool)
 
     def extra_repr(self) -> str:
         return f"pool={self.pool}, stride={self.stride}, padding='same' (TensorFlow)"

@@ -99,7 +99,8 @@ def train(
     memory_format = torch.channels_last if (on_cuda and cfg["channels_last"]) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and cfg["amp"])
+    amp = on_cuda and cfg["amp"]  # bf16 autocast, in training (TrainStep) and validation alike
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
 
     start_epoch, time_total_s, history = 0, 0.0, []
     if resume is not None:
@@ -118,7 +119,7 @@ def train(
             **full.identity,
         })
 
-    train_step = TrainStep(model, optimizer, amp=on_cuda and cfg["amp"], graph=on_cuda and cfg["cuda_graphs"])
+    train_step = TrainStep(model, optimizer, amp=amp, graph=on_cuda and cfg["cuda_graphs"])
     n_train = len(train_y)
     steps = math.ceil(n_train / cfg["batch_size"])
     diverged = any(h["diverged"] for h in history)
