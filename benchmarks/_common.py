@@ -16,6 +16,18 @@ from pathlib import Path
 import torch
 
 
+def run_main(main) -> None:
+    """Run a benchmark's main(); an expected mistake (missing data, a bad value) is one
+    line and the bnsweep CLI's exit code, not a traceback."""
+    from bnsweep.errors import BnsweepError
+
+    try:
+        main()
+    except BnsweepError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

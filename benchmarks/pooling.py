@@ -30,7 +30,7 @@ import argparse
 import time
 
 import torch
-from _common import device_line, resolve_device
+from _common import device_line, resolve_device, run_main
 
 from bnsweep.config import make_config
 from bnsweep.model import build_model
@@ -137,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

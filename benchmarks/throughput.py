@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import device_line, resolve_device
+from _common import device_line, resolve_device, run_main
 
 from bnsweep import data as data_mod
 from bnsweep.config import make_config
@@ -182,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from _common import (add_trial_flags, device_line, quiet, resources, start_ray, stop_ray, timed_sweep, trial_fixed,
-                     trial_times, write_study)
+                     trial_times, run_main, write_study)
 
 from bnsweep import data as data_mod
 from bnsweep.config import make_config
@@ -162,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 from _common import (add_trial_flags, device_line, resources, start_ray, stop_ray, timed_sweep, trial_fixed,
-                     trial_times, write_study)
+                     trial_times, run_main, write_study)
 
 from bnsweep import data as data_mod
 from bnsweep.space import load_study
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
