@@ -110,28 +110,35 @@ def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
 
 
 def _check_writable(path: str) -> None:
-    """Fail now, not after the first epoch has trained."""
-    existed = Path(path).exists()
+    """Fail now, not after the first epoch has trained: save_checkpoint writes PATH.tmp, then renames it."""
+    tmp = Path(f"{path}.tmp")
+    if Path(path).is_dir():
+        raise UsageError(f"cannot write checkpoint {path}: it is a directory")
     try:
-        with open(path, "ab"):
+        with open(tmp, "ab"):
             pass
+        tmp.unlink()
     except OSError as e:
         raise UsageError(f"cannot write checkpoint {path}: {e.strerror}") from None
-    if not existed:
-        Path(path).unlink()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bnsweep.config import make_config
     from bnsweep.train import save_checkpoint, train
 
-    if args.checkpoint:
-        _check_writable(args.checkpoint)
     resume = None
     if args.resume:
         cfg, resume = _resume_config(args.resume, config_overrides(args))
+        if resume["epoch"] >= cfg["epochs"]:
+            print(f"nothing to do: {args.resume} already holds {resume['epoch']} epochs (epochs={cfg['epochs']}); "
+                  f"pass --epochs N with N > {resume['epoch']} to train on")
+            return 0
     else:
         cfg = make_config(config_overrides(args))
+    # A resumed run keeps saving where it came from, unless told to save elsewhere.
+    checkpoint = args.checkpoint or args.resume
+    if checkpoint:
+        _check_writable(checkpoint)
 
     def on_start(info: dict[str, Any]) -> None:
         print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
@@ -142,13 +149,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
-        if args.checkpoint:
-            save_checkpoint(state, args.checkpoint)
+        if checkpoint:
+            save_checkpoint(state, checkpoint)
 
     summary = train(cfg, report=report, resume=resume, on_start=on_start)
-    if summary["epochs_completed"] == 0:
-        print("nothing to do: the checkpoint already holds every epoch")
-        return 0
     verdict = "diverged" if summary["diverged"] else "finished"
     print(f"{verdict}: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, "
           f"last val_acc {summary['val_acc']:.4f}, {summary['time_total_s']:.1f}s in total")
@@ -283,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint here after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue the run a --checkpoint file holds, with its config "
-                                                    "(flags may change only --epochs and where it runs)")
+                                                    "(flags may change only --epochs and where it runs); new "
+                                                    "epochs are saved back to PATH unless --checkpoint says where")
     p.set_defaults(func=cmd_train)
     return parser
 

@@ -25,7 +25,7 @@ REFERENCE: dict[str, Any] = {
     # --- optimisation ---
     "lr": 0.01,  # initial SGD learning rate
     "momentum": 0.9,  # SGD momentum, no Nesterov, no weight decay
-    "lr_drop_factor": 0.1,  # lr multiplied by this ... (the slides say "10% drop"; the code uses 0.1)
+    "lr_drop_factor": 0.1,  # lr multiplied by this, in (0, 1] ... (the slides say "10% drop"; the code uses 0.1)
     "lr_drop_period": 10,  # ... every this many epochs: lr0 * f ** floor((epoch + 1) / period)
     "epochs": 30,
     "batch_size": 250,  # images per optimizer step
@@ -60,6 +60,7 @@ _POSITIVE = {"lr", "width", "epochs", "batch_size", "lr_drop_factor", "lr_drop_p
              "bn_eps", "eval_batch_size", "n_train", "n_val"}
 _UNIT_INTERVAL = {"dropout", "bn_momentum", "momentum"}
 _NON_NEGATIVE = {"shear_range", "seed"}
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes a signed or unsigned 64-bit integer; one bound for both
 _INTS = {"epochs", "batch_size", "lr_drop_period", "seed", "eval_batch_size", "n_train", "n_val"}
 _OPTIONAL = {"data_dir", "n_train", "n_val"}
 
@@ -102,13 +103,15 @@ def _check_value(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if isinstance(value, str):
         try:
-            value = float(value)
+            # An integer's text is read as an int: through a float, integers above 2**53
+            # would round, and two distinct seeds could become one.
+            value = int(value) if key in _INTS and re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
         except ValueError:
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if key in _INTS:
-        if float(value) != int(value):
+        if isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{key} must be a whole number, got {value!r}")
         value = int(value)
     else:
@@ -119,6 +122,10 @@ def _check_value(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
     if key in _NON_NEGATIVE and value < 0:
         raise ConfigError(f"{key} must be >= 0, got {value!r}")
+    if key == "seed" and value > SEED_MAX:
+        raise ConfigError(f"seed must be <= {SEED_MAX} (2**63 - 1), got {value!r}")
+    if key == "lr_drop_factor" and value > 1:
+        raise ConfigError(f"lr_drop_factor must be in (0, 1]: the lr is multiplied by it at each drop, got {value!r}")
     if key == "zoom_range" and not 0 <= value < 1:
         raise ConfigError(f"zoom_range must be in [0, 1), got {value!r}")
     return value
@@ -155,7 +162,9 @@ def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
 def _check_consistency(cfg: dict[str, Any]) -> None:
     n_available = n_train_available(cfg)
     if cfg["val_split"] == "holdout" and n_available < 1:
-        raise ConfigError(f"n_val={cfg['n_val']} leaves no training images")
+        n_val = cfg["n_val"] or f"{N_HOLDOUT_DEFAULT} (the default)"
+        raise ConfigError(f"n_val={n_val} leaves no training images of {DATASET_SIZES[cfg['dataset']][0]} "
+                          f"in {cfg['dataset']}")
     n_test = DATASET_SIZES[cfg["dataset"]][1]
     if cfg["val_split"] == "test" and cfg["n_val"] and cfg["n_val"] > n_test:
         raise ConfigError(f"n_val must be <= {n_test} (the {cfg['dataset']} test set), got {cfg['n_val']}")
@@ -164,6 +173,13 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
     n_train = cfg["n_train"] or n_available
     if cfg["batch_size"] > n_train:
         raise ConfigError(f"batch_size={cfg['batch_size']} is larger than the training set ({n_train} images)")
+    last_batch = n_train % cfg["batch_size"] or cfg["batch_size"]
+    if cfg["model"] == "simple" and cfg["bn"] and last_batch == 1:
+        # Its dense layer is batch-normalised over the images of a batch, and a batch
+        # of one has no spread to normalise by (torch refuses it in training).
+        raise ConfigError(f"model=simple with bn needs 2 or more images in every batch, but batch_size="
+                          f"{cfg['batch_size']} with {n_train} training images leaves a batch of one; "
+                          f"change batch_size or n_train")
 
 
 def _did_you_mean(key: str) -> str:

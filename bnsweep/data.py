@@ -119,7 +119,11 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, download: bool = Tru
     release load with one UnverifiedDataWarning and identity["dataset_verified"] False.
     """
     root = resolve_data_dir(data_dir).resolve()
-    missing = [name for name in CIFAR_FILES if not (root / BASE_FOLDER / name).is_file()]
+    try:
+        missing = [name for name in CIFAR_FILES if not (root / BASE_FOLDER / name).is_file()]
+    except OSError as e:  # a name too long, a folder we may not read: the path is the mistake
+        raise DataError(f"cannot read the data folder {root / BASE_FOLDER}: {e.strerror}. "
+                        + how_to_get_data(root)) from None
     if missing:
         if not download:
             raise DataError(f"CIFAR-10 files missing in {root / BASE_FOLDER}: {', '.join(missing)}. "

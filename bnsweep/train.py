@@ -13,6 +13,7 @@ same seed see the same batches and the same augmented images.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -242,7 +243,12 @@ def summarize(history: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def save_checkpoint(state: Mapping[str, Any], path) -> None:
-    torch.save(dict(state), path)
+    # Written beside the target, then renamed over it (atomic on POSIX): a run killed
+    # mid-save keeps its previous checkpoint instead of a truncated file.
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path) -> dict[str, Any]:

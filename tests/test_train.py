@@ -134,10 +134,34 @@ def test_config_rejects_unknown_keys_and_bad_values():
     for key, value, pattern in [("lr", 0, "lr must be > 0"), ("batch_size", 0, "batch_size must be > 0"),
                                 ("batch_size", 60000, "larger than the training set"),
                                 ("dropout", 1.0, r"dropout must be in \[0, 1\)"), ("model", "vgg", "model must be one of"),
-                                ("epochs", 1.5, "epochs must be a whole number"), ("bn", "maybe", "bn must be true or false")]:
+                                ("epochs", 1.5, "epochs must be a whole number"), ("bn", "maybe", "bn must be true or false"),
+                                ("lr_drop_factor", 10, r"lr_drop_factor must be in \(0, 1\]"),
+                                ("seed", 2**64, r"seed must be <= 9223372036854775807")]:
         with pytest.raises(ConfigError, match=pattern):
             make_config({key: value})
     assert make_config({"lr": "0.1", "bn": "false"})["lr"] == 0.1
+    # An integer's text stays exact: through a float, 2**53 + 1 would become 2**53.
+    assert make_config({"seed": "9007199254740993"})["seed"] == 9007199254740993
+    assert make_config({"seed": "1e3"})["seed"] == 1000
+
+
+def test_config_errors_name_the_value_that_applies():
+    with pytest.raises(ConfigError, match=r"n_val=5000 \(the default\) leaves no training images of 500"):
+        make_config({"dataset": "synthetic", "val_split": "holdout"})
+    # The simple model batch-normalises a dense layer: a batch of one image cannot be.
+    for overrides in ({"batch_size": 1}, {"n_train": 201, "batch_size": 50}):
+        with pytest.raises(ConfigError, match="model=simple with bn needs 2 or more images in every batch"):
+            make_config({**TINY, "model": "simple", **overrides})
+    make_config({**TINY, "model": "simple", "n_train": 201, "batch_size": 50, "bn": False})
+    make_config({**TINY, "model": "simple", "n_train": 202, "batch_size": 50})
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"epoch": 1}, path)
+    with pytest.raises(Exception):
+        save_checkpoint({"epoch": 2, "unpicklable": lambda: None}, path)  # dies mid-write
+    assert load_checkpoint(path) == {"epoch": 1}
 
 
 def _cli(*args: str, env=None, timeout=120) -> subprocess.CompletedProcess:
@@ -156,6 +180,7 @@ def _cli(*args: str, env=None, timeout=120) -> subprocess.CompletedProcess:
     (["--device", "gpu0"], "device must be auto, cpu, cuda or cuda:N, got 'gpu0'"),
     (["--resume", "/nonexistent/c.pt"], "checkpoint /nonexistent/c.pt does not exist"),
     (["--checkpoint", "/dev/null/c.pt"], "cannot write checkpoint /dev/null/c.pt"),
+    (["--seed", "1e20"], "seed must be <= 9223372036854775807 (2**63 - 1), got 100000000000000000000"),
 ])
 def test_train_cli_bad_values_exit_2_with_one_line(args, needle):
     r = _cli("train", *args)
@@ -168,6 +193,9 @@ def test_train_cli_missing_data_is_a_clear_error(tmp_path):
     r = _cli("train", "--data-dir", str(tmp_path / "nowhere"), "--no-download")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and "nowhere" in r.stderr
+    r = _cli("train", "--data-dir", str(tmp_path / ("a" * 300)), "--no-download")  # a name too long to stat
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "cannot read the data folder" in r.stderr
 
 
 def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
@@ -179,9 +207,14 @@ def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
     r = _cli("train", *args, "--epochs", "2", "--resume", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert "epoch   2/2" in r.stdout and "epoch   1/2" not in r.stdout
+    assert load_checkpoint(ckpt)["epoch"] == 2  # a resumed run saves back to the file it came from
     r = _cli("train", "--epochs", "3", "--resume", str(ckpt))  # the checkpoint knows its config
     assert r.returncode == 0, r.stderr
-    assert "synthetic" in r.stdout and "epoch   2/3" in r.stdout
+    assert "synthetic" in r.stdout and "epoch   3/3" in r.stdout and "epoch   2/3" not in r.stdout
+    r = _cli("train", "--epochs", "3", "--resume", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert "nothing to do" in r.stdout and "holds 3 epochs" in r.stdout and "epoch" not in r.stdout.split("nothing")[0]
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
