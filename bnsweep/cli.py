@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="the sweep directory `bnsweep run` printed")
     p.add_argument("--address", help="Ray cluster to join, or auto for the one running on this machine "
                         "(default: $RAY_ADDRESS, else a new local Ray)")
+    p.add_argument("--no-tracking", action="store_true",
+                   help="continue without MLflow, e.g. while its server is down (replay later with sync)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plan", help="trials, epochs, resources and a measured wall-time estimate")

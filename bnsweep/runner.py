@@ -44,7 +44,8 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
 
     uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)
     if uri:
-        tracking.check_reachable(uri, hint=", or pass --no-tracking and replay later with `bnsweep sync SWEEP_DIR`")
+        tracking.check_reachable(uri, hint=f"{tracking.UNSET_URI_HINT}, or pass --no-tracking and replay later "
+                                           "with `bnsweep sync SWEEP_DIR`")
     sweep.init_ray(address)
     import ray
 
@@ -110,6 +111,10 @@ def resume(args: argparse.Namespace) -> int:
     study = _study_from_spec(spec)
     from bnsweep import sweep, tracking
 
+    if spec.tracking and args.no_tracking:
+        print(f"MLflow is off for this resume (sweep.json keeps its record); replay the new epochs later with "
+              f"`bnsweep sync {sweep_dir}`", flush=True)
+        spec.tracking = None  # in this process only
     if spec.tracking:
         tracking.check_sweep_recorded(spec.tracking, sweep_dir)
     sweep.init_ray(args.address)
@@ -228,7 +233,7 @@ def sync(args: argparse.Namespace) -> int:
     from bnsweep import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri or (spec.tracking or {}).get("uri"))
-    tracking.check_reachable(uri)
+    tracking.check_reachable(uri, hint=", or pass --tracking-uri URI to record the sweep into another store")
     info = tracking.find_sweep(spec.tracking, uri)
     if info is None:
         study = _study_from_spec(spec)

@@ -69,7 +69,11 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(state, Path(d) / CHECKPOINT_FILE)
-            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(d))
+            # Tune overwrites time_total_s with its own sum of time_this_iter_s, which by default is
+            # the wall time between reports (trial start-up and restores included). Given the
+            # epoch's time, its sum is train()'s time_total_s: one meaning of the name everywhere.
+            tune.report({**metrics, **info, "time_this_iter_s": metrics["epoch_time_s"]},
+                        checkpoint=tune.Checkpoint.from_directory(d))
 
     train(cfg, report=report, resume=resume, on_start=on_start)
 
@@ -186,7 +190,9 @@ def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
 
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:
     """Fit (or restore and fit) each Tuner of the study; return their ResultGrids."""
-    callbacks = [tracking.TuneCallback(spec.tracking)] if spec.tracking else []
+    # Also on a restore, whose callback comes back from the experiment's tuner.pkl.
+    tracking.TuneCallback.use(sweep_dir, spec.tracking)
+    callbacks = [tracking.TuneCallback(sweep_dir)]
     trainable = _trainable(spec)
     grids = []
     with _TermToInterrupt():
@@ -194,7 +200,8 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
             path = experiment_path(sweep_dir, label)
             if resume and tune.Tuner.can_restore(path):
                 set_aside_orphans(path)
-                # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl.
+                # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl;
+                # the callback takes its settings from TuneCallback.use above.
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                            param_space=_param_space(study, arm))
             else:

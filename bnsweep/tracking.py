@@ -58,12 +58,15 @@ def resolve_tracking_uri(flag: str | None = None) -> str:
     return uri
 
 
-def check_reachable(uri: str, must_exist: bool = False, hint: str = "") -> None:
+UNSET_URI_HINT = ", or unset MLFLOW_TRACKING_URI to use ./mlflow.db"
+
+
+def check_reachable(uri: str, must_exist: bool = False, hint: str = UNSET_URI_HINT) -> None:
     """Fail with one line, before anything is started, if `uri` is not a store MLflow can use.
 
     must_exist: for readers (report, analysis), a sqlite file that is not there
     is a wrong path, not a store to create. `hint` ends the message of an
-    unreachable server (what the caller can do instead).
+    unreachable server: what the caller can do instead.
     """
     if uri.startswith(("http://", "https://")):
         import urllib.request
@@ -73,7 +76,7 @@ def check_reachable(uri: str, must_exist: bool = False, hint: str = "") -> None:
         except OSError as e:
             raise TrackingError(
                 f"MLflow tracking server {uri} is unreachable ({e}). Start it (e.g. `mlflow server --host 127.0.0.1 "
-                f"--port 5000`), or unset MLFLOW_TRACKING_URI to use ./mlflow.db{hint}") from None
+                f"--port 5000`){hint}") from None
         return
     if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise TrackingError(f"no MLflow store at {uri} (no such file); pass --tracking-uri or set "
@@ -150,7 +153,9 @@ def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] |
 
 def check_sweep_recorded(tracking: Mapping[str, Any], sweep_dir: str) -> None:
     """Before a resume: the store the sweep recorded into still holds its parent run."""
-    check_reachable(tracking["uri"], must_exist=True)
+    check_reachable(tracking["uri"], must_exist=True,
+                    hint=f", or resume without MLflow (`bnsweep resume {sweep_dir} --no-tracking`) and "
+                         f"replay it later with `bnsweep sync {sweep_dir}`")
     if find_sweep(tracking, tracking["uri"]) is None:
         raise TrackingError(f"{tracking['uri']} has no record of this sweep (parent run "
                             f"{tracking['parent_run_id']}); run `bnsweep sync {sweep_dir} --tracking-uri URI` "
@@ -265,11 +270,30 @@ class TuneCallback(_TuneCallback):
     Results that could not be sent (server down or slow) stay pending and go
     with the next attempt; at the end, what is still pending is reported with
     the `bnsweep sync` command that replays it.
+
+    Where it logs is not pickled with it. Tune pickles its callbacks into the
+    experiment and `Tuner.restore` unpickles them (it takes no new RunConfig),
+    but since `run` the sweep may have been pointed at another store by `sync`,
+    or recorded by `sync` after running without tracking, and `resume
+    --no-tracking` turns tracking off. So the callback keeps its sweep
+    directory, and the driver names the settings of now with `use()` before
+    each fit; None: tracking off.
     """
 
-    def __init__(self, tracking: Mapping[str, Any]):
-        self.tracking = dict(tracking)
+    _settings: dict[str, dict[str, Any] | None] = {}  # sweep directory -> settings, in this driver process
+
+    @classmethod
+    def use(cls, sweep_dir: str, tracking: Mapping[str, Any] | None) -> None:
+        cls._settings[sweep_dir] = dict(tracking) if tracking else None
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
+        self._pickled: dict[str, Any] | None = None
         self._reset()
+
+    @property
+    def tracking(self) -> dict[str, Any] | None:
+        return self._settings.get(self.sweep_dir, self._pickled)
 
     def _reset(self) -> None:
         self.runs: TrialRuns | None = None
@@ -278,15 +302,16 @@ class TuneCallback(_TuneCallback):
         self.retry_at = 0.0
         self.warned = False
 
-    def __getstate__(self):  # Tune pickles callbacks into the experiment; keep only settings
-        return {"tracking": self.tracking}
+    def __getstate__(self):
+        return {"sweep_dir": self.sweep_dir}
 
     def __setstate__(self, state):
-        self.tracking = state["tracking"]
+        self.sweep_dir = state.get("sweep_dir")
+        self._pickled = state.get("tracking")  # pickled by bnsweep before `use()` existed
         self._reset()
 
     def _attempt(self, trial) -> None:
-        if time.monotonic() < self.retry_at:
+        if self.tracking is None or time.monotonic() < self.retry_at:
             return
         try:
             if self.runs is None:
@@ -308,12 +333,14 @@ class TuneCallback(_TuneCallback):
                 self.warned = True
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" not in result:
+        if "epoch" not in result or self.tracking is None:
             return
         self.pending.setdefault(trial.trial_id, []).append(dict(result))
         self._attempt(trial)
 
     def _finish(self, trial, status: str) -> None:
+        if self.tracking is None:
+            return
         self.final[trial.trial_id] = status
         self._attempt(trial)
 

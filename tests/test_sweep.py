@@ -119,9 +119,9 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
 
 # ------------------------------------------------------------- failures ---
 
-def start_driver(space: Path, storage: Path, env: dict, cwd: Path) -> subprocess.Popen:
+def start_driver(space: Path, storage: Path, env: dict, cwd: Path, *flags: str) -> subprocess.Popen:
     """`bnsweep run` in the background, for tests that interrupt it."""
-    return subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage)), env=env, cwd=cwd,
+    return subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage), *flags), env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -242,11 +242,19 @@ def test_trial_killed_mid_run_continues_from_its_checkpoint(ray_address, mlflow_
     os.kill(row["pid"], signal.SIGKILL)  # the trial's worker process dies, as on a node failure
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out[-4000:]
-    epochs = [r["epoch"] for r in results_of(trial_dirs(sweep_dir_of(storage))[0])]
+    rows = results_of(trial_dirs(sweep_dir_of(storage))[0])
+    epochs = [r["epoch"] for r in rows]
     assert epochs[-1] == 6
     assert epochs.count(1) == 1, f"the retry restarted from scratch: {epochs}"
     assert epochs == sorted(epochs), epochs  # continued, never went back to an earlier epoch ...
     assert len(epochs) - len(set(epochs)) <= 1  # ... at most the epoch in flight ran twice
+    # time_total_s is bnsweep's, the sum of epoch times across the restore, not Tune's
+    # wall time since the trial started (start-up and the restore included).
+    totals = {0: [0.0]}
+    for r in rows:
+        totals.setdefault(r["epoch"], []).append(r["time_total_s"])
+    for r in rows:
+        assert any(abs(r["time_total_s"] - r["epoch_time_s"] - t) < 1e-6 for t in totals[r["epoch"] - 1]), r
     (run,) = children(mlflow_server.uri, "bnsweep-killtrial")
     assert steps(mlflow_server.uri, run.info.run_id) == [1, 2, 3, 4, 5, 6]
     assert run.info.status == "FINISHED"

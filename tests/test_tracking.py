@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from bnsweep.config import REFERENCE
 from bnsweep.train import EPOCH_METRICS
 from conftest import bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
-from test_sweep import TINY, children, start_driver, wait_for_first_result
+from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
@@ -113,34 +113,47 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
     assert {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs} == snapshot
 
 
-def test_sweep_run_without_tracking_is_synced_later_through_a_uri(ray_address, mlflow_server, tmp_path):
-    # --no-tracking, then `sync` into a server that has no record of the sweep. The sweep
-    # directory is given as a file:// URI: sync reads storage the way it reads s3://.
+def test_sweep_run_without_tracking_is_synced_then_resumed_into_mlflow(ray_address, mlflow_server, tmp_path):
+    # --no-tracking, interrupted; `sync` into a server that has no record of the sweep
+    # (the sweep directory given as a file:// URI: sync reads storage the way it reads
+    # s3://); then `resume` records the rest live into that server, although the
+    # callback Tune restores was pickled by a run without tracking.
     space = write_space(tmp_path / "offline.py", f"""
         SPACE = {{"bn": [True, False]}}
-        FIXED = {{**{TINY}, "epochs": 2}}
+        FIXED = {{**{TINY}, "epochs": 4}}
     """)
+    storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address)
-    r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), "--no-tracking", env=env, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    sweep_dir = sweep_dir_of(tmp_path / "results")
+    driver = start_driver(space, storage, env, tmp_path, "--no-tracking")
+    wait_for_first_result(storage)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, out[-4000:]
+    sweep_dir = sweep_dir_of(storage)
     for _ in range(2):  # the second sync finds the record the first made, and adds nothing
         r = run_bnsweep("sync", f"file://{sweep_dir}", "--tracking-uri", mlflow_server.uri, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "0 epoch(s) added" in r.stdout and "had no record" not in r.stdout
+    r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-offline", sweep_dir)
     runs = children(mlflow_server.uri, "bnsweep-offline")
-    assert all(x.info.status == "FINISHED" for x in runs)
+    assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
+    assert all(steps(mlflow_server.uri, x.info.run_id) == [1, 2, 3, 4] for x in runs)
     parent = MlflowClient(mlflow_server.uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_dir"] == f"file://{sweep_dir}"
     record = json.loads((sweep_dir / "sweep.json").read_text())
     assert record["tracking"]["parent_run_id"] == parent.info.run_id
-    # A resume whose store lost the sweep says so and what to do, before Ray or MLflow is touched.
+    # A resume whose store is lost or down says so and what to do, before Ray or MLflow is touched.
     for tracking, needle in [({"uri": f"sqlite:///{tmp_path}/gone.db"}, "no MLflow store at"),
-                             ({"parent_run_id": "0" * 32}, "has no record of this sweep")]:
+                             ({"parent_run_id": "0" * 32}, "has no record of this sweep"),
+                             ({"uri": "http://127.0.0.1:9"}, f"bnsweep resume {sweep_dir} --no-tracking")]:
         (sweep_dir / "sweep.json").write_text(json.dumps({**record, "tracking": {**record["tracking"], **tracking}}))
         r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
         assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    r = run_bnsweep("resume", str(sweep_dir), "--no-tracking", env=env, cwd=tmp_path)  # the server still down
+    assert r.returncode == 0 and "MLflow is off for this resume" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads((sweep_dir / "sweep.json").read_text())["tracking"]["uri"] == "http://127.0.0.1:9"
     assert MlflowClient(mlflow_server.uri).get_run(parent.info.run_id).info.status == "FINISHED"
 
 
