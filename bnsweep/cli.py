@@ -201,6 +201,7 @@ def _study(args: argparse.Namespace):
     for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
         if flag is not None:
             study.resources[key] = check_resource(key, flag, lambda m, f=key: _raise(f"--{f}s-per-trial: {m}"))
+            study.gpu_declared = study.gpu_declared or key == "gpu"
     study.max_concurrent = args.max_concurrent or study.max_concurrent
     if args.max_failures is not None:
         study.max_failures = args.max_failures

@@ -65,6 +65,7 @@ def _concurrency(study: Study) -> tuple[int, str]:
 
 
 def describe(study: Study, probe: bool = True) -> str:
+    study.default_gpus(torch.cuda.device_count())  # as `run` on this machine would
     configs = _trial_configs(study)
     epochs = study.fixed["epochs"]
     concurrent, machine = _concurrency(study)

@@ -513,15 +513,31 @@ def trains_at(trials: pd.DataFrame, key: str, arm: str, by: str = "arm") -> pd.D
     return stats.sort_values(key).reset_index(drop=True)
 
 
+def tried_alike(trials: pd.DataFrame, key: str) -> bool:
+    """Whether every value of `key` was tried under the same settings of the other
+    varied keys: true of a grid; not of an Optuna search, which samples each trial's
+    own settings and steers towards where it does well. Best accuracies are compared
+    across the values of `key` only when this holds."""
+    others = [k for k in varied(trials) if k != key]
+    combos = trials[[key, *others]].astype(str).drop_duplicates()
+    settings = {frozenset(map(tuple, g[others].values)) for _, g in combos.groupby(key)}
+    return len(settings) <= 1
+
+
 def claim_lr_range(trials: pd.DataFrame) -> Claim:
     """Claim 3: the learning rates at which each arm trains; BN must extend no BN's range
     at both ends. An end where both arms train at the grid's edge cannot be decided."""
     c = Claim(3, STATEMENTS[3], "", "")
-    lrs = sorted(trials["lr"].dropna().unique())
+    # Only learning rates both arms tried: an Optuna search samples each arm's own and
+    # steers it away from where it fails, so its ranges are not comparable.
+    tried = {arm: set(trials.loc[trials["bn_arm"] == arm, "lr"].dropna()) for arm in ("bn", "no_bn")}
+    lrs = sorted(tried["bn"] & tried["no_bn"])
+    trials = trials[trials["lr"].isin(lrs)]
     bn, no = trains_at(trials, "lr", "bn", by="bn_arm"), trains_at(trials, "lr", "no_bn", by="bn_arm")
-    if bn.empty or no.empty or len(lrs) < 2:
-        c.verdict = undecided("needs BN and no-BN trials at 2 or more learning rates")
-        c.evidence = f"learning rates tried: {', '.join(f'{x:g}' for x in lrs) or 'none'}"
+    if len(lrs) < 2:
+        c.verdict = undecided("needs BN and no-BN trials at 2 or more of the same learning rates")
+        c.evidence = (f"learning rates tried by both arms: {', '.join(f'{x:g}' for x in lrs) or 'none'}; "
+                      f"by one arm only: {len(tried['bn'] ^ tried['no_bn'])}")
         return c
     ok = {"bn": sorted(bn.loc[bn["trains"], "lr"]), "no_bn": sorted(no.loc[no["trains"], "lr"])}
     rng = lambda v: f"{v[0]:.3g}-{v[-1]:.3g}" if v else "none"  # noqa: E731
@@ -561,6 +577,11 @@ def claim_batch_size(trials: pd.DataFrame) -> Claim:
     if inside.empty or outside.empty:
         c.verdict = undecided(f"needs BN trials at batch sizes inside and outside {lo}-{hi}")
         c.evidence = f"BN batch sizes tried: {', '.join(str(b) for b in bn['batch_size']) or 'none'}"
+        return c
+    if not tried_alike(trials[trials["bn_arm"] == "bn"], "batch_size"):
+        c.verdict = undecided("BN's batch sizes were not tried under the same other settings (an Optuna "
+                              "search samples each trial's own); judge it on a grid")
+        c.evidence = f"BN batch sizes tried: {', '.join(str(b) for b in bn['batch_size'])}"
         return c
     bi = inside.loc[inside["best_val_acc_mean"].idxmax()]
     bo = outside.loc[outside["best_val_acc_mean"].idxmax()]

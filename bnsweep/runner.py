@@ -50,8 +50,10 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus and args.gpus_per_trial is None and not study.gpu_declared:
-        study.resources["gpu"] = 1.0  # a GPU cluster and a file that does not say: one GPU per trial
+    if address and not gpus and not study.gpu_declared:
+        print("note: the Ray cluster has no GPU now, so each trial takes 0 GPUs and trains on CPUs. Where GPU "
+              "workers are still to join (an autoscaling cluster), pass --gpus-per-trial 1", flush=True)
+    study.default_gpus(gpus)
     if not address:
         sweep.check_fits_local(study.resources, "lower --cpus-per-trial / --gpus-per-trial (or RESOURCES in "
                                                 "the file), or join a cluster that has them with --address")

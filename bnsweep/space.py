@@ -56,10 +56,15 @@ class Study:
     metric: str = "val_acc"
     scheduler: str = "fifo"
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
-    gpu_declared: bool = False  # RESOURCES names "gpu" (else `run` picks one GPU per trial on a GPU cluster)
+    gpu_declared: bool = False  # RESOURCES or --gpus-per-trial says (else default_gpus decides)
     max_concurrent: int | None = None
     max_failures: int = 2
     experiment: str | None = None
+
+    def default_gpus(self, gpus_available: float) -> None:
+        """Where neither the file nor the command line says: one GPU per trial if there are GPUs."""
+        if gpus_available and not self.gpu_declared:
+            self.resources["gpu"] = 1.0
 
     def grid_configs(self) -> list[dict[str, Any]]:
         """Every grid trial's full config, pairs (same point, other arm) adjacent."""
@@ -126,13 +131,18 @@ def _hint(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_values(path: Path, name: str, key: str, values: list, base: dict) -> list:
+def _check_values(path: Path, name: str, key: str, values: list, base: dict, distinct: bool = True) -> list:
     out = []
     for v in values:
         try:
             out.append(make_config({key: v}, base=base, consistent=False)[key])
         except ConfigError as e:
             _fail(path, f"{name}[{key!r}] value {v!r}: {e}")
+    repeated = list(dict.fromkeys(v for v in out if out.count(v) > 1))
+    if distinct and repeated:
+        # Checked after validation, which makes "0.1" and 0.1 one value: a repeat would
+        # run the same trial twice and count as two seeds or grid points in the analysis.
+        _fail(path, f"{name}[{key!r}] lists {', '.join(map(repr, repeated))} more than once")
     return out
 
 
@@ -148,7 +158,7 @@ def _check_distribution(path: Path, key: str, dist: Any, base: dict) -> tuple:
         if not isinstance(args[0], (list, tuple)) or not args[0]:
             _fail(path, f"SPACE[{key!r}]: choice needs a non-empty list of values")
         return (kind, _check_values(path, "SPACE", key, list(args[0]), base))
-    lo, hi = _check_values(path, "SPACE", key, list(args), base)
+    lo, hi = _check_values(path, "SPACE", key, list(args), base, distinct=False)
     if not lo < hi:
         _fail(path, f"SPACE[{key!r}] = {dist!r}: the lower bound must be below the upper bound")
     return (kind, lo, hi)

@@ -53,6 +53,7 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     from bnsweep.train import load_checkpoint, save_checkpoint, train
 
     cfg = make_config(trial_config(config))
+    cfg["device"] = trial_device(cfg["device"], ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
     torch.set_num_threads(max(1, int(sweep["resources"]["cpu"])))
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -76,6 +77,16 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     train(cfg, report=report, resume=resume, on_start=on_start)
+
+
+def trial_device(device: str, gpu_ids: list) -> str:
+    """device=auto follows what Ray gave the trial: no GPU given, the CPU.
+
+    Ray 2.5x+ leaves CUDA_VISIBLE_DEVICES alone for a task given 0 GPUs (ray
+    issue 54868), so "auto" would otherwise find the node's GPUs and put every
+    such trial on cuda:0, uncounted by Ray's scheduler.
+    """
+    return "cpu" if device == "auto" and not gpu_ids else device
 
 
 # --------------------------------------------------------------- tuners ----

@@ -252,9 +252,12 @@ class TrialRuns:
 
     def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str) -> None:
         run_id = self.run_ids[trial_id]
+        epochs = float(last.get("epoch", 0)) if last else None
+        run = self.client.get_run(run_id)
+        if run.info.status == status and run.data.metrics.get("epochs_completed") == epochs:
+            return  # recorded so already (a repeated sync): its end time and history stay as they are
         if last:
-            finals = [Metric("epochs_completed", float(last.get("epoch", 0)), int(time.time() * 1000), 0)]
-            self.client.log_batch(run_id, metrics=finals)
+            self.client.log_batch(run_id, metrics=[Metric("epochs_completed", epochs, int(time.time() * 1000), 0)])
         self.client.set_terminated(run_id, status=status)
 
 
@@ -385,10 +388,10 @@ def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
         cfg = trial_config(trial["config"])
         tid = trial["trial_id"]
         runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))
-        before = runs.last_step.get(tid, 0)
-        if results:
+        new = sum(1 for r in results if int(r["epoch"]) > runs.last_step.get(tid, 0))
+        if new:  # else the run would be reopened only to be closed again
             runs.log_results(tid, results)
-            added += sum(1 for r in results if int(r["epoch"]) > before)
+            added += new
         runs.finish(tid, results[-1] if results else None, TUNE_STATUS.get(trial["status"], "KILLED"))
     return added
 

@@ -4,8 +4,11 @@
 The study's batch-size figure: best validation accuracy per batch size for both
 arms, with the total execution time and the time per step beside it. Those
 times are recorded per epoch (epoch_time_s, step_time_ms, images_per_s): compare
-them between trials that ran on the same kind of device, one trial per device
-(RESOURCES below), or the figures mix contention into the cost of BN.
+them between trials that ran on the same kind of device, each with a device of
+its own, or the figures mix contention into the cost of BN. Where there are GPUs,
+`bnsweep run` gives each trial one unless told otherwise: do not pack this study
+with --gpus-per-trial below 1. On CPUs, each trial has its own core(s)
+(--cpus-per-trial).
 
 Scientific: bn. Varied: batch_size. Fixed: the reference experiment (lr 0.01,
 30 epochs). Note the cost: batch 5 is 10,000 optimizer steps per epoch.

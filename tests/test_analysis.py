@@ -344,7 +344,11 @@ def test_claim3_lr_range_both_ways(lr_results):
     assert held.numbers["bn_trains_at"] == "0.01;0.05" and held.numbers["no_bn_trains_at"] == ""
     assert claim_lr_range(_swap_arms(r.trials)).verdict == "refuted"
     one_lr = r.trials[r.trials["lr"] == 0.05]
-    assert "2 or more learning rates" in claim_lr_range(one_lr).verdict
+    assert "2 or more of the same learning rates" in claim_lr_range(one_lr).verdict
+    # As an Optuna search would: each arm at learning rates of its own. Ranges over values
+    # the other arm never tried are not compared.
+    own = r.trials.assign(lr=r.trials["lr"].where(~r.trials["bn"].astype(bool), r.trials["lr"] * 1.7))
+    assert "2 or more of the same learning rates" in claim_lr_range(own).verdict
 
 
 def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
@@ -361,6 +365,8 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
     assert held.verdict == "supported" and held.numbers["best_inside_batch"] == 64
     assert claim_batch_size(outside).verdict == "refuted"
     assert "inside and outside" in claim_batch_size(lr_results.trials).verdict  # one batch size only
+    sampled = inside.assign(lr=[0.01 * (i + 1) for i in range(len(inside))])  # each trial its own lr, as Optuna
+    assert "not tried under the same other settings" in claim_batch_size(sampled).verdict
 
 
 def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):

@@ -204,6 +204,7 @@ def test_smoke_sweep_runs_trials_on_both_nodes_and_records_them(smoke, cluster, 
 
 def test_driver_joins_the_cluster_named_by_ray_address(smoke, cluster):
     """The driver is a job of this cluster (its GCS recorded it), not of a Ray of its own."""
+    assert "the Ray cluster has no GPU now" in smoke["out"]  # and how to ask for GPUs still to join
     jobs = [j for j in smoke["gcs"]["jobs"] if j["driver_pid"] == smoke["pid"]]
     assert len(jobs) == 1, smoke["gcs"]["jobs"]
     assert "bnsweep" in jobs[0]["entrypoint"] and " run " in jobs[0]["entrypoint"], jobs[0]

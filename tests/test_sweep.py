@@ -297,6 +297,8 @@ BAD_FILES = {
               "SPACE['lr'] = ('loguniform', 0.0001, 1.0) is an Optuna distribution but SEARCH is 'grid'"),
     "optunalist": ("SEARCH = 'optuna'\nSPACE = {'lr': [0.1, 0.01]}\n", "cannot be mixed with an Optuna search"),
     "badfixed": ("SPACE = {'lr': [0.1]}\nFIXED = {'epochs': -1}\n", "epochs must be > 0"),
+    "repeatedlr": ("SPACE = {'lr': [0.1, '0.1', 0.01]}\n", "SPACE['lr'] lists 0.1 more than once"),
+    "repeatedseed": ("SPACE = {'lr': [0.1]}\nSEEDS = [0, 1, 0]\n", "SEEDS['seed'] lists 0 more than once"),
 }
 
 _CHECK = ("import sys; from bnsweep.cli import main; rc = main(sys.argv[1:]); "
@@ -351,11 +353,33 @@ def test_trials_that_cannot_fit_the_local_machine_stop_before_anything_is_record
 
 
 def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):
+    import torch
+
+    gpus = 1 if torch.cuda.device_count() else 0  # lr.py does not say: one GPU per trial where there are GPUs
     r = run_bnsweep("plan", str(REPO / "search_spaces/lr.py"), "--smoke", env=bnsweep_env(), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for needle in ("trials          14", "epochs/trial    1", "trial-epochs    14", "per trial       1 CPU, 0 GPU",
-                   "at once", "estimate"):
+    for needle in ("trials          14", "epochs/trial    1", "trial-epochs    14",
+                   f"per trial       1 CPU, {gpus} GPU", "at once", "estimate"):
         assert needle in r.stdout, r.stdout
+    r = run_bnsweep("plan", str(REPO / "search_spaces/lr.py"), "--no-probe", "--gpus-per-trial", "0.5",
+                    env=bnsweep_env(), cwd=tmp_path)
+    assert r.returncode == 0 and "per trial       1 CPU, 0.5 GPU" in r.stdout, r.stdout + r.stderr
+
+
+def test_gpus_per_trial_default_and_device_auto_follow_ray(tmp_path):
+    from bnsweep.sweep import trial_device
+
+    study = load_study(REPO / "search_spaces/lr.py")
+    study.default_gpus(0)
+    assert study.resources["gpu"] == 0
+    study.default_gpus(8)
+    assert study.resources["gpu"] == 1
+    declared = load_study(write_space(tmp_path / "s.py", 'SPACE = {"lr": [0.1]}\nRESOURCES = {"gpu": 0.25}\n'))
+    declared.default_gpus(8)
+    assert declared.resources["gpu"] == 0.25
+    # A trial Ray gave no GPU trains on the CPU under device=auto, not on the node's cuda:0.
+    assert trial_device("auto", []) == "cpu"
+    assert trial_device("auto", ["0"]) == "auto" and trial_device("cuda", []) == "cuda"
 
 
 def test_local_run_without_the_dataset_stops_before_ray(tmp_path):

@@ -134,6 +134,8 @@ def test_sweep_run_without_tracking_is_synced_then_resumed_into_mlflow(ray_addre
         r = run_bnsweep("sync", f"file://{sweep_dir}", "--tracking-uri", mlflow_server.uri, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "0 epoch(s) added" in r.stdout and "had no record" not in r.stdout
+    for run in children(mlflow_server.uri, "bnsweep-offline"):  # the second sync changed nothing
+        assert len(history(mlflow_server.uri, run.info.run_id, "epochs_completed")) == 1
     r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-offline", sweep_dir)
