@@ -9,12 +9,16 @@ on batches already on the device, for both arms:
 - ... +aten pool:    max pooling by F.max_pool2d instead of bnsweep/pool.py's
                      kernels (as bnsweep ran before them);
 - eager nchw:        the whole model in NCHW (channels_last off);
+- ... +fused BN:     batch norm and ReLU by bnsweep/bn_relu.py's kernels (config
+                     fused_bn_relu; off by default until these figures decide);
 - compiled (--compile): torch.compile of the model with aten pools, eager step;
                      measured only, bnsweep does not compile (its compile time is printed).
 
-A profile of one eager BN step adds the GPU's busy time per step (the sum of
-kernel times): a wall time well above it means the GPU waits on the host,
-which a graph removes. Ratios printed are eager / variant (> 1: faster).
+A profile of an eager BN step, with and without the fused BN, adds the GPU's
+busy time per step (the sum of kernel times): a wall time well above it means
+the GPU waits on the host, which a graph removes. Ratios printed are eager /
+variant (> 1: faster). On a CPU only "eager" (and "compiled") run: the other
+variants differ from it only on CUDA.
 
 Measured on an H200 (2026-11-26) and rejected: max pooling on an NCHW copy
 (BN step 0.73x eager's speed) and as a 1x3 then 3x1 pool (0.84x).
@@ -56,20 +60,23 @@ def use_aten_pools(module: torch.nn.Module) -> None:
             use_aten_pools(child)
 
 
-VARIANTS = {  # name: (graph, aten pools, channels_last, compiled)
-    "eager": (False, False, True, False),
-    "graph": (True, False, True, False),
-    "eager +aten pool": (False, True, True, False),
-    "graph +aten pool": (True, True, True, False),
-    "eager nchw": (False, False, False, False),
-    "compiled +aten pool": (False, True, True, True),
+VARIANTS = {  # name: (graph, aten pools, channels_last, compiled, fused BN + ReLU)
+    "eager": (False, False, True, False, False),
+    "graph": (True, False, True, False, False),
+    "eager +aten pool": (False, True, True, False, False),
+    "graph +aten pool": (True, True, True, False, False),
+    "eager nchw": (False, False, False, False, False),
+    "eager +fused BN": (False, False, True, False, True),
+    "graph +fused BN": (True, False, True, False, True),
+    "compiled +aten pool": (False, True, True, True, False),
 }
+PROFILED = ("eager", "eager +fused BN")  # of the BN arm
 
 
 def make_step(cfg: dict, device: torch.device, variant: str) -> tuple[TrainStep, torch.memory_format]:
-    graph, aten_pools, channels_last, compiled = VARIANTS[variant]
+    graph, aten_pools, channels_last, compiled, fused = VARIANTS[variant]
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_model({**cfg, "fused_bn_relu": fused})
     if aten_pools:
         use_aten_pools(model)
     fmt = torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
@@ -98,7 +105,8 @@ def step_ms(made: tuple[TrainStep, torch.memory_format], batches, steps: int, wa
 # PyTorch 2.11 / cuDNN 9 / Triton print them on Hopper).
 KERNEL_KINDS = (
     ("max pooling", ("max_pool",)),
-    ("batch norm", ("batch_norm", "bn_fw", "bn_bw")),
+    ("batch norm", ("batch_norm", "bn_fw", "bn_bw", "_stats_tiles", "_normalize_relu", "_backward_sums",
+                    "_backward_dx")),
     ("convolution", ("xmma", "gemm", "cutlass", "cudnn", "implicit", "wgrad", "dgrad", "fprop", "conv2d")),
     ("concatenation", ("CatArray",)),
     ("SGD (foreach)", ("multi_tensor_apply",)),
@@ -138,7 +146,7 @@ def main() -> None:
     device = torch.device(resolve_device(args.device))
     on_cuda = device.type == "cuda"
     steps = args.steps or (50 if on_cuda else 3)
-    names = [v for v in VARIANTS if (on_cuda or not VARIANTS[v][0]) and (args.compile or not VARIANTS[v][3])]
+    names = [v for v in VARIANTS if (on_cuda or v == "eager" or VARIANTS[v][3]) and (args.compile or not VARIANTS[v][3])]
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [(torch.rand(args.batch_size, 3, 32, 32, device=device, generator=gen),
                 torch.randint(0, 10, (args.batch_size,), device=device, generator=gen)) for _ in range(4)]
@@ -163,14 +171,16 @@ def main() -> None:
                 print(f"  {arm:<6} {name:<24} failed: {type(exc).__name__}: {exc}", flush=True)
                 continue
             print(f"  {arm:<6} {name:<24} {ms:8.2f} ms/step {1000 * args.batch_size / ms:9.0f} img/s", flush=True)
-        if on_cuda and bn and not args.no_profile and (arm, "eager") in times:
+        for name in PROFILED if on_cuda and bn and not args.no_profile else ():
+            if (arm, name) not in times:
+                continue
             try:
-                busy, table = busy_ms(make_step(cfg, device, "eager"), batches, device)
+                busy, table = busy_ms(make_step(cfg, device, name), batches, device)
             except Exception as exc:
-                print(f"  profile failed: {type(exc).__name__}: {exc}", flush=True)
+                print(f"  profile of {name} failed: {type(exc).__name__}: {exc}", flush=True)
             else:
-                print(f"  BN eager: GPU busy {busy:.2f} ms of {times[arm, 'eager']:.2f} ms per step "
-                      f"({100 * busy / times[arm, 'eager']:.0f} %)\n{table}", flush=True)
+                print(f"  BN {name}: GPU busy {busy:.2f} ms of {times[arm, name]:.2f} ms per step "
+                      f"({100 * busy / times[arm, name]:.0f} %)\n{table}", flush=True)
     print("ratios (eager / variant: > 1 means the variant is faster)")
     for arm in ("BN", "no BN"):
         for name in names[1:]:

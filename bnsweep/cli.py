@@ -64,7 +64,7 @@ def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
 # What may differ when `train --resume` continues a checkpoint: how long it trains,
 # and where and how it runs. Any other key would make it a different experiment.
 RESUME_MAY_CHANGE = ("epochs", "data_dir", "download", "device", "amp", "channels_last", "cuda_graphs",
-                     "eval_batch_size")
+                     "fused_bn_relu", "eval_batch_size")
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "time_total_s", "history")
 
 

@@ -46,6 +46,7 @@ REFERENCE: dict[str, Any] = {
     "amp": True,  # bf16 autocast on CUDA; ignored on CPU (runs in fp32)
     "channels_last": True,  # memory format on CUDA; ignored on CPU
     "cuda_graphs": True,  # on CUDA, replay each training step as one CUDA graph (bnsweep/step.py)
+    "fused_bn_relu": False,  # on CUDA, BN + ReLU as one Triton op pair (bnsweep/bn_relu.py); off until timed on a GPU
     "eval_batch_size": 1000,  # images per validation forward pass (no effect on results)
 }
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from bnsweep.bn_relu import batch_norm_relu
 from bnsweep.pool import TFSamePool
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per module, GoogLeNet table
@@ -95,13 +96,21 @@ class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 class ConvUnit(nn.Sequential):
     # Conv2D('same') -> BatchNormalization (BN arm only) -> ReLU, as every conv in the study.
+    # fused_bn_relu: BN and ReLU as one op (bnsweep/bn_relu.py); the same modules and
+    # state, so checkpoints do not tell the two apart.
     def __init__(self, cin: int, cout: int, k: int, *, bn: bool, conv_bias: bool,
-                 bn_momentum: float, bn_eps: float):
+                 bn_momentum: float, bn_eps: float, fused_bn_relu: bool = False):
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=conv_bias)]
         if bn:
             layers.append(ShiftOnlyBatchNorm(cout, bn_momentum, bn_eps))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+        self.fused_bn_relu = bn and fused_bn_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_bn_relu:
+            return batch_norm_relu(self[0](x), self[1])
+        return super().forward(x)
 
 
 class InceptionModule(nn.Module):
@@ -131,9 +140,9 @@ def _init_keras(model: nn.Module) -> None:
 class Inception(nn.Module):
     def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
                  conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
-                 num_classes: int = 10):
+                 num_classes: int = 10, fused_bn_relu: bool = False):
         super().__init__()
-        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps)
+        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps, fused_bn_relu=fused_bn_relu)
         layers: list[nn.Module] = []
         cin = 3  # straight on the 32x32x3 image, no stem
         for entry in INCEPTION_PLAN:
@@ -160,9 +169,9 @@ class SimpleCNN(nn.Module):
     # arm; the output dense layer always has its bias, as Keras's Dense.
     def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
                  conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
-                 num_classes: int = 10):
+                 num_classes: int = 10, fused_bn_relu: bool = False):
         super().__init__()
-        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps)
+        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps, fused_bn_relu=fused_bn_relu)
         layers: list[nn.Module] = []
         cin = 3
         for filters in SIMPLE_BLOCKS:
@@ -195,4 +204,4 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     except KeyError:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {cfg['model']!r}") from None
     return cls(bn=cfg["bn"], width=cfg["width"], dropout=cfg["dropout"], conv_bias=cfg["conv_bias"],
-               bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"])
+               bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"], fused_bn_relu=cfg["fused_bn_relu"])
