@@ -15,7 +15,7 @@ import pandas as pd
 
 from bnsweep.report import (ARM_MARKERS, DIVERGED_HATCH, arm_color, chance_line, finish, load, log_scale, new_figure,
                             out_dir, require, run_script, save_figure, script_parser)
-from bnsweep.results import MEDIUM_BATCH, arm_label, arms_present, run_step_times, trains_at
+from bnsweep.results import MEDIUM_BATCH, arm_label, arms_present, averaged, run_step_times, trains_at
 
 NAME = "batch_size"
 
@@ -27,7 +27,8 @@ def batch_table(results) -> pd.DataFrame:
     frames = []
     for arm in arms_present(t):
         stats = trains_at(t, "batch_size", arm)
-        runs = [t[t["run_id"].isin(ids.split(";"))] for ids in stats["run_ids"]]
+        # Times of the trials the accuracy bar averages: not of failed or unfinished ones.
+        runs = [averaged(t[t["run_id"].isin(ids.split(";"))]) for ids in stats["run_ids"]]
         stats["time_total_s_mean"] = [r["time_total_s"].mean() for r in runs]
         stats["time_total_s_std"] = [r["time_total_s"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
         stats["step_time_ms_mean"] = [r["step_time_med"].mean() for r in runs]
@@ -108,7 +109,7 @@ def main(argv=None, results=None):
     finish(fig, title, results, f"device {devices}")
     caption = ("Left: each arm's best validation accuracy per batch size (mean over seeds, error bar ±1 sd; "
                "hatched: diverged) with, on the right-hand axis, the total execution time of the same trials "
-               "(training + validation, all epochs completed). Right: time per optimizer step (median over "
+               "(training + validation over the epochs each ran; a diverged trial stops early). Right: time per optimizer step (median over "
                "epochs after the first, mean over seeds) with the BN/no-BN ratio. Times are only comparable "
                "between trials that ran alone on the same kind of device. Dashed: chance (0.1).")
     return [save_figure(fig, out, NAME, table, title, caption)]

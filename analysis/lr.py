@@ -3,7 +3,8 @@ no BN side by side, one group of bars per lr tried (the study's lr figure; claim
 
 Each bar is an arm's best configuration at that lr (mean over seeds; the dots are
 the seeds, the error bar ±1 sd). Diverged trials stay at the accuracy they
-reached, hatched and labelled; failed or unfinished trials are counted in the bar.
+reached, hatched and labelled; failed or unfinished trials are drawn hollow, not
+averaged into the bar (their count is in the legend).
 Trials of other settings at the same lr (not the best) are counted in the legend.
 
     python analysis/lr.py --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]

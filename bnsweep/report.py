@@ -15,6 +15,7 @@ import html
 import math
 import runpy
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -86,8 +87,12 @@ def out_dir(args: argparse.Namespace, results: Results) -> Path:
 
 
 def make_out_dir(out: Path) -> Path:
+    """The output folder, made if need be, and checked to take a file (an existing folder
+    may be read-only): fail now, in one line, not at the first figure."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
     except OSError as e:
         raise UsageError(f"cannot write the report to {out}: {e.strerror}; pass --out DIR") from None
     return out
@@ -247,6 +252,8 @@ def scripts_for(results: Results) -> list[str]:
     those its data supports."""
     if results.study in STUDY_SCRIPTS:
         return [*STUDY_SCRIPTS[results.study], "summary"]
+    if results.search == "optuna":  # each trial its own lr and batch size: no grid figure to draw
+        return ["optuna", "curves", "summary"]
     t = results.trials
     chosen = []
     if t["lr"].nunique() > 1:
@@ -255,8 +262,6 @@ def scripts_for(results: Results) -> list[str]:
         chosen.append("batch_size")
     if (t["dropout"].fillna(0) > 0).any() and (t["arm"] == "no_bn").any():
         chosen.append("dropout")
-    if results.search == "optuna":
-        chosen.append("optuna")
     return [*chosen, "curves", "summary"]
 
 

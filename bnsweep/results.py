@@ -159,6 +159,7 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     for parent in chosen:
         children.extend(_search_all(client, exp.experiment_id, f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                     order_by=["attributes.start_time ASC"]))
+    children.sort(key=lambda run: run.info.start_time)  # across sweeps too: trial_order is start order
     if not children:
         raise ResultsError(f"MLflow experiment {experiment!r}: {note} has no trial runs yet")
 
@@ -296,13 +297,19 @@ def varied(trials: pd.DataFrame, exclude: Iterable[str] = ("seed", "bn", *NOT_SE
     return [k for k in keys if trials[k].astype(str).nunique() > 1]
 
 
+def averaged(g: pd.DataFrame) -> pd.DataFrame:
+    """The trials of a group whose values its averages take: the completed and diverged
+    ones (failed and unfinished trials are counted, not averaged in); in a group with
+    none of those, all of its trials, whose values are then partial."""
+    done = g[g["outcome"].isin(["completed", "diverged"])]
+    return done if len(done) else g
+
+
 def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc") -> pd.DataFrame:
     """Mean, spread and counts of `value` over the trials (seeds) of each group."""
     def agg(g: pd.DataFrame) -> pd.Series:
-        # Failed and unfinished trials are counted, not averaged in; a group with
-        # nothing else shows its partial values (`partial`).
-        done = g[g["outcome"].isin(["completed", "diverged"])]
-        v = (done if len(done) else g)[value].astype(float)
+        done = averaged(g)
+        v = done[value].astype(float)
         return pd.Series({
             "n_trials": len(g),
             f"{value}_mean": v.mean(),
@@ -312,7 +319,7 @@ def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc
             "n_diverged": int(g["diverged"].sum()),
             "n_failed": int((g["outcome"] == "failed").sum()),
             "n_unfinished": int(g["outcome"].isin(["killed", "running"]).sum()),
-            "partial": not len(done),
+            "partial": not g["outcome"].isin(["completed", "diverged"]).any(),
             "seeds": ";".join(str(s) for s in g["seed"]),
             "run_ids": ";".join(g["run_id"]),
         })
@@ -656,6 +663,7 @@ def study_table(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     stats = seed_stats(trials, keys)
     step = run_step_times(trials, history)
     t = trials.assign(step_time_med=trials["run_id"].map(step))
+    t = pd.concat([averaged(g) for _, g in t.groupby(keys, sort=False, dropna=False)])  # as seed_stats
     extra = t.groupby(keys, dropna=False).agg(
         val_acc_last_mean=("val_acc", "mean"), train_acc_last_mean=("train_acc", "mean"),
         epochs_completed_mean=("epochs_completed", "mean"), step_time_ms_median=("step_time_med", "median"),

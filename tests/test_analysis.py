@@ -305,6 +305,40 @@ def lr_results(lr_sweep):
     return load_experiment(lr_sweep[1], lr_sweep[0])
 
 
+def test_tables_average_the_trials_the_accuracy_averages():
+    # BN at batch 50: two completed seeds and one that failed early (a slow, short
+    # trial). Its values are counted (n_failed), never averaged into the row's
+    # accuracy, last-epoch values, times or the BN / no-BN step-time ratio.
+    from types import SimpleNamespace
+
+    from bnsweep.config import REFERENCE
+    from bnsweep.results import study_table
+
+    def trial(run_id, bn, seed, batch_size, outcome, best, total_s, epochs, step_ms):
+        return {**REFERENCE, "run_id": run_id, "bn": bn, "seed": seed, "batch_size": batch_size,
+                "arm": "bn" if bn else "no_bn", "bn_arm": "bn" if bn else "no_bn", "outcome": outcome,
+                "diverged": False, "best_val_acc": best, "val_acc": best - 0.01, "train_acc": best + 0.05,
+                "time_total_s": total_s, "epochs_completed": epochs, "device_name": "cpu", "step": step_ms}
+
+    rows = [trial("a", True, 0, 50, "completed", 0.80, 300.0, 30, 10.0),
+            trial("b", True, 1, 50, "completed", 0.82, 310.0, 30, 10.0),
+            trial("c", True, 2, 50, "failed", 0.10, 10.0, 1, 50.0),
+            trial("d", False, 0, 50, "completed", 0.60, 250.0, 30, 8.0),
+            trial("e", True, 0, 250, "completed", 0.70, 200.0, 30, 20.0),
+            trial("f", False, 0, 250, "completed", 0.50, 180.0, 30, 16.0)]
+    trials = pd.DataFrame(rows).drop(columns="step")
+    history = pd.DataFrame({"run_id": [r["run_id"] for r in rows], "epoch": 2, "step_time_ms": [r["step"] for r in rows]})
+    row = study_table(trials, history).query("arm == 'bn' and batch_size == 50").iloc[0]
+    assert row["n_trials"] == 3 and row["n_failed"] == 1
+    assert row["best_val_acc_mean"] == pytest.approx(0.81) and row["val_acc_last_mean"] == pytest.approx(0.80)
+    assert row["time_total_s_mean"] == pytest.approx(305) and row["epochs_completed_mean"] == 30
+    assert row["step_time_ms_median"] == 10
+    batch_table = runpy.run_path(str(ANALYSIS / "batch_size.py"))["batch_table"]
+    table = batch_table(SimpleNamespace(trials=trials, history=history)).set_index(["arm", "batch_size"])
+    assert table.loc[("bn", 50), "time_total_s_mean"] == pytest.approx(305)
+    assert table.loc[("bn", 50), "step_time_ms_mean"] / table.loc[("no_bn", 50), "step_time_ms_mean"] == 1.25
+
+
 def test_claim1_accuracy_and_speed_both_ways(lr_results):
     from bnsweep.results import claim_accuracy_speed
 

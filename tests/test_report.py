@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -68,15 +69,21 @@ def test_scripts_follow_the_study(lr_sweep):
     assert scripts_for(r) == ["dropout", "summary"]
     r.study = "quick"  # not a known study: what its data supports (here lr varies, nothing else)
     assert scripts_for(r) == ["lr", "curves", "summary"]
+    r.study, r.search = "my_search", "optuna"  # sampled settings: no grid figure, whatever the name
+    assert scripts_for(r) == ["optuna", "curves", "summary"]
 
 
 def test_report_bad_input(lr_sweep, tmp_path, monkeypatch):
     from bnsweep import report
+    from bnsweep.errors import UsageError
     from bnsweep.results import ResultsError
 
     uri, experiment = lr_sweep
     with pytest.raises(ResultsError, match="no MLflow experiment named 'bnsweep-missing'.*experiments there: .*bnsweep-lr"):
         report.build_report("bnsweep-missing", tmp_path, uri)
+    # A folder that exists but takes no file (as root, /proc stands in for a read-only one).
+    with pytest.raises(UsageError, match="cannot write the report to /proc"):
+        report.build_report(experiment, Path("/proc"), uri, log_to_mlflow=False)
     monkeypatch.setattr(report, "ANALYSIS_DIR", tmp_path / "nowhere")
     with pytest.raises(ResultsError, match="analysis script .*nowhere/lr.py is missing"):
         report.build_report(experiment, tmp_path, uri, log_to_mlflow=False)
