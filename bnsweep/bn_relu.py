@@ -4,17 +4,20 @@ Why: in a BN training step of the width-1 Inception on an H200 (2026-11-26,
 batch 250, bf16, channels_last; benchmarks/step_variants.py), PyTorch's batch
 norm kernels took about 5.1 ms of 21 ms of GPU time, and the elementwise passes,
 ReLU's forward and backward among them, 2.9 ms. Every one of them streams a
-whole activation through memory. Here, per BN layer:
+whole activation through memory. Here, per BN layer, six kernels:
 
-    forward   stats: read x once (per-tile mean and M2, merged as Chan et al.)
+    forward   partial stats: read x once (Welford per tile, merged as Chan et al.)
+              final stats: mean, rstd and the running stats from the partials
               y = max((x - mean) * rstd + beta, 0): read x, write y
-    backward  sums of dz and dz * xhat, dz = dy where y > 0: read x, dy
+    backward  partial sums of dz and dz * xhat, dz = dy where the ReLU passed: read x, dy
+              final sums: their means and d(beta)
               dx = rstd * (dz - mean(dz) - xhat * mean(dz * xhat)): read x, dy, write dx
 
 against PyTorch's batch norm plus a separate ReLU, which also writes the
 normalised tensor, reads it again for the ReLU, and in the backward reads and
 writes the ReLU's gradient once more. All sums are in fp32 and in a fixed order
-(no atomics), so a step is deterministic.
+(no atomics), so a step is deterministic; nothing runs between the kernels on
+the host side but allocation, so a CUDA graph captures them as they are.
 
 The arithmetic is PyTorch's: biased variance for normalising, unbiased
 (M / (M - 1)) for the running variance, running stats updated with the
@@ -45,7 +48,13 @@ except ImportError:  # CPU-only installs: batch_norm then ReLU
     triton = None
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # computed in fp32 either way
-BLOCK_ELEMENTS = 4096  # per program: e.g. 64 rows x 64 channels, 4 warps
+BLOCK_ELEMENTS = 4096  # per program and step: e.g. 64 rows x 64 channels, 4 warps
+# The partial passes aim at about this many programs (some per SM, to keep memory
+# busy): a program walks a power of two of tiles, at most MAX_TILES, so that the
+# final pass reduces a few hundred partials, not thousands.
+PROGRAMS = 1024
+MAX_TILES = 16
+BLOCK_T = 64  # partials per step of the final passes
 
 
 def batch_norm_relu(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
@@ -67,20 +76,28 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor | None:
 
 
 class _Tiling:
-    """How an [M, C] matrix is cut into programs: tiles of block_m rows x block_c channels."""
+    """How an [M, C] matrix is cut: tiles of block_m rows x block_c channels; the
+    partial passes give each program `tiles` consecutive tiles (rows_per_program rows)."""
 
     def __init__(self, rows: torch.Tensor):
         self.m, self.c = rows.shape
         self.block_c = min(64, triton.next_power_of_2(self.c))
         self.block_m = BLOCK_ELEMENTS // self.block_c
-        self.tiles = triton.cdiv(self.m, self.block_m)
-        self.grid = (self.tiles, triton.cdiv(self.c, self.block_c))
+        n_tiles, n_cblocks = triton.cdiv(self.m, self.block_m), triton.cdiv(self.c, self.block_c)
+        per_program = max(1, n_tiles * n_cblocks // PROGRAMS)
+        self.tiles = min(MAX_TILES, 1 << (per_program.bit_length() - 1))  # a power of two: few compiled variants
+        self.rows_per_program = self.block_m * self.tiles
+        self.parts = triton.cdiv(self.m, self.rows_per_program)
+        self.grid = (n_tiles, n_cblocks)  # elementwise passes: one tile per program
+        self.partial_grid = (self.parts, n_cblocks)
+        self.final_grid = (n_cblocks,)
         self.blocks = dict(BLOCK_M=self.block_m, BLOCK_C=self.block_c)
+        self.partial = dict(TILES=self.tiles, **self.blocks)
+        self.final = dict(ROWS=self.rows_per_program, BLOCK_T=BLOCK_T, BLOCK_C=self.block_c)
 
-    def per_tile(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two fp32 [tiles, C] buffers for the tiles' partial results."""
-        first = torch.empty((self.tiles, self.c), device=like.device, dtype=torch.float32)
-        return first, torch.empty_like(first)
+    def buffers(self, like: torch.Tensor, n: int, rows: int | None = None) -> list[torch.Tensor]:
+        """n fp32 buffers of [rows, C] (default: one row per partial)."""
+        return [torch.empty((rows or self.parts, self.c), device=like.device, dtype=torch.float32) for _ in range(n)]
 
 
 def _device_of(t: torch.Tensor):
@@ -93,25 +110,15 @@ class _BatchNormReLU(torch.autograd.Function):
     def forward(ctx, x, beta, running_mean, running_var, momentum: float, eps: float):
         rows = _as_rows(x)
         t = _Tiling(rows)
-        m = t.m
-        tile_mean, tile_m2 = t.per_tile(x)
-        with _device_of(x):
-            _stats_tiles[t.grid](rows, tile_mean, tile_m2, m, t.c, **t.blocks)
-        # Chan et al.'s merge of the tiles' (count, mean, M2): exact in exact arithmetic,
-        # and without the cancellation of E[x^2] - E[x]^2. Counts from arange, on the
-        # device: no host-to-device copy, so a CUDA graph can capture it.
-        counts = (m - torch.arange(t.tiles, device=x.device, dtype=torch.float32) * t.block_m).clamp_(max=t.block_m)
-        mean = (counts[:, None] * tile_mean).sum(0) / m
-        m2 = tile_m2.sum(0) + (counts[:, None] * (tile_mean - mean) ** 2).sum(0)
-        var = m2 / m  # biased: what normalises
-        rstd = torch.rsqrt(var + eps)
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(m2 / (m - 1), alpha=momentum)  # unbiased, as PyTorch
+        part_mean, part_m2 = t.buffers(x, 2)
+        mean, rstd = (b[0] for b in t.buffers(x, 2, rows=1))
         y = torch.empty_like(x)  # same memory format
         beta32 = beta.float()
         with _device_of(x):
-            _normalize_relu[t.grid](rows, _as_rows(y), mean, rstd, beta32, m, t.c, **t.blocks)
+            _stats_partial[t.partial_grid](rows, part_mean, part_m2, t.m, t.c, **t.partial)
+            _stats_final[t.final_grid](part_mean, part_m2, mean, rstd, running_mean, running_var,
+                                       t.parts, t.m, t.c, momentum, eps, **t.final)
+            _normalize_relu[t.grid](rows, _as_rows(y), mean, rstd, beta32, t.m, t.c, **t.blocks)
         ctx.save_for_backward(x, mean, rstd, beta32)
         ctx.beta_dtype = beta.dtype
         return y
@@ -123,44 +130,31 @@ class _BatchNormReLU(torch.autograd.Function):
         rows = _as_rows(x)
         dy_rows = _as_rows(dy.contiguous(memory_format=torch.channels_last) if dy.dim() == 4 else dy.contiguous())
         t = _Tiling(rows)
-        tile_dz, tile_dz_xhat = t.per_tile(x)
-        with _device_of(x):
-            _backward_sums[t.grid](rows, dy_rows, mean, rstd, beta32, tile_dz, tile_dz_xhat, t.m, t.c, **t.blocks)
-        sum_dz, sum_dz_xhat = tile_dz.sum(0), tile_dz_xhat.sum(0)
+        part_dz, part_dz_xhat = t.buffers(x, 2)
+        mean_dz, mean_dz_xhat, dbeta = (b[0] for b in t.buffers(x, 3, rows=1))
         dx = torch.empty_like(x)
         with _device_of(x):
-            _backward_dx[t.grid](rows, dy_rows, _as_rows(dx), mean, rstd, beta32, sum_dz / t.m, sum_dz_xhat / t.m,
+            _backward_partial[t.partial_grid](rows, dy_rows, mean, rstd, beta32, part_dz, part_dz_xhat,
+                                              t.m, t.c, **t.partial)
+            _backward_final[t.final_grid](part_dz, part_dz_xhat, mean_dz, mean_dz_xhat, dbeta, t.parts, t.m, t.c,
+                                          BLOCK_T=BLOCK_T, BLOCK_C=t.block_c)
+            _backward_dx[t.grid](rows, dy_rows, _as_rows(dx), mean, rstd, beta32, mean_dz, mean_dz_xhat,
                                  t.m, t.c, **t.blocks)
-        return dx, sum_dz.to(ctx.beta_dtype), None, None, None, None
+        return dx, dbeta.to(ctx.beta_dtype), None, None, None, None
 
 
 if triton is not None:
 
-    # Every kernel: one program per tile of BLOCK_M rows x BLOCK_C channels of the
-    # [M, C] matrix (row stride C). Row offsets are int64: M * C passes 2**31 at batch
-    # 250 for the widest layers (32 x 32 x 512 per image is 524,288 elements).
-    # tl.full, not tl.zeros: Triton's interpreter (tests) handles the former only.
+    # The [M, C] matrix has row stride C. Row offsets are int64: M * C passes 2**31 at
+    # batch 250 for the widest layers. tl.full, not tl.zeros, as in bnsweep/pool.py.
 
     @triton.jit
-    def _tile(pid_m, pid_c, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    def _tile(row0, pid_c, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        r = row0 + tl.arange(0, BLOCK_M)
         c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         ok = (r < M)[:, None] & (c < C)[None, :]
         offsets = (r.to(tl.int64) * C)[:, None] + c[None, :]
         return c, offsets, ok
-
-    @triton.jit
-    def _stats_tiles(x_ptr, mean_ptr, m2_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        pid_m = tl.program_id(0)
-        c, offsets, ok = _tile(pid_m, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
-        x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
-        count = tl.minimum(M - pid_m * BLOCK_M, BLOCK_M).to(tl.float32)
-        mean = tl.sum(x, axis=0) / count
-        centred = tl.where(ok, x - mean[None, :], 0.0)
-        m2 = tl.sum(centred * centred, axis=0)
-        c_ok = c < C
-        tl.store(mean_ptr + pid_m * C + c, mean, mask=c_ok)
-        tl.store(m2_ptr + pid_m * C + c, m2, mask=c_ok)
 
     @triton.jit
     def _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C):
@@ -175,29 +169,111 @@ if triton is not None:
         return xhat, z, z > 0
 
     @triton.jit
-    def _normalize_relu(x_ptr, y_ptr, mean_ptr, rstd_ptr, beta_ptr, M, C,
-                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        c, offsets, ok = _tile(tl.program_id(0), tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
-        xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
-        y = tl.where(passes, z, 0.0)
-        tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=ok)
+    def _stats_partial(x_ptr, mean_ptr, m2_ptr, M, C,
+                       TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        # Count, mean and M2 (sum of squared deviations) of TILES consecutive tiles, each
+        # tile's merged into the running ones by Chan et al.'s formula.
+        part, pid_c = tl.program_id(0), tl.program_id(1)
+        n = 0.0
+        mean = tl.full((BLOCK_C,), 0.0, tl.float32)
+        m2 = tl.full((BLOCK_C,), 0.0, tl.float32)
+        for i in tl.static_range(TILES):
+            row0 = (part * TILES + i) * BLOCK_M
+            c, offsets, ok = _tile(row0, pid_c, M, C, BLOCK_M, BLOCK_C)
+            x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+            n_t = tl.minimum(tl.maximum(M - row0, 0), BLOCK_M).to(tl.float32)  # rows in this tile (maybe 0)
+            mean_t = tl.sum(x, axis=0) / tl.maximum(n_t, 1.0)
+            d = tl.where(ok, x - mean_t[None, :], 0.0)
+            m2_t = tl.sum(d * d, axis=0)
+            total = tl.maximum(n + n_t, 1.0)
+            delta = mean_t - mean
+            mean += delta * (n_t / total)
+            m2 += m2_t + delta * delta * (n * n_t / total)
+            n += n_t
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        tl.store(mean_ptr + part * C + c, mean, mask=c < C)
+        tl.store(m2_ptr + part * C + c, m2, mask=c < C)
 
     @triton.jit
-    def _backward_sums(x_ptr, dy_ptr, mean_ptr, rstd_ptr, beta_ptr, dz_ptr, dz_xhat_ptr, M, C,
-                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        pid_m = tl.program_id(0)
-        c, offsets, ok = _tile(pid_m, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
-        xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
-        dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
-        dz = tl.where(passes & ok, dy, 0.0)
+    def _parts(t0, c, c_ok, PARTS, M, C, ROWS, BLOCK_T: tl.constexpr):
+        # Offsets, mask and row counts of partials t0 .. t0 + BLOCK_T - 1 (ROWS rows each but the last).
+        t = t0 + tl.arange(0, BLOCK_T)
+        ok = (t < PARTS)[:, None] & c_ok[None, :]
+        count = tl.minimum(M - t * ROWS, ROWS).to(tl.float32)
+        return (t * C)[:, None] + c[None, :], ok, count
+
+    @triton.jit
+    def _stats_final(part_mean_ptr, part_m2_ptr, mean_ptr, rstd_ptr, running_mean_ptr, running_var_ptr,
+                     PARTS, M, C, momentum, eps,
+                     ROWS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        # The partials merged (their counts: ROWS each but the last), mean and rstd
+        # stored, the running stats updated in place as PyTorch updates them.
+        c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        tl.store(dz_ptr + pid_m * C + c, tl.sum(dz, axis=0), mask=c_ok)
-        tl.store(dz_xhat_ptr + pid_m * C + c, tl.sum(dz * xhat, axis=0), mask=c_ok)
+        total = tl.full((BLOCK_C,), 0.0, tl.float32)
+        for t0 in range(0, PARTS, BLOCK_T):
+            offsets, ok, count = _parts(t0, c, c_ok, PARTS, M, C, ROWS, BLOCK_T)
+            part = tl.load(part_mean_ptr + offsets, mask=ok, other=0.0)
+            total += tl.sum(tl.where(ok, part * count[:, None], 0.0), axis=0)
+        mean = total / M
+        m2 = tl.full((BLOCK_C,), 0.0, tl.float32)
+        for t0 in range(0, PARTS, BLOCK_T):
+            offsets, ok, count = _parts(t0, c, c_ok, PARTS, M, C, ROWS, BLOCK_T)
+            part = tl.load(part_mean_ptr + offsets, mask=ok, other=0.0)
+            part_m2 = tl.load(part_m2_ptr + offsets, mask=ok, other=0.0)
+            d = part - mean[None, :]
+            m2 += tl.sum(tl.where(ok, part_m2 + d * d * count[:, None], 0.0), axis=0)
+        rstd = 1.0 / tl.sqrt(m2 / M + eps)  # biased variance normalises
+        tl.store(mean_ptr + c, mean, mask=c_ok)
+        tl.store(rstd_ptr + c, rstd, mask=c_ok)
+        running_mean = tl.load(running_mean_ptr + c, mask=c_ok, other=0.0)
+        running_var = tl.load(running_var_ptr + c, mask=c_ok, other=0.0)
+        tl.store(running_mean_ptr + c, (1 - momentum) * running_mean + momentum * mean, mask=c_ok)
+        tl.store(running_var_ptr + c, (1 - momentum) * running_var + momentum * (m2 / (M - 1)), mask=c_ok)
+
+    @triton.jit
+    def _normalize_relu(x_ptr, y_ptr, mean_ptr, rstd_ptr, beta_ptr, M, C,
+                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        c, offsets, ok = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
+        xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
+        tl.store(y_ptr + offsets, tl.where(passes, z, 0.0).to(y_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _backward_partial(x_ptr, dy_ptr, mean_ptr, rstd_ptr, beta_ptr, dz_ptr, dz_xhat_ptr, M, C,
+                          TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        part, pid_c = tl.program_id(0), tl.program_id(1)
+        sum_dz = tl.full((BLOCK_C,), 0.0, tl.float32)
+        sum_dz_xhat = tl.full((BLOCK_C,), 0.0, tl.float32)
+        for i in tl.static_range(TILES):
+            c, offsets, ok = _tile((part * TILES + i) * BLOCK_M, pid_c, M, C, BLOCK_M, BLOCK_C)
+            xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
+            dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+            dz = tl.where(passes & ok, dy, 0.0)
+            sum_dz += tl.sum(dz, axis=0)
+            sum_dz_xhat += tl.sum(dz * xhat, axis=0)
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        tl.store(dz_ptr + part * C + c, sum_dz, mask=c < C)
+        tl.store(dz_xhat_ptr + part * C + c, sum_dz_xhat, mask=c < C)
+
+    @triton.jit
+    def _backward_final(part_dz_ptr, part_dz_xhat_ptr, mean_dz_ptr, mean_dz_xhat_ptr, dbeta_ptr, PARTS, M, C,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        sum_dz = tl.full((BLOCK_C,), 0.0, tl.float32)
+        sum_dz_xhat = tl.full((BLOCK_C,), 0.0, tl.float32)
+        for t0 in range(0, PARTS, BLOCK_T):
+            offsets, ok, _ = _parts(t0, c, c_ok, PARTS, M, C, 1, BLOCK_T)
+            sum_dz += tl.sum(tl.load(part_dz_ptr + offsets, mask=ok, other=0.0), axis=0)
+            sum_dz_xhat += tl.sum(tl.load(part_dz_xhat_ptr + offsets, mask=ok, other=0.0), axis=0)
+        tl.store(dbeta_ptr + c, sum_dz, mask=c_ok)
+        tl.store(mean_dz_ptr + c, sum_dz / M, mask=c_ok)
+        tl.store(mean_dz_xhat_ptr + c, sum_dz_xhat / M, mask=c_ok)
 
     @triton.jit
     def _backward_dx(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, beta_ptr, mean_dz_ptr, mean_dz_xhat_ptr, M, C,
                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        c, offsets, ok = _tile(tl.program_id(0), tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
+        c, offsets, ok = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
         xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
         dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
         dz = tl.where(passes, dy, 0.0)

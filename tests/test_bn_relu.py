@@ -40,7 +40,7 @@ def interpreter():
         else:
             os.environ["TRITON_INTERPRET"] = old
     with pool:
-        yield lambda x, beta: pool.submit(run_fused, x, beta).result()
+        yield lambda x, beta, **constants: pool.submit(run_fused, x, beta, constants).result()
 
 
 def run(fn, x: torch.Tensor, beta: torch.Tensor, seed: int = 1, grad_dtype: torch.dtype | None = None):
@@ -56,10 +56,16 @@ def run(fn, x: torch.Tensor, beta: torch.Tensor, seed: int = 1, grad_dtype: torc
     return y.detach(), dx, dbeta, running_mean, running_var
 
 
-def run_fused(x: torch.Tensor, beta: torch.Tensor):
+def run_fused(x: torch.Tensor, beta: torch.Tensor, constants: dict):
     # In the interpreter's process (bn_relu imported there with TRITON_INTERPRET=1).
+    # `constants` set bn_relu's tiling for this call (small tensors, many partials).
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    return run(lambda x, b, rm, rv: bn_relu._BatchNormReLU.apply(x, b, rm, rv, MOMENTUM, EPS), x, beta)
+    saved = {k: getattr(bn_relu, k) for k in constants}
+    vars(bn_relu).update(constants)
+    try:
+        return run(lambda x, b, rm, rv: bn_relu._BatchNormReLU.apply(x, b, rm, rv, MOMENTUM, EPS), x, beta)
+    finally:
+        vars(bn_relu).update(saved)
 
 
 def reference(x, beta, rm, rv):
@@ -72,15 +78,22 @@ def data(shape, offset=0.0, dtype=torch.float32, seed=0) -> torch.Tensor:
     return x.to(dtype)
 
 
-@pytest.mark.parametrize("shape", [(3, 70, 5, 7), (2, 16, 32, 32), (37, 24)])
-def test_fused_equals_batch_norm_then_relu(interpreter, shape):
-    # 70 channels: two channel blocks, the second partly masked; 105 or 2,048 rows: a
-    # partial last row tile; (37, 24): a dense layer's [N, C] input.
+# Tilings: as on a GPU (for these sizes, one tile per partial); and few programs, so
+# that a partial walks several tiles (the last one with an empty tile) and the final
+# passes read their partials in several steps.
+TILINGS = {"default": {}, "merged": {"PROGRAMS": 2, "BLOCK_T": 2}}
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
+@pytest.mark.parametrize("shape", [(3, 70, 5, 7), (3, 16, 20, 20), (37, 24)])
+def test_fused_equals_batch_norm_then_relu(interpreter, shape, tiling):
+    # 70 channels: two channel blocks, the second partly masked; 105 or 1,200 rows: a
+    # partial last tile; (37, 24): a dense layer's [N, C] input.
     x = data(shape)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     beta = torch.linspace(-0.5, 0.5, shape[1])  # some channels mostly cut by the ReLU, some mostly kept
-    got, want = interpreter(x, beta), run(reference, x, beta)
+    got, want = interpreter(x, beta, **TILINGS[tiling]), run(reference, x, beta)
     for name, a, b in zip(("y", "dx", "dbeta", "running_mean", "running_var"), got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
     assert got[0].is_contiguous(memory_format=torch.channels_last) if x.dim() == 4 else got[0].is_contiguous()
@@ -91,7 +104,7 @@ def test_variance_of_an_offset_batch_does_not_cancel(interpreter):
     # Activations far from zero: E[x^2] - E[x]^2 in fp32 would lose the variance
     # (1e4^2 = 1e8 against a spread of 1.5^2); the merged per-tile M2 keeps it.
     x = data((4, 8, 16, 16), offset=1e4).contiguous(memory_format=torch.channels_last)
-    got = interpreter(x, torch.zeros(8))
+    got = interpreter(x, torch.zeros(8), **TILINGS["merged"])
     want = run(reference, x.double(), torch.zeros(8, dtype=torch.float64))
     torch.testing.assert_close(got[4], want[4].float(), rtol=1e-4, atol=0)  # running var
     # Outputs as close as fp32 can hold x itself (its spacing at 1e4 is 1e-3, the spread 1.5).
