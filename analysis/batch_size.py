@@ -22,7 +22,7 @@ NAME = "batch_size"
 
 def batch_table(results) -> pd.DataFrame:
     t = results.trials
-    step = run_step_times(t, results.history)
+    step = run_step_times(results.history)
     t = t.assign(step_time_med=t["run_id"].map(step))
     frames = []
     for arm in arms_present(t):

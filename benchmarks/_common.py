@@ -50,9 +50,10 @@ def device_line(device: str | torch.device = "cpu") -> str:
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    """--device as train() resolves and checks it (auto: cuda where there is one), as text."""
+    from bnsweep.train import resolve_device as resolve
+
+    return str(resolve(name))
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ from bnsweep.space import load_study
 
 def synthetic_result(epoch: int) -> dict:
     from bnsweep import tracking
-    from bnsweep.train import EPOCH_METRICS
+    from bnsweep.config import EPOCH_METRICS
 
     result = {key: 0.5 + 0.01 * epoch for key in EPOCH_METRICS}
     result.update(epoch=epoch, diverged=0.0, timestamp=time.time(), training_iteration=epoch)

@@ -67,8 +67,26 @@ _OPTIONAL = {"data_dir", "n_train", "n_val"}
 
 # Images per dataset: (training, test). "synthetic" is data.synthetic_cifar10, for tests.
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "synthetic": (500, 200)}
-N_TRAIN_FULL, N_TEST_FULL = DATASET_SIZES["cifar10"]
 N_HOLDOUT_DEFAULT = 5_000
+
+
+# Metric names of every epoch's result, defined once: train() reports them, tracking logs
+# them to MLflow, analysis reads them back.
+EPOCH_METRICS = (
+    "epoch",  # completed epochs, from 1
+    "train_loss",  # mean cross-entropy over the epoch's (augmented) training batches
+    "train_acc",  # fraction correct on those batches, in training mode
+    "val_loss",
+    "val_acc",
+    "lr",  # learning rate used during this epoch
+    "epoch_time_s",  # wall time of the epoch: training pass + validation, seconds
+    "step_time_ms",  # training-pass wall time per optimizer step, milliseconds
+    "images_per_s",  # training images per second of the training pass
+    "time_total_s",  # wall time summed over all epochs so far (resumes included), seconds
+    "diverged",  # 1.0 once the training or validation loss became NaN or inf, else 0.0
+    "best_val_acc",  # highest val_acc of the run so far
+    "best_epoch",  # the epoch that reached it
+)
 
 
 class ConfigError(UsageError, ValueError):

@@ -1,9 +1,11 @@
 """`bnsweep plan`: what a study will cost, before spending it.
 
 The estimate comes from a probe on this machine: a few real optimizer steps
-of each distinct model shape in the study, timed per training image, scaled
-by the images each trial will see. It is as good as this machine is like the
-one the sweep runs on; the line says which device measured it.
+of each distinct model shape in the study, run as train() runs them (bf16 and
+channels_last on CUDA; eagerly, where training would replay a CUDA graph, so
+the estimate errs long), timed per training image, scaled by the images each
+trial will see. It is as good as this machine is like the one the sweep runs
+on; the line says which device measured it.
 """
 
 from __future__ import annotations
@@ -14,37 +16,43 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from bnsweep.config import DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
 from bnsweep.model import build_model
 from bnsweep.space import Study
+from bnsweep.step import TrainStep
 from bnsweep.train import resolve_device
 
-# Images per probe step: enough to time, small enough to stay seconds at width 1.
+# Images per probe step on a CPU: enough to time, small enough to stay seconds at
+# width 1. A GPU takes the trial's own batch: its cost per image depends on it.
 PROBE_IMAGES = 32
 PROBE_STEPS = 3  # the first is warm-up and not timed
 # Validation is a forward pass only: about a third of a training step's cost per image.
 VAL_COST = 1 / 3
 
 
+def probe_images(cfg: dict[str, Any]) -> int:
+    on_cuda = resolve_device(cfg["device"]).type == "cuda"
+    return cfg["batch_size"] if on_cuda else min(PROBE_IMAGES, cfg["batch_size"])
+
+
 def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
     """Measured wall seconds per training image (forward + backward + SGD) for this model."""
     torch.set_num_threads(threads)
     device = resolve_device(cfg["device"])
-    model = build_model(cfg).to(device)
+    on_cuda = device.type == "cuda"
+    fmt = torch.channels_last if on_cuda and cfg["channels_last"] else torch.contiguous_format
+    model = build_model(cfg).to(device).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    n = min(PROBE_IMAGES, cfg["batch_size"])
-    x = torch.rand(n, 3, 32, 32, device=device)
+    step = TrainStep(model, opt, amp=on_cuda and cfg["amp"], graph=False)
+    n = probe_images(cfg)
+    x = torch.rand(n, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (n,), device=device)
     times = []
     for _ in range(PROBE_STEPS):
         t0 = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        loss, _ = step(x, y)
+        loss.item()  # waits for the step
         times.append(time.perf_counter() - t0)
     return min(times[1:]) / n
 
@@ -86,7 +94,7 @@ def describe(study: Study, probe: bool = True) -> str:
     cache: dict[tuple, float] = {}
     total_s = 0.0
     for cfg in configs:
-        key = (cfg["model"], cfg["width"], cfg["bn"], min(PROBE_IMAGES, cfg["batch_size"]), cfg["dropout"] > 0)
+        key = (cfg["model"], cfg["width"], cfg["bn"], probe_images(cfg), cfg["dropout"] > 0, cfg["fused_bn_relu"])
         if key not in cache:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)

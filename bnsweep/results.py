@@ -19,9 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from bnsweep.config import REFERENCE
+from bnsweep.config import EPOCH_METRICS, REFERENCE
 from bnsweep.errors import BnsweepError
-from bnsweep.train import EPOCH_METRICS
 
 ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
 PARENT_TAG = "mlflow.parentRunId"
@@ -38,7 +37,6 @@ MEDIUM_BATCH = (50, 100)  # the band of claim 4, images per step
 
 # Per-epoch metrics (the history's columns) and the single-valued ones.
 HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
-FINAL_METRICS = ("best_val_acc", "best_epoch", "epochs_completed")
 # The trials table holds the config param `lr` (the initial learning rate); the
 # last epoch's scheduled learning rate, logged under the same metric name, is `lr_last`.
 LAST_LR = "lr_last"
@@ -66,17 +64,6 @@ class Results:
     trials: pd.DataFrame  # one row per trial (see _trial_row)
     history: pd.DataFrame  # one row per (run_id, epoch), HISTORY_METRICS as columns
     note: str = ""  # which sweep(s) were read, for a person
-    sweeps_available: int = 0
-
-    @property
-    def label(self) -> str:
-        sweeps = ", ".join(self.parents["run_name"])
-        return f"{self.experiment} ({sweeps})"
-
-    def history_with(self, *columns: str) -> pd.DataFrame:
-        """The history with trial columns (arm, lr, seed, ...) joined on run_id."""
-        cols = ["run_id", *[c for c in columns if c != "run_id"]]
-        return self.history.merge(self.trials[cols], on="run_id", how="left")
 
 
 def _client(tracking_uri: str | None):
@@ -181,7 +168,7 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     return Results(experiment=experiment, tracking_uri=uri,
                    study=studies.pop() if len(studies) == 1 else None,
                    search=searches.pop() if len(searches) == 1 else None,
-                   parents=parents_df, trials=trials, history=history, note=note, sweeps_available=available)
+                   parents=parents_df, trials=trials, history=history, note=note)
 
 
 _HISTORY_DTYPES = {"epoch": int, **{m: float for m in HISTORY_METRICS}}
@@ -196,9 +183,13 @@ def _history(client, run) -> pd.DataFrame:
     for key in HISTORY_METRICS:
         if key not in run.data.metrics:
             continue
-        # A retried or resumed trial may log an epoch twice: the last write wins.
+        # bnsweep logs each epoch once, as first reported (tracking.py); should a step still
+        # hold two values (MLflow keeps both), the first logged is the one, as there.
         points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
-        by_key[key] = pd.Series({m.step: m.value for m in points}, dtype=float)
+        first = {}
+        for m in points:
+            first.setdefault(m.step, m.value)
+        by_key[key] = pd.Series(first, dtype=float)
     if not by_key:
         return _empty_history()
     df = pd.DataFrame(by_key).reindex(columns=list(HISTORY_METRICS))
@@ -353,14 +344,6 @@ def best_config_per_arm(trials: pd.DataFrame, by: str = "arm") -> dict[str, pd.D
     return out
 
 
-def describe_config(trials: pd.DataFrame, keys: list[str]) -> str:
-    parts = []
-    for k in keys:
-        v = trials[k].iloc[0]
-        parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
-    return ", ".join(parts)
-
-
 def epoch_stats(history: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     """Per epoch, mean and std over runs of each metric (and of the wall clock, time_total_s)."""
     metrics = list(dict.fromkeys([*metrics, "time_total_s"]))
@@ -461,7 +444,7 @@ def claim_accuracy_speed(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
     return c
 
 
-def run_step_times(trials: pd.DataFrame, history: pd.DataFrame) -> pd.Series:
+def run_step_times(history: pd.DataFrame) -> pd.Series:
     """Median step_time_ms over each run's epochs (epoch 1, with warm-up, only if it is the only one)."""
     h = history.dropna(subset=["step_time_ms"])
     later = h[h["epoch"] > 1]
@@ -473,7 +456,7 @@ def claim_step_time(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
     """Claim 2: BN/no-BN ratio of time per step between paired trials (same pair_id:
     everything but bn equal, same seed) that ran on the same kind of device."""
     c = Claim(2, STATEMENTS[2], "", "")
-    step = run_step_times(trials, history)
+    step = run_step_times(history)
     t = trials.assign(step_time_ms=trials["run_id"].map(step)).dropna(subset=["step_time_ms"])
     bn = t[t["bn"] == True]  # noqa: E712
     no = t[t["bn"] == False]  # noqa: E712
@@ -609,7 +592,7 @@ def claim_batch_size(trials: pd.DataFrame) -> Claim:
     return c
 
 
-def generalisation_gap(trials: pd.DataFrame, history: pd.DataFrame, arm: str) -> dict[str, float]:
+def generalisation_gap(trials: pd.DataFrame, arm: str) -> dict[str, float]:
     """train_acc - val_acc at the last epoch of the arm's best configuration (mean, sd over seeds)."""
     runs = best_config_per_arm(trials[trials["arm"] == arm]).get(arm)
     if runs is None or runs.empty:
@@ -625,7 +608,7 @@ def claim_regularisation(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
     or dropout does not narrow it, the run shows no overfitting to regularise and
     the claim cannot be judged."""
     c = Claim(5, STATEMENTS[5], "", "")
-    gaps = {a: generalisation_gap(trials, history, a) for a in ("no_bn", "no_bn+dropout", "bn")}
+    gaps = {a: generalisation_gap(trials, a) for a in ("no_bn", "no_bn+dropout", "bn")}
     missing = [arm_label(a) for a, g in gaps.items() if not g]
     if missing:
         c.verdict = undecided(f"needs trials of no BN, no BN + dropout and BN; missing {', '.join(missing)}")
@@ -661,7 +644,7 @@ def study_table(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The per-study summary: per arm and varied setting, accuracy over seeds, outcomes and costs."""
     keys = ["arm", *varied(trials)]
     stats = seed_stats(trials, keys)
-    step = run_step_times(trials, history)
+    step = run_step_times(history)
     t = trials.assign(step_time_med=trials["run_id"].map(step))
     t = pd.concat([averaged(g) for _, g in t.groupby(keys, sort=False, dropna=False)])  # as seed_stats
     extra = t.groupby(keys, dropna=False).agg(

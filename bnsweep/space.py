@@ -187,6 +187,11 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     if points and search != "grid":
         _fail(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
     varied = set(space) | set(arms) | {k for p in points for k in p}
+    if "epochs" in varied:
+        # Every trial's budget (ASHA's max_t, the plan's cost), not a setting: a run's first
+        # k epochs are those of a k-epoch run (lr and data order depend on the epoch only).
+        _fail(path, "epochs is the budget of every trial, not a setting to vary: set it in FIXED or with "
+                    "--epochs (a run's first k epochs are those of a k-epoch run; its curves show them)")
     overrides = dict(overrides or {})
     for key in overrides:
         if key in varied:

@@ -78,7 +78,8 @@ def list_names(uri: str) -> list[str]:
 
 
 def tune_experiments(sweep_dir: str) -> list[str]:
-    """The Tune experiments of a sweep (grid/, or one per Optuna arm)."""
+    """The Tune experiments of a sweep: grid-<sweep>/, or <arm>-<sweep>/ per Optuna arm
+    (sweep.experiment_path)."""
     root = sweep_dir.rstrip("/")
     return [f"{root}/{name}" for name in list_names(root) if exists(f"{root}/{name}/tuner.pkl")]
 

@@ -30,10 +30,9 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
-from bnsweep.config import REFERENCE  # noqa: E402
+from bnsweep.config import EPOCH_METRICS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.storage import exists, read_text, saved_trials  # noqa: E402
-from bnsweep.train import EPOCH_METRICS  # noqa: E402
 from bnsweep.trials import trial_config, trial_name, trial_tags  # noqa: E402
 
 ROLE_TAG = "bnsweep.role"
@@ -175,7 +174,8 @@ def end_sweep(tracking: Mapping[str, Any], status: str) -> None:
 
 
 def close_parent(tracking: Mapping[str, Any]) -> None:
-    """After a sync: the parent is FINISHED when every child finished, else KILLED."""
+    """After a sync: the parent is FINISHED when every child has ended (FINISHED, or FAILED
+    after its retries, as `run` ends a sweep with failed trials), else KILLED."""
     client = MlflowClient(tracking["uri"])
     statuses = {run.info.status for run in _children(client, tracking)}
     client.set_terminated(tracking["parent_run_id"], status="FINISHED" if statuses <= {"FINISHED", "FAILED"} else "KILLED")
@@ -401,7 +401,7 @@ def _read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
 
     An epoch reported again (re-run after an interruption, from the checkpoint
     before it) is read as first reported: that is the value the live callback
-    logged, and MLflow keeps one value per step.
+    logged, and the only one bnsweep logs per step (MLflow would keep both).
     """
     path = f"{str(trial_dir).rstrip('/')}/result.json"
     by_epoch: dict[int, dict] = {}

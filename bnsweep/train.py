@@ -26,23 +26,6 @@ from bnsweep.errors import BnsweepError
 from bnsweep.model import build_model
 from bnsweep.step import TrainStep
 
-# Metric names, defined once; tracking and analysis import these.
-EPOCH_METRICS = (
-    "epoch",  # completed epochs, from 1
-    "train_loss",  # mean cross-entropy over the epoch's (augmented) training batches
-    "train_acc",  # fraction correct on those batches, in training mode
-    "val_loss",
-    "val_acc",
-    "lr",  # learning rate used during this epoch
-    "epoch_time_s",  # wall time of the epoch: training pass + validation, seconds
-    "step_time_ms",  # training-pass wall time per optimizer step, milliseconds
-    "images_per_s",  # training images per second of the training pass
-    "time_total_s",  # wall time summed over all epochs so far (resumes included), seconds
-    "diverged",  # 1.0 once the training or validation loss became NaN or inf, else 0.0
-    "best_val_acc",  # highest val_acc of the run so far
-    "best_epoch",  # the epoch that reached it
-)
-
 # How often the training loop checks for a non-finite loss. Each check is one
 # host sync; on CUDA a sync per step would cost measurable throughput.
 _DIVERGENCE_CHECK_STEPS = 50
@@ -65,10 +48,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    # Distinct, reproducible stream per (seed, epoch); large odd multiplier so
-    # neighbouring seeds do not share epochs' streams.
-    return (seed * 1_000_003 + epoch) % (2**63 - 1)
+# Epoch seeds of the two random streams: data order and augmentation (a generator
+# of its own), and dropout masks (the global generator). Seeded alike, the two
+# would draw the very same numbers, so dropout would follow the shuffle.
+DATA_STREAM, DROPOUT_STREAM = 0, 1
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    # Reproducible per (seed, epoch, stream). The large odd multipliers keep
+    # neighbouring seeds and epochs from sharing a stream.
+    return (seed * 1_000_003 + epoch + stream * 998_244_353) % (2**63 - 1)
 
 
 def train(
@@ -122,23 +111,20 @@ def train(
 
     train_step = TrainStep(model, optimizer, amp=amp, graph=on_cuda and cfg["cuda_graphs"])
     n_train = len(train_y)
-    steps = math.ceil(n_train / cfg["batch_size"])
     diverged = any(h["diverged"] for h in history)
     for epoch in range(start_epoch, cfg["epochs"]):
         if diverged:
             break
         lr = lr_at(cfg, epoch)
         set_lr(optimizer, lr)
-        gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg["seed"], epoch))
-        torch.manual_seed(_epoch_seed(cfg["seed"], epoch))  # dropout masks
+        gen = data_mod.make_generator(_epoch_seed(cfg["seed"], epoch, DATA_STREAM), device)
+        torch.manual_seed(_epoch_seed(cfg["seed"], epoch, DROPOUT_STREAM))  # dropout masks
 
         t0 = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(n_train, device=device, generator=gen)
-        for step in range(steps):
-            idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+        for step, idx in enumerate(data_mod.batches(n_train, cfg["batch_size"], gen, device)):
             xb = data_mod.to_unit_float(train_x[idx])
             if cfg["augment"]:
                 xb = data_mod.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])

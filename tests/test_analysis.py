@@ -356,7 +356,7 @@ def test_claim2_step_time_both_ways(lr_results):
     from bnsweep.results import claim_step_time, run_step_times
 
     r = lr_results
-    step = run_step_times(r.trials, r.history)
+    step = run_step_times(r.history)
     slow, fast = step.idxmax(), step.idxmin()  # two real runs whose steps clearly differ
     assert step[slow] > 1.1 * step[fast]
     pair = r.trials.set_index("run_id").loc[[slow, fast]].reset_index()

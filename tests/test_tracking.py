@@ -9,7 +9,7 @@ import signal
 from mlflow import MlflowClient
 
 from bnsweep.config import REFERENCE
-from bnsweep.train import EPOCH_METRICS
+from bnsweep.config import EPOCH_METRICS
 from conftest import bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
 from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from bnsweep.config import REFERENCE, ConfigError, lr_at, make_config
-from bnsweep.train import EPOCH_METRICS, load_checkpoint, save_checkpoint, set_lr, train
+from bnsweep.config import EPOCH_METRICS, REFERENCE, ConfigError, lr_at, make_config
+from bnsweep.train import load_checkpoint, save_checkpoint, set_lr, train
 
 TINY = {"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "batch_size": 50, "epochs": 3}
 
@@ -113,6 +113,16 @@ def test_checkpoint_restore_continue_equals_uninterrupted(tmp_path):
     for a, b in zip(full, first[:2] + rest):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             assert a[key] == b[key], (key, a["epoch"])
+
+
+def test_dropout_and_data_order_draw_from_different_streams():
+    # Seeded alike, dropout's masks would reuse the numbers that shuffled and augmented the batch.
+    from bnsweep.train import DATA_STREAM, DROPOUT_STREAM, _epoch_seed
+
+    for seed, epoch in [(0, 0), (3, 7)]:
+        draws = [torch.rand(8, generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch, stream)))
+                 for stream in (DATA_STREAM, DROPOUT_STREAM)]
+        assert not torch.equal(*draws)
 
 
 def test_paired_arms_see_the_same_batches():
