@@ -147,12 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{info['n_train_images']:,} train / {info['n_val_images']:,} val images, "
               f"data: {info['dataset_source']} ({info['dataset_fingerprint']})", flush=True)
 
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
-        if checkpoint:
-            save_checkpoint(state, checkpoint)
+    saved = [resume["epoch"] if resume else 0]  # the epochs the checkpoint holds
 
-    summary = train(cfg, report=report, resume=resume, on_start=on_start)
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        if checkpoint:  # saved first: an epoch on the screen is an epoch in the checkpoint
+            save_checkpoint(state, checkpoint)
+            saved[0] = int(metrics["epoch"])
+        print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
+
+    try:
+        summary = train(cfg, report=report, resume=resume, on_start=on_start)
+    except KeyboardInterrupt:  # say what survived, then exit as interrupted
+        if checkpoint and saved[0]:
+            print(f"\n{checkpoint} holds {saved[0]} epoch(s); continue with: bnsweep train --resume {checkpoint}",
+                  flush=True)
+        else:
+            print("\nnothing was saved (pass --checkpoint PATH to keep finished epochs)", flush=True)
+        raise
     verdict = "diverged" if summary["diverged"] else "finished"
     print(f"{verdict}: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, "
           f"last val_acc {summary['val_acc']:.4f}, {summary['time_total_s']:.1f}s in total")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bnsweep import data
 from bnsweep.config import DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
 from bnsweep.model import build_model
 from bnsweep.space import Study
@@ -46,12 +47,15 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
     step = TrainStep(model, opt, amp=on_cuda and cfg["amp"], graph=False)
     n = probe_images(cfg)
-    x = torch.rand(n, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    x = torch.rand(n, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (n,), device=device)
+    gen = data.make_generator(0, device)
     times = []
     for _ in range(PROBE_STEPS):
         t0 = time.perf_counter()
-        loss, _ = step(x, y)
+        xb = data.augment(x, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"]) \
+            if cfg["augment"] else x
+        loss, _ = step(xb.contiguous(memory_format=fmt), y)
         loss.item()  # waits for the step
         times.append(time.perf_counter() - t0)
     return min(times[1:]) / n
@@ -103,7 +107,8 @@ def describe(study: Study, probe: bool = True) -> str:
     device = resolve_device(study.fixed["device"])
     wall = f"{_duration(total_s / concurrent)} wall here" if concurrent else "no wall time here (a trial does not fit)"
     lines.append(f"  estimate        {wall} ({_duration(total_s)} of trial time), "
-                 f"from a {len(cache)}-shape probe on {device.type}; optuna/ASHA may stop trials earlier")
+                 f"from a {len(cache)}-shape probe on {device.type}; without each trial's start-up (data "
+                 f"loading, the first epoch's warm-up: tens of seconds on a CPU); optuna/ASHA may stop trials earlier")
     return "\n".join(lines)
 
 

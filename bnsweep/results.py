@@ -422,8 +422,10 @@ def claim_accuracy_speed(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
                  "bn_epochs_to_target": reach["bn"][0], "no_bn_epochs_to_target": reach["no_bn"][0],
                  "bn_seconds_to_target": reach["bn"][1], "no_bn_seconds_to_target": reach["no_bn"][1]}
     fmt = lambda e, s: "never" if math.isinf(e) else f"epoch {e:g}, {s:.1f} s"  # noqa: E731
-    c.evidence = (f"best val acc BN {mean['bn']:.3f} ± {std['bn']:.3f} vs no BN {mean['no_bn']:.3f} ± "
-                  f"{std['no_bn']:.3f} (best configuration of each arm, mean ± sd over seeds); "
+    # One seed has no spread to show: "n=1", not a misleading "± 0.000".
+    spread = {a: f"± {std[a]:.3f}" if len(acc[a]) > 1 else "(n=1)" for a in acc}
+    c.evidence = (f"best val acc BN {mean['bn']:.3f} {spread['bn']} vs no BN {mean['no_bn']:.3f} "
+                  f"{spread['no_bn']} (best configuration of each arm, mean ± sd over seeds); "
                   f"to reach val acc {target:.3f}: BN {fmt(*reach['bn'])}, no BN {fmt(*reach['no_bn'])}")
     diff = mean["bn"] - mean["no_bn"]
     faster = reach["bn"][0] < reach["no_bn"][0] or (reach["bn"][0] == reach["no_bn"][0] and

@@ -62,7 +62,7 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     if uri:
         experiment = args.experiment or study.experiment or f"bnsweep-{study.name}"
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
-                                             str(study.path), study.text, study.fixed)
+                                             str(study.path), study.text, study.shared())
     spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
@@ -216,6 +216,13 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> None:
         uri = spec.tracking["uri"]
         ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
         print(f"MLflow: experiment {spec.tracking['experiment']} at {uri}  (view: {ui})")
+        from bnsweep.tracking import resolve_tracking_uri
+
+        report_uri = "" if uri == resolve_tracking_uri() else f" --tracking-uri {uri}"  # where report looks
+        print(f"next: bnsweep report {spec.tracking['experiment']}{report_uri}   (figures, tables and the "
+              "study's claims judged from these trials)")
+    else:
+        print(f"next: bnsweep sync {sweep_dir}   (records the trials into MLflow), then bnsweep report")
 
 
 def _finite(x: Any) -> bool:
@@ -241,7 +248,7 @@ def sync(args: argparse.Namespace) -> int:
         study = _study_from_spec(spec)
         experiment = (spec.tracking or {}).get("experiment") or study.experiment or f"bnsweep-{study.name}"
         info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                    spec.study_text, study.fixed)
+                                    spec.study_text, study.shared())
         spec.tracking = info
         spec.write(sweep_dir)
         print(f"{uri} had no record of this sweep: created parent run {info['parent_run_id']} in experiment "

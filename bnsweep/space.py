@@ -61,6 +61,14 @@ class Study:
     max_failures: int = 2
     experiment: str | None = None
 
+    def shared(self) -> dict[str, Any]:
+        """The config every trial shares: `fixed` less the keys the study varies (its
+        values there are the reference's, which no trial ran with)."""
+        varied = set(self.space) | set(self.arms) | {k for point in self.points for k in point}
+        if len(self.seeds) > 1:
+            varied.add("seed")
+        return {k: v for k, v in self.fixed.items() if k not in varied}
+
     def default_gpus(self, gpus_available: float) -> None:
         """Where neither the file nor the command line says: one GPU per trial if there are GPUs."""
         if gpus_available and not self.gpu_declared:

@@ -12,6 +12,7 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import signal
@@ -36,6 +37,23 @@ from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, filesystem, saved_trials  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
 
+class _Without(logging.Filter):
+    """Drops log records that contain any of `fragments`."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+# Ray's advice that bnsweep's own replaces, on an interrupted sweep: its resume call
+# (`bnsweep resume` is the one that keeps MLflow in step) and the list of trials that
+# have no results yet (bnsweep's summary counts them as unfinished).
+logging.getLogger("ray.tune.tune").addFilter(_Without("Resume experiment with:"))
+logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_Without("Failed to fetch metrics"))
+
 CHECKPOINT_FILE = "checkpoint.pt"
 FORWARDED_ENV = ("BNSWEEP_DATA_DIR",)
 
@@ -52,6 +70,8 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
 
     from bnsweep.train import load_checkpoint, save_checkpoint, train
 
+    # A line per checkpoint (every epoch of every trial) would bury the progress table.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = make_config(trial_config(config))
     cfg["device"] = trial_device(cfg["device"], ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
     torch.set_num_threads(max(1, int(sweep["resources"]["cpu"])))

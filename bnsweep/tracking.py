@@ -122,15 +122,16 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str,
-                space_path: str, space_text: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
-    """Create the experiment and the sweep's parent run; return the tracking settings for trials."""
+                space_path: str, space_text: str, shared: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the experiment and the sweep's parent run (its params: the config all trials
+    share); return the tracking settings for trials."""
     check_reachable(uri)
     client = MlflowClient(uri)
     exp_id = experiment_id(client, experiment)
     code = code_version()
     tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
     run = client.create_run(exp_id, run_name=Path(sweep_dir.rstrip("/")).name, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in fixed.items()])
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
     client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,
             "study": study, "code": code}

@@ -51,6 +51,7 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
     r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "next: bnsweep report bnsweep-rec   (" in r.stdout  # the server is the environment's: no flag
     client = MlflowClient(mlflow_server.uri)
     exp = client.get_experiment_by_name("bnsweep-rec")
     runs = client.search_runs([exp.experiment_id])
@@ -60,6 +61,8 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["study"] == "rec" and parent.data.tags["sweep_dir"] == str(sweep_dir_of(tmp_path / "results"))
+    # The parent's params: what every trial shares; not lr or bn, which the trials vary.
+    assert parent.data.params["epochs"] == "2" and not {"lr", "bn"} & set(parent.data.params)
     text = client.download_artifacts(parent.info.run_id, "search_space/rec.py", str(tmp_path / "dl"))
     assert open(text).read() == space.read_text()
     for kid in kids:
@@ -196,6 +199,8 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 130, out[-4000:]
     assert "bnsweep resume" in out
+    # Ray's own advice, which bnsweep's replaces: its resume call, and trials without results yet.
+    assert "Tuner.restore" not in out and "Failed to fetch metrics" not in out, out[-4000:]
     client = MlflowClient(mlflow_server.uri)
     runs = children(mlflow_server.uri, "bnsweep-stopme")
     assert runs and all(x.info.status in ("FINISHED", "KILLED") for x in runs)

@@ -227,6 +227,24 @@ def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_train_cli_ctrl_c_says_what_was_saved(tmp_path):
+    import signal
+
+    ckpt = tmp_path / "c.pt"
+    args = ["--dataset", "synthetic", "--width", "0.0625", "--n-train", "200", "--n-val", "100",
+            "--batch-size", "50", "--epochs", "50", "--checkpoint", str(ckpt)]
+    proc = subprocess.Popen([sys.executable, "-m", "bnsweep.cli", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait for the first epoch to be saved
+        if line.startswith("epoch   1/50"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    saved = load_checkpoint(ckpt)["epoch"]
+    assert f"holds {saved} epoch(s); continue with: bnsweep train --resume {ckpt}" in out, out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
 def test_train_cli_device_not_here_and_checkpoints_that_do_not_fit(tmp_path):
     args = ["--dataset", "synthetic", "--width", "0.0625", "--n-train", "100", "--n-val", "100", "--batch-size", "50"]
