@@ -49,12 +49,11 @@ except ImportError:  # CPU-only installs: batch_norm then ReLU
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # computed in fp32 either way
 BLOCK_ELEMENTS = 4096  # per program and step: e.g. 64 rows x 64 channels, 4 warps
-# The partial passes aim at about this many programs (some per SM, to keep memory
-# busy): a program walks a power of two of tiles, at most MAX_TILES, so that the
-# final pass reduces a few hundred partials, not thousands.
-PROGRAMS = 1024
-MAX_TILES = 16
-BLOCK_T = 64  # partials per step of the final passes
+# A partial-pass program walks a power of two of tiles, enough that each channel block
+# has at most about MAX_PARTS partials: the final passes, one program per channel
+# block, read those in steps of BLOCK_T, and their time grows with the steps.
+MAX_PARTS = 256
+BLOCK_T = 64
 
 
 def batch_norm_relu(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
@@ -84,8 +83,7 @@ class _Tiling:
         self.block_c = min(64, triton.next_power_of_2(self.c))
         self.block_m = BLOCK_ELEMENTS // self.block_c
         n_tiles, n_cblocks = triton.cdiv(self.m, self.block_m), triton.cdiv(self.c, self.block_c)
-        per_program = max(1, n_tiles * n_cblocks // PROGRAMS)
-        self.tiles = min(MAX_TILES, 1 << (per_program.bit_length() - 1))  # a power of two: few compiled variants
+        self.tiles = triton.next_power_of_2(triton.cdiv(n_tiles, MAX_PARTS))  # a power of two: few compiled variants
         self.rows_per_program = self.block_m * self.tiles
         self.parts = triton.cdiv(self.m, self.rows_per_program)
         self.grid = (n_tiles, n_cblocks)  # elementwise passes: one tile per program
@@ -169,27 +167,30 @@ if triton is not None:
         return xhat, z, z > 0
 
     @triton.jit
+    def _chan(n, mean, m2, n_b, mean_b, m2_b):
+        # Two groups' (count, mean, M2) merged (Chan, Golub and LeVeque 1979); all [BLOCK_C]
+        # vectors, and a group may be empty (count 0).
+        total = tl.maximum(n + n_b, 1.0)
+        delta = mean_b - mean
+        return n + n_b, mean + delta * (n_b / total), m2 + m2_b + delta * delta * (n * n_b / total)
+
+    @triton.jit
     def _stats_partial(x_ptr, mean_ptr, m2_ptr, M, C,
                        TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        # Count, mean and M2 (sum of squared deviations) of TILES consecutive tiles, each
-        # tile's merged into the running ones by Chan et al.'s formula.
+        # Mean and M2 (sum of squared deviations) of TILES consecutive tiles, each tile's
+        # own merged into the running ones.
         part, pid_c = tl.program_id(0), tl.program_id(1)
-        n = 0.0
+        n = tl.full((BLOCK_C,), 0.0, tl.float32)
         mean = tl.full((BLOCK_C,), 0.0, tl.float32)
         m2 = tl.full((BLOCK_C,), 0.0, tl.float32)
-        for i in tl.static_range(TILES):
+        for i in range(TILES):
             row0 = (part * TILES + i) * BLOCK_M
             c, offsets, ok = _tile(row0, pid_c, M, C, BLOCK_M, BLOCK_C)
             x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
-            n_t = tl.minimum(tl.maximum(M - row0, 0), BLOCK_M).to(tl.float32)  # rows in this tile (maybe 0)
+            n_t = tl.sum(ok.to(tl.float32), axis=0)  # rows of this tile (the last may have none)
             mean_t = tl.sum(x, axis=0) / tl.maximum(n_t, 1.0)
             d = tl.where(ok, x - mean_t[None, :], 0.0)
-            m2_t = tl.sum(d * d, axis=0)
-            total = tl.maximum(n + n_t, 1.0)
-            delta = mean_t - mean
-            mean += delta * (n_t / total)
-            m2 += m2_t + delta * delta * (n * n_t / total)
-            n += n_t
+            n, mean, m2 = _chan(n, mean, m2, n_t, mean_t, tl.sum(d * d, axis=0))
         c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         tl.store(mean_ptr + part * C + c, mean, mask=c < C)
         tl.store(m2_ptr + part * C + c, m2, mask=c < C)
@@ -199,30 +200,29 @@ if triton is not None:
         # Offsets, mask and row counts of partials t0 .. t0 + BLOCK_T - 1 (ROWS rows each but the last).
         t = t0 + tl.arange(0, BLOCK_T)
         ok = (t < PARTS)[:, None] & c_ok[None, :]
-        count = tl.minimum(M - t * ROWS, ROWS).to(tl.float32)
+        count = tl.where(ok, tl.minimum(M - t * ROWS, ROWS).to(tl.float32)[:, None], 0.0)
         return (t * C)[:, None] + c[None, :], ok, count
 
     @triton.jit
     def _stats_final(part_mean_ptr, part_m2_ptr, mean_ptr, rstd_ptr, running_mean_ptr, running_var_ptr,
                      PARTS, M, C, momentum, eps,
                      ROWS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-        # The partials merged (their counts: ROWS each but the last), mean and rstd
-        # stored, the running stats updated in place as PyTorch updates them.
+        # The partials merged, BLOCK_T at a time; mean and rstd stored, the running stats
+        # updated in place as PyTorch updates them.
         c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        total = tl.full((BLOCK_C,), 0.0, tl.float32)
-        for t0 in range(0, PARTS, BLOCK_T):
-            offsets, ok, count = _parts(t0, c, c_ok, PARTS, M, C, ROWS, BLOCK_T)
-            part = tl.load(part_mean_ptr + offsets, mask=ok, other=0.0)
-            total += tl.sum(tl.where(ok, part * count[:, None], 0.0), axis=0)
-        mean = total / M
+        n = tl.full((BLOCK_C,), 0.0, tl.float32)
+        mean = tl.full((BLOCK_C,), 0.0, tl.float32)
         m2 = tl.full((BLOCK_C,), 0.0, tl.float32)
         for t0 in range(0, PARTS, BLOCK_T):
             offsets, ok, count = _parts(t0, c, c_ok, PARTS, M, C, ROWS, BLOCK_T)
-            part = tl.load(part_mean_ptr + offsets, mask=ok, other=0.0)
+            part_mean = tl.load(part_mean_ptr + offsets, mask=ok, other=0.0)
             part_m2 = tl.load(part_m2_ptr + offsets, mask=ok, other=0.0)
-            d = part - mean[None, :]
-            m2 += tl.sum(tl.where(ok, part_m2 + d * d * count[:, None], 0.0), axis=0)
+            n_b = tl.sum(count, axis=0)
+            mean_b = tl.sum(count * part_mean, axis=0) / tl.maximum(n_b, 1.0)
+            d = part_mean - mean_b[None, :]
+            m2_b = tl.sum(part_m2 + count * d * d, axis=0)  # masked: part_m2 and count are 0
+            n, mean, m2 = _chan(n, mean, m2, n_b, mean_b, m2_b)
         rstd = 1.0 / tl.sqrt(m2 / M + eps)  # biased variance normalises
         tl.store(mean_ptr + c, mean, mask=c_ok)
         tl.store(rstd_ptr + c, rstd, mask=c_ok)
@@ -244,7 +244,7 @@ if triton is not None:
         part, pid_c = tl.program_id(0), tl.program_id(1)
         sum_dz = tl.full((BLOCK_C,), 0.0, tl.float32)
         sum_dz_xhat = tl.full((BLOCK_C,), 0.0, tl.float32)
-        for i in tl.static_range(TILES):
+        for i in range(TILES):
             c, offsets, ok = _tile((part * TILES + i) * BLOCK_M, pid_c, M, C, BLOCK_M, BLOCK_C)
             xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
             dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)

@@ -81,7 +81,7 @@ def data(shape, offset=0.0, dtype=torch.float32, seed=0) -> torch.Tensor:
 # Tilings: as on a GPU (for these sizes, one tile per partial); and few programs, so
 # that a partial walks several tiles (the last one with an empty tile) and the final
 # passes read their partials in several steps.
-TILINGS = {"default": {}, "merged": {"PROGRAMS": 2, "BLOCK_T": 2}}
+TILINGS = {"default": {}, "merged": {"MAX_PARTS": 4, "BLOCK_T": 2}}
 
 
 @pytest.mark.parametrize("tiling", TILINGS)
