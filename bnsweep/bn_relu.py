@@ -52,14 +52,14 @@ BLOCK_ELEMENTS = 4096  # per program and step: e.g. 64 rows x 64 channels, 4 war
 # A partial-pass program walks a power of two of tiles, enough that each channel block
 # has at most about MAX_PARTS partials: the final passes, one program per channel
 # block, read those in steps of BLOCK_T, and their time grows with the steps.
-MAX_PARTS = 256
+MAX_PARTS = 1024  # 1,000+ programs for the widest layers; 16 final steps of BLOCK_T
 BLOCK_T = 64
 
 
 def batch_norm_relu(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """relu(bn(x)) for a shift-only batch norm (gamma == 1); fused in training on CUDA."""
     if bn.training and bn.track_running_stats and bn.momentum is not None and x.is_cuda and triton is not None \
-            and x.dtype in KERNEL_DTYPES and _as_rows(x) is not None and x.numel() // x.shape[1] > 1:
+            and x.dtype in KERNEL_DTYPES and _as_rows(x) is not None and x.shape[1] and x.numel() // x.shape[1] > 1:
         bn.num_batches_tracked.add_(1)
         return _BatchNormReLU.apply(x, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps)
     return F.relu(bn(x))
@@ -116,6 +116,8 @@ class _BatchNormReLU(torch.autograd.Function):
             _stats_partial[t.partial_grid](rows, part_mean, part_m2, t.m, t.c, **t.partial)
             _stats_final[t.final_grid](part_mean, part_m2, mean, rstd, running_mean, running_var,
                                        t.parts, t.m, t.c, momentum, eps, **t.final)
+        for stat in (running_mean, running_var):  # written by a kernel: tell autograd, as an in-place op would
+            torch.autograd.graph.increment_version(stat)
             _normalize_relu[t.grid](rows, _as_rows(y), mean, rstd, beta32, t.m, t.c, **t.blocks)
         ctx.save_for_backward(x, mean, rstd, beta32)
         ctx.beta_dtype = beta.dtype
@@ -126,18 +128,24 @@ class _BatchNormReLU(torch.autograd.Function):
     def backward(ctx, dy):
         x, mean, rstd, beta32 = ctx.saved_tensors
         rows = _as_rows(x)
-        dy_rows = _as_rows(dy.contiguous(memory_format=torch.channels_last) if dy.dim() == 4 else dy.contiguous())
+        # The incoming gradient is often a channel slice of a wider one (the backward of the
+        # Inception's concatenation): rows of C channels, `dy_stride` apart. Copied only if
+        # its channels are not adjacent.
+        dy_rows = dy.permute(0, 2, 3, 1).reshape(-1, dy.shape[1]) if dy.dim() == 4 else dy
+        if dy_rows.stride(1) != 1:
+            dy_rows = dy_rows.contiguous()
+        dy_stride = dy_rows.stride(0)
         t = _Tiling(rows)
         part_dz, part_dz_xhat = t.buffers(x, 2)
         mean_dz, mean_dz_xhat, dbeta = (b[0] for b in t.buffers(x, 3, rows=1))
         dx = torch.empty_like(x)
         with _device_of(x):
             _backward_partial[t.partial_grid](rows, dy_rows, mean, rstd, beta32, part_dz, part_dz_xhat,
-                                              t.m, t.c, **t.partial)
+                                              t.m, t.c, dy_stride, **t.partial)
             _backward_final[t.final_grid](part_dz, part_dz_xhat, mean_dz, mean_dz_xhat, dbeta, t.parts, t.m, t.c,
                                           BLOCK_T=BLOCK_T, BLOCK_C=t.block_c)
             _backward_dx[t.grid](rows, dy_rows, _as_rows(dx), mean, rstd, beta32, mean_dz, mean_dz_xhat,
-                                 t.m, t.c, **t.blocks)
+                                 t.m, t.c, dy_stride, **t.blocks)
         return dx, dbeta.to(ctx.beta_dtype), None, None, None, None
 
 
@@ -148,11 +156,11 @@ if triton is not None:
 
     @triton.jit
     def _tile(row0, pid_c, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        r = row0 + tl.arange(0, BLOCK_M)
+        # Channels, offsets (row stride C) and mask of one tile; rows as int64, for other strides.
+        r = (row0 + tl.arange(0, BLOCK_M)).to(tl.int64)
         c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         ok = (r < M)[:, None] & (c < C)[None, :]
-        offsets = (r.to(tl.int64) * C)[:, None] + c[None, :]
-        return c, offsets, ok
+        return c, (r * C)[:, None] + c[None, :], ok, r
 
     @triton.jit
     def _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C):
@@ -163,7 +171,9 @@ if triton is not None:
         beta = tl.load(beta_ptr + c, mask=c_ok, other=0.0)
         x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
         xhat = (x - mean[None, :]) * rstd[None, :]
-        z = xhat + beta[None, :]
+        # One fused multiply-add, written out: the ReLU's decision must be the same bit for
+        # bit in all three kernels, whatever the compiler would otherwise contract.
+        z = tl.fma(x - mean[None, :], rstd[None, :], beta[None, :])
         return xhat, z, z > 0
 
     @triton.jit
@@ -185,7 +195,7 @@ if triton is not None:
         m2 = tl.full((BLOCK_C,), 0.0, tl.float32)
         for i in range(TILES):
             row0 = (part * TILES + i) * BLOCK_M
-            c, offsets, ok = _tile(row0, pid_c, M, C, BLOCK_M, BLOCK_C)
+            c, offsets, ok, _ = _tile(row0, pid_c, M, C, BLOCK_M, BLOCK_C)
             x = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
             n_t = tl.sum(ok.to(tl.float32), axis=0)  # rows of this tile (the last may have none)
             mean_t = tl.sum(x, axis=0) / tl.maximum(n_t, 1.0)
@@ -223,7 +233,9 @@ if triton is not None:
             d = part_mean - mean_b[None, :]
             m2_b = tl.sum(part_m2 + count * d * d, axis=0)  # masked: part_m2 and count are 0
             n, mean, m2 = _chan(n, mean, m2, n_b, mean_b, m2_b)
-        rstd = 1.0 / tl.sqrt(m2 / M + eps)  # biased variance normalises
+        # Biased variance normalises; IEEE-rounded sqrt and division, as PyTorch's kernels
+        # (Triton's defaults are approximate, a few ulp off).
+        rstd = tl.div_rn(tl.full((BLOCK_C,), 1.0, tl.float32), tl.sqrt_rn(m2 / M + eps))
         tl.store(mean_ptr + c, mean, mask=c_ok)
         tl.store(rstd_ptr + c, rstd, mask=c_ok)
         running_mean = tl.load(running_mean_ptr + c, mask=c_ok, other=0.0)
@@ -234,20 +246,20 @@ if triton is not None:
     @triton.jit
     def _normalize_relu(x_ptr, y_ptr, mean_ptr, rstd_ptr, beta_ptr, M, C,
                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        c, offsets, ok = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
+        c, offsets, ok, _ = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
         xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
         tl.store(y_ptr + offsets, tl.where(passes, z, 0.0).to(y_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _backward_partial(x_ptr, dy_ptr, mean_ptr, rstd_ptr, beta_ptr, dz_ptr, dz_xhat_ptr, M, C,
+    def _backward_partial(x_ptr, dy_ptr, mean_ptr, rstd_ptr, beta_ptr, dz_ptr, dz_xhat_ptr, M, C, DY_STRIDE,
                           TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
         part, pid_c = tl.program_id(0), tl.program_id(1)
         sum_dz = tl.full((BLOCK_C,), 0.0, tl.float32)
         sum_dz_xhat = tl.full((BLOCK_C,), 0.0, tl.float32)
         for i in range(TILES):
-            c, offsets, ok = _tile((part * TILES + i) * BLOCK_M, pid_c, M, C, BLOCK_M, BLOCK_C)
+            c, offsets, ok, r = _tile((part * TILES + i) * BLOCK_M, pid_c, M, C, BLOCK_M, BLOCK_C)
             xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
-            dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + (r * DY_STRIDE)[:, None] + c[None, :], mask=ok, other=0.0).to(tl.float32)
             dz = tl.where(passes & ok, dy, 0.0)
             sum_dz += tl.sum(dz, axis=0)
             sum_dz_xhat += tl.sum(dz * xhat, axis=0)
@@ -272,10 +284,10 @@ if triton is not None:
 
     @triton.jit
     def _backward_dx(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, beta_ptr, mean_dz_ptr, mean_dz_xhat_ptr, M, C,
-                     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-        c, offsets, ok = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
+                     DY_STRIDE, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+        c, offsets, ok, r = _tile(tl.program_id(0) * BLOCK_M, tl.program_id(1), M, C, BLOCK_M, BLOCK_C)
         xhat, z, passes = _xhat_and_pass(x_ptr, offsets, ok, c, mean_ptr, rstd_ptr, beta_ptr, C)
-        dy = tl.load(dy_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + (r * DY_STRIDE)[:, None] + c[None, :], mask=ok, other=0.0).to(tl.float32)
         dz = tl.where(passes, dy, 0.0)
         c_ok = c < C
         rstd = tl.load(rstd_ptr + c, mask=c_ok, other=0.0)
