@@ -249,3 +249,20 @@ def results_of(trial_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------- Triton kernels, compiled ---
+
+def compile_for_hopper(kernel, constants: dict, types: dict) -> None:
+    """Compile a Triton kernel through Triton's whole pipeline to GPU machine code (its
+    bundled ptxas) for sm_90 (H100, H200), with no GPU: what Triton's interpreter, which
+    runs the kernels in the other tests, never does. `types`: Triton types by argument
+    name ("*bf16", "i32", "fp32"); arguments not named are int32; `constants`: constexprs."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = kernel.arg_names
+    signature = {n: "constexpr" if n in constants else types.get(n, "i32") for n in names}
+    constexprs = {(names.index(n),): v for n, v in constants.items()}
+    triton.compile(ASTSource(kernel, signature, constexprs=constexprs, attrs={}), target=GPUTarget("cuda", 90, 32))

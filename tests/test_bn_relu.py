@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from bnsweep import bn_relu
 from bnsweep.config import make_config
 from bnsweep.model import ShiftOnlyBatchNorm, build_model
+from conftest import compile_for_hopper
 
 pytest.importorskip("triton")
 
@@ -127,6 +128,26 @@ def test_bf16_as_autocast_gives_it(interpreter):
     torch.testing.assert_close(dx.float(), want[1], rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(dbeta, want[2], rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(rv, want[4], rtol=1e-5, atol=1e-5)
+
+
+def test_kernels_compile_for_a_hopper_gpu():
+    # At the block shapes the model uses: 64 channels per block (most layers), 16 (the
+    # narrowest), one tile or several per partial program.
+    fp32 = ("mean_ptr", "m2_ptr", "rstd_ptr", "beta_ptr", "dz_ptr", "dz_xhat_ptr", "part_mean_ptr", "part_m2_ptr",
+            "running_mean_ptr", "running_var_ptr", "part_dz_ptr", "part_dz_xhat_ptr", "mean_dz_ptr",
+            "mean_dz_xhat_ptr", "dbeta_ptr", "momentum", "eps")
+    types = {**{n: "*bf16" for n in ("x_ptr", "y_ptr", "dy_ptr", "dx_ptr")},
+             **{n: "fp32" if n in ("momentum", "eps") else "*fp32" for n in fp32}}
+    for block_c in (64, 16):
+        blocks = {"BLOCK_M": 4096 // block_c, "BLOCK_C": block_c}
+        for tiles in (1, 8):
+            compile_for_hopper(bn_relu._stats_partial, {"TILES": tiles, **blocks}, types)
+            compile_for_hopper(bn_relu._backward_partial, {"TILES": tiles, **blocks}, types)
+        final = {"BLOCK_T": 64, "BLOCK_C": block_c}
+        compile_for_hopper(bn_relu._stats_final, {"ROWS": 8 * blocks["BLOCK_M"], **final}, types)
+        compile_for_hopper(bn_relu._backward_final, final, types)
+        compile_for_hopper(bn_relu._normalize_relu, blocks, types)
+        compile_for_hopper(bn_relu._backward_dx, blocks, types)
 
 
 def test_model_with_the_option_is_the_same_model():

@@ -19,6 +19,7 @@ from bnsweep import pool
 from bnsweep.config import make_config
 from bnsweep.model import build_model
 from bnsweep.pool import TFSamePool, same_pads
+from conftest import compile_for_hopper
 
 pytest.importorskip("triton")
 
@@ -133,6 +134,15 @@ def test_kernels_in_bf16_round_once(interpreted):
     assert y.dtype == dx.dtype == torch.bfloat16
     assert torch.equal(y, y_ref)
     torch.testing.assert_close(dx.float(), dx_ref.float(), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 1), (2, 0)])
+def test_kernels_compile_for_a_hopper_gpu(stride, pad):
+    # The model's two pools (stride 1, padding 1; stride 2, TF's 0 before), bf16.
+    blocks = {"STRIDE": stride, "PAD_T": pad, "PAD_L": pad, "BLOCK_P": 16, "BLOCK_C": 64}
+    types = {"x_ptr": "*bf16", "y_ptr": "*bf16", "dy_ptr": "*bf16", "dx_ptr": "*bf16", "win_ptr": "*i8"}
+    compile_for_hopper(pool._max_pool_fwd, blocks, types)
+    compile_for_hopper(pool._max_pool_bwd, blocks, types)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
