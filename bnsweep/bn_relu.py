@@ -25,10 +25,10 @@ module's momentum, num_batches_tracked counted. gamma is the constant 1 of
 Keras's scale=False (model.ShiftOnlyBatchNorm). Which elements pass the ReLU
 is decided from x in fp32 in both directions, as the forward decided it.
 
-Status (2026-11-26): checked against PyTorch in Triton's interpreter on CPU
-(tests/test_bn_relu.py); not yet compiled or timed on a GPU, so the model uses
-it only where the config asks (fused_bn_relu, default off) until
-benchmarks/step_variants.py has measured it. Elsewhere (CPU, eval mode, other
+Status (2026-11-26): checked against PyTorch in Triton's interpreter on CPU and
+compiled to sm_90 machine code without a GPU (tests/test_bn_relu.py), but not
+yet run or timed on one, so the model uses it only where the config asks
+(fused_bn_relu, default off) until benchmarks/step_variants.py has measured it. Elsewhere (CPU, eval mode, other
 layouts, float64, no Triton) it is batch_norm then ReLU.
 """
 
