@@ -105,8 +105,8 @@ def step_ms(made: tuple[TrainStep, torch.memory_format], batches, steps: int, wa
 # PyTorch 2.11 / cuDNN 9 / Triton print them on Hopper).
 KERNEL_KINDS = (
     ("max pooling", ("max_pool",)),
-    ("batch norm", ("batch_norm", "bn_fw", "bn_bw", "_stats_tiles", "_normalize_relu", "_backward_sums",
-                    "_backward_dx")),
+    ("batch norm", ("batch_norm", "bn_fw", "bn_bw", "_stats_partial", "_stats_final", "_normalize_relu",
+                    "_backward_partial", "_backward_final", "_backward_dx")),
     ("convolution", ("xmma", "gemm", "cutlass", "cudnn", "implicit", "wgrad", "dgrad", "fprop", "conv2d")),
     ("concatenation", ("CatArray",)),
     ("SGD (foreach)", ("multi_tensor_apply",)),

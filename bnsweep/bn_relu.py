@@ -116,9 +116,9 @@ class _BatchNormReLU(torch.autograd.Function):
             _stats_partial[t.partial_grid](rows, part_mean, part_m2, t.m, t.c, **t.partial)
             _stats_final[t.final_grid](part_mean, part_m2, mean, rstd, running_mean, running_var,
                                        t.parts, t.m, t.c, momentum, eps, **t.final)
+            _normalize_relu[t.grid](rows, _as_rows(y), mean, rstd, beta32, t.m, t.c, **t.blocks)
         for stat in (running_mean, running_var):  # written by a kernel: tell autograd, as an in-place op would
             torch.autograd.graph.increment_version(stat)
-            _normalize_relu[t.grid](rows, _as_rows(y), mean, rstd, beta32, t.m, t.c, **t.blocks)
         ctx.save_for_backward(x, mean, rstd, beta32)
         ctx.beta_dtype = beta.dtype
         return y

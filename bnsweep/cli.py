@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{info['n_train_images']:,} train / {info['n_val_images']:,} val images, "
               f"data: {info['dataset_source']} ({info['dataset_fingerprint']})", flush=True)
 
-    saved = [resume["epoch"] if resume else 0]  # the epochs the checkpoint holds
+    saved = [resume["epoch"] if resume and checkpoint == args.resume else 0]  # the epochs `checkpoint` holds
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         if checkpoint:  # saved first: an epoch on the screen is an epoch in the checkpoint

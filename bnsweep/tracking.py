@@ -297,7 +297,13 @@ class TuneCallback(_TuneCallback):
 
     @property
     def tracking(self) -> dict[str, Any] | None:
-        return self._settings.get(self.sweep_dir, self._pickled)
+        if self.sweep_dir in self._settings:
+            return self._settings[self.sweep_dir]
+        if self.sweep_dir is not None and len(self._settings) == 1:
+            # The one sweep this driver runs, its folder reached by another path (moved,
+            # a symlink, another mount): the settings are still its.
+            return next(iter(self._settings.values()))
+        return self._pickled
 
     def _reset(self) -> None:
         self.runs: TrialRuns | None = None

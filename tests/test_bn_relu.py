@@ -41,7 +41,7 @@ def interpreter():
         else:
             os.environ["TRITON_INTERPRET"] = old
     with pool:
-        yield lambda x, beta, **constants: pool.submit(run_fused, x, beta, constants).result()
+        yield lambda fn, *args: pool.submit(fn, *args).result()
 
 
 def run(fn, x: torch.Tensor, beta: torch.Tensor, seed: int = 1, grad_dtype: torch.dtype | None = None):
@@ -62,10 +62,11 @@ def run(fn, x: torch.Tensor, beta: torch.Tensor, seed: int = 1, grad_dtype: torc
     return y.detach(), dx, dbeta, running_mean, running_var
 
 
-def run_fused(x: torch.Tensor, beta: torch.Tensor, constants: dict):
+def run_fused(x: torch.Tensor, beta: torch.Tensor, constants: dict | None = None):
     # In the interpreter's process (bn_relu imported there with TRITON_INTERPRET=1).
     # `constants` set bn_relu's tiling for this call (small tensors, many partials).
     assert os.environ.get("TRITON_INTERPRET") == "1"
+    constants = constants or {}
     saved = {k: getattr(bn_relu, k) for k in constants}
     vars(bn_relu).update(constants)
     try:
@@ -99,18 +100,49 @@ def test_fused_equals_batch_norm_then_relu(interpreter, shape, tiling):
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     beta = torch.linspace(-0.5, 0.5, shape[1])  # some channels mostly cut by the ReLU, some mostly kept
-    got, want = interpreter(x, beta, **TILINGS[tiling]), run(reference, x, beta)
+    got, want = interpreter(run_fused, x, beta, TILINGS[tiling]), run(reference, x, beta)
     for name, a, b in zip(("y", "dx", "dbeta", "running_mean", "running_var"), got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
     assert got[0].is_contiguous(memory_format=torch.channels_last) if x.dim() == 4 else got[0].is_contiguous()
     assert got[1].stride() == x.stride()
 
 
+KERNELS = ("_stats_partial", "_stats_final", "_normalize_relu", "_backward_partial", "_backward_final", "_backward_dx")
+
+
+def launches(x: torch.Tensor, beta: torch.Tensor) -> dict[str, int]:
+    # In the interpreter's process: how often each kernel runs in one forward and backward.
+    counts = dict.fromkeys(KERNELS, 0)
+
+    class Counted:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            counts[self.name] += 1
+            return self.kernel[grid]
+
+    kernels = {name: getattr(bn_relu, name) for name in KERNELS}
+    vars(bn_relu).update({name: Counted(name, k) for name, k in kernels.items()})
+    try:
+        run_fused(x, beta)
+    finally:
+        vars(bn_relu).update(kernels)
+    return counts
+
+
+def test_each_kernel_runs_once_per_step(interpreter):
+    # Six passes per layer and step, no more: a kernel run twice gives the same numbers
+    # and would show only in the time.
+    x = data((2, 8, 4, 4)).contiguous(memory_format=torch.channels_last)
+    assert interpreter(launches, x, torch.zeros(8)) == dict.fromkeys(KERNELS, 1)
+
+
 def test_variance_of_an_offset_batch_does_not_cancel(interpreter):
     # Activations far from zero: E[x^2] - E[x]^2 in fp32 would lose the variance
     # (1e4^2 = 1e8 against a spread of 1.5^2); the merged per-tile M2 keeps it.
     x = data((4, 8, 16, 16), offset=1e4).contiguous(memory_format=torch.channels_last)
-    got = interpreter(x, torch.zeros(8), **TILINGS["merged"])
+    got = interpreter(run_fused, x, torch.zeros(8), TILINGS["merged"])
     want = run(reference, x.double(), torch.zeros(8, dtype=torch.float64))
     torch.testing.assert_close(got[4], want[4].float(), rtol=1e-4, atol=0)  # running var
     # Outputs as close as fp32 can hold x itself (its spacing at 1e4 is 1e-3, the spread 1.5).
@@ -121,7 +153,7 @@ def test_bf16_as_autocast_gives_it(interpreter):
     # bf16 activations, fp32 beta and stats: computed in fp32, rounded once on the way out.
     x = data((4, 32, 8, 8), dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     beta = torch.linspace(-0.3, 0.3, 32)
-    y, dx, dbeta, rm, rv = interpreter(x, beta)
+    y, dx, dbeta, rm, rv = interpreter(run_fused, x, beta)
     assert y.dtype == dx.dtype == torch.bfloat16 and dbeta.dtype == torch.float32
     want = run(reference, x.float(), beta, grad_dtype=torch.bfloat16)  # the same incoming gradient
     torch.testing.assert_close(y.float(), want[0], rtol=1e-2, atol=1e-2)

@@ -222,6 +222,25 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
         assert params["epochs"] == 4
 
 
+def test_a_restored_callback_logs_where_the_driver_says_now(monkeypatch):
+    # Tune unpickles the callback that `run` pickled; where it logs is what the driver names
+    # with use() before the fit: another store after a sync, or nothing (resume --no-tracking).
+    import pickle
+
+    from bnsweep.tracking import TuneCallback
+
+    monkeypatch.setattr(TuneCallback, "_settings", {})
+    restored = pickle.loads(pickle.dumps(TuneCallback("/results/quick-1")))
+    assert restored.tracking is None
+    TuneCallback.use("/results/quick-1", {"uri": "http://new-store"})
+    assert restored.tracking == {"uri": "http://new-store"}
+    TuneCallback.use("/results/quick-1", None)
+    assert restored.tracking is None
+    # The one sweep of this driver, its folder reached by another path (moved, a symlink).
+    monkeypatch.setattr(TuneCallback, "_settings", {"/mnt/results/quick-1": {"uri": "http://store"}})
+    assert restored.tracking == {"uri": "http://store"}
+
+
 def test_an_epoch_reported_twice_is_logged_once_as_first_reported(tmp_path):
     # An interrupted trial resumes from the checkpoint before its last epoch, so
     # result.json may hold that epoch twice, with different timings.
