@@ -135,19 +135,25 @@ if triton is not None:
     # only handles when the variable was set before triton was imported.
 
     @triton.jit
+    def _positions(P, C, ROWS, COLS, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        # A program's BLOCK_P positions (n, row, col) of an N x ROWS x COLS grid, and its
+        # BLOCK_C channels, with their masks. The image index n is int64 so that offsets
+        # past 2**31 elements (batches of ~8,000 at 32x32x256) do not wrap; the other
+        # terms stay within one image.
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        col = p % COLS
+        row = (p // COLS) % ROWS
+        n = (p // COLS // ROWS).to(tl.int64)
+        return n, row, col, c, p < P, c < C
+
+    @triton.jit
     def _max_pool_fwd(x_ptr, y_ptr, win_ptr, P, C, H, W, HO, WO,
                       sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                       STRIDE: tl.constexpr, PAD_T: tl.constexpr, PAD_L: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        # One program: BLOCK_P output positions (n, ho, wo) x BLOCK_C channels. The image
-        # index n is int64 so that offsets past 2**31 elements (batches of ~8,000 at
-        # 32x32x256) do not wrap; the other terms stay within one image.
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        p_ok, c_ok = p < P, c < C
-        wo = p % WO
-        ho = (p // WO) % HO
-        n = (p // WO // HO).to(tl.int64)
+        # One program: BLOCK_P output positions (n, ho, wo) x BLOCK_C channels.
+        n, ho, wo, c, p_ok, c_ok = _positions(P, C, HO, WO, BLOCK_P, BLOCK_C)
         best = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
         win = tl.full((BLOCK_P, BLOCK_C), 0, tl.int32)
         seen = tl.full((BLOCK_P, BLOCK_C), 0, tl.int32)  # 1 once an in-bounds element was scanned
@@ -175,12 +181,7 @@ if triton is not None:
         # One program: BLOCK_P input positions (n, hi, wi) x BLOCK_C channels. Each gathers
         # from the outputs whose window holds it, in the order PyTorch's CUDA backward adds
         # them (output rows, then columns, ascending), in fp32, so the sums round alike.
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        p_ok, c_ok = p < P, c < C
-        wi = p % W
-        hi = (p // W) % H
-        n = (p // W // H).to(tl.int64)
+        n, hi, wi, c, p_ok, c_ok = _positions(P, C, H, W, BLOCK_P, BLOCK_C)
         acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
         for k in tl.static_range(9):
             kh = 2 - k // 3  # the window row holding (hi, wi) for output row ho
