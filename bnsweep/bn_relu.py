@@ -120,7 +120,7 @@ class _BatchNormReLU(torch.autograd.Function):
         for stat in (running_mean, running_var):  # written by a kernel: tell autograd, as an in-place op would
             torch.autograd.graph.increment_version(stat)
         ctx.save_for_backward(x, mean, rstd, beta32)
-        ctx.beta_dtype = beta.dtype
+        ctx.beta_dtype, ctx.tiling = beta.dtype, t
         return y
 
     @staticmethod
@@ -135,7 +135,7 @@ class _BatchNormReLU(torch.autograd.Function):
         if dy_rows.stride(1) != 1:
             dy_rows = dy_rows.contiguous()
         dy_stride = dy_rows.stride(0)
-        t = _Tiling(rows)
+        t = ctx.tiling
         part_dz, part_dz_xhat = t.buffers(x, 2)
         mean_dz, mean_dz_xhat, dbeta = (b[0] for b in t.buffers(x, 3, rows=1))
         dx = torch.empty_like(x)

@@ -98,7 +98,9 @@ def describe(study: Study, probe: bool = True) -> str:
     cache: dict[tuple, float] = {}
     total_s = 0.0
     for cfg in configs:
-        key = (cfg["model"], cfg["width"], cfg["bn"], probe_images(cfg), cfg["dropout"] > 0, cfg["fused_bn_relu"])
+        # What the probe's time depends on (seconds_per_image reads these, and the device's).
+        key = (cfg["model"], cfg["width"], cfg["bn"], probe_images(cfg), cfg["dropout"] > 0, cfg["fused_bn_relu"],
+               cfg["augment"], cfg["amp"], cfg["channels_last"])
         if key not in cache:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)

@@ -64,7 +64,7 @@ class Study:
     def shared(self) -> dict[str, Any]:
         """The config every trial shares: `fixed` less the keys the study varies (its
         values there are the reference's, which no trial ran with)."""
-        varied = set(self.space) | set(self.arms) | {k for point in self.points for k in point}
+        varied = _varied(self.space, self.arms, self.points)
         if len(self.seeds) > 1:
             varied.add("seed")
         return {k: v for k, v in self.fixed.items() if k not in varied}
@@ -139,6 +139,11 @@ def _hint(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _varied(space: Mapping[str, Any], arms: Mapping[str, Any], points: list[dict[str, Any]]) -> set[str]:
+    """The config keys a study varies: grid axes or distributions, Optuna arms, explicit points."""
+    return set(space) | set(arms) | {k for point in points for k in point}
+
+
 def _check_values(path: Path, name: str, key: str, values: list, base: dict, distinct: bool = True) -> list:
     out = []
     for v in values:
@@ -194,7 +199,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         _fail(path, "SPACE is empty")
     if points and search != "grid":
         _fail(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
-    varied = set(space) | set(arms) | {k for p in points for k in p}
+    varied = _varied(space, arms, points)
     if "epochs" in varied:
         # Every trial's budget (ASHA's max_t, the plan's cost), not a setting: a run's first
         # k epochs are those of a k-epoch run (lr and data order depend on the epoch only).
