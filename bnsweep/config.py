@@ -93,6 +93,18 @@ class ConfigError(UsageError, ValueError):
     """A bad key or value; the message names it and is meant for a person."""
 
 
+def value_kind(key: str) -> str:
+    """What a key takes: "bool", "choice" (one of CHOICES), "str", "int" or "float"."""
+    default = REFERENCE[key]
+    if isinstance(default, bool):
+        return "bool"
+    if key in CHOICES:
+        return "choice"
+    if key in _INTS:
+        return "int"
+    return "float" if isinstance(default, float) else "str"
+
+
 def _check_value(key: str, value: Any) -> Any:
     default = REFERENCE[key]
     if value is None:
@@ -176,6 +188,11 @@ def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
     if consistent:
         _check_consistency(cfg)
     return cfg
+
+
+# The keys the rules between keys read (_check_consistency): a study that varies any of
+# them is checked point by point, not only key by key.
+CONSISTENCY_KEYS = frozenset({"dataset", "val_split", "n_val", "n_train", "batch_size", "model", "bn"})
 
 
 def _check_consistency(cfg: dict[str, Any]) -> None:

@@ -3,16 +3,23 @@
 A file defines module-level names the loader reads:
 
     SEARCH = "grid" | "optuna"
-    SPACE  = {...}   grid: config key -> list of values (every list is an axis),
-                     or a list of dicts: explicit points (e.g. three arms, not a 2x2 grid)
-                     optuna: config key -> ("loguniform", lo, hi) | ("uniform", lo, hi)
-                             | ("choice", [v, ...])
+    SPACE  = {...}   grid: config key -> list of values (every list is an axis; tune.grid_search
+                     too), or a list of dicts: explicit points (e.g. three arms, not a 2x2 grid)
+                     optuna: config key -> a distribution, as a tuple, Ray Tune's or Optuna's
+                     (bnsweep/domains.py lists the forms)
     FIXED  = {...}   config overrides shared by every trial (optional)
     SEEDS  = [0]     grid: repeats every grid point per seed; optuna: seed of every trial
     ARMS   = {"bn": [True, False]}   optuna: searched separately, equal NUM_SAMPLES each
     NUM_SAMPLES, SMOKE_NUM_SAMPLES, METRIC, SCHEDULER   optuna only
     RESOURCES = {"cpu": 1, "gpu": 0}, MAX_CONCURRENT, MAX_FAILURES   (CLI may override)
     SMOKE  = {...}   overrides for `--smoke`, small enough that tests run every file in seconds
+    EXPERIMENT = "..."   MLflow experiment (default bnsweep-<file stem>; --experiment overrides)
+
+A key is set in one place only: SPACE, ARMS or FIXED (and SMOKE or a flag may not
+change a key the study varies). Every value a study can produce is checked here:
+each grid point as a whole config, each member of a choice, both ends of every
+range, and the combinations the rules between keys read. So whatever loads here
+starts, and every trial's config is valid.
 
 Nothing here imports Ray: a bad file is rejected before any Ray process starts.
 """
@@ -27,13 +34,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from bnsweep.config import REFERENCE, ConfigError, make_config
+from bnsweep import domains
+from bnsweep.config import CONSISTENCY_KEYS, REFERENCE, ConfigError, make_config, value_kind
+from bnsweep.domains import Domain, DomainError
 from bnsweep.errors import UsageError
 
 KNOWN_NAMES = {"SEARCH", "SPACE", "FIXED", "SEEDS", "ARMS", "NUM_SAMPLES", "METRIC", "SCHEDULER",
                "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT"}
-DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "choice": 1}
 SCHEDULERS = ("asha", "fifo")
+# MLflow's limits on names (mlflow/utils/validation.py and its SQL schema, MLflow 3.17): an
+# experiment name of up to 500 characters passes its check, but its SQL stores keep 256
+# (experiments.name is VARCHAR(256); PostgreSQL and MySQL refuse longer ones) and run
+# names 250. A sweep's parent run is named <study>-<YYYYmmdd-HHMMSS>-<4 hex> (21 more).
+MAX_EXPERIMENT_NAME = 256
+MAX_STUDY_NAME = 250 - 21
+# Points of the rules between keys checked per Optuna study; a larger product of
+# candidates is checked at the ends of its integer ranges only.
+MAX_COMBINATIONS = 100_000
 
 
 class SpaceError(UsageError, ValueError):
@@ -87,6 +104,12 @@ class Study:
     def arm_list(self) -> list[dict[str, Any]]:
         keys = list(self.arms)
         return [dict(zip(keys, v)) for v in itertools.product(*(self.arms[k] for k in keys))] or [{}]
+
+    def experiment_name(self, flag: str | None = None) -> str:
+        """The MLflow experiment: --experiment, else the file's EXPERIMENT, else bnsweep-<study>."""
+        if flag is not None:
+            return flag
+        return self.experiment if self.experiment is not None else f"bnsweep-{self.name}"
 
     def n_trials(self) -> int:
         if self.search == "grid":
@@ -159,22 +182,107 @@ def _check_values(path: Path, name: str, key: str, values: list, base: dict, dis
     return out
 
 
-def _check_distribution(path: Path, key: str, dist: Any, base: dict) -> tuple:
-    if not isinstance(dist, tuple) or not dist or dist[0] not in DISTRIBUTIONS:
-        _fail(path, f"SPACE[{key!r}] = {dist!r}: an Optuna search needs a distribution "
-                    f"({', '.join(DISTRIBUTIONS)}), e.g. ('loguniform', 1e-4, 1.0); "
-                    "lists are grid values and cannot be mixed with an Optuna search")
-    kind, args = dist[0], dist[1:]
-    if len(args) != DISTRIBUTIONS[kind]:
-        _fail(path, f"SPACE[{key!r}] = {dist!r}: {kind} takes {DISTRIBUTIONS[kind]} argument(s)")
-    if kind == "choice":
-        if not isinstance(args[0], (list, tuple)) or not args[0]:
-            _fail(path, f"SPACE[{key!r}]: choice needs a non-empty list of values")
-        return (kind, _check_values(path, "SPACE", key, list(args[0]), base))
-    lo, hi = _check_values(path, "SPACE", key, list(args), base, distinct=False)
-    if not lo < hi:
-        _fail(path, f"SPACE[{key!r}] = {dist!r}: the lower bound must be below the upper bound")
-    return (kind, lo, hi)
+def _shown(entry: Any) -> str:
+    """An entry as the file wrote it: a tuple's repr, or what a Tune or Optuna object is."""
+    if isinstance(entry, (tuple, list, dict, str, int, float, bool)) or entry is None:
+        return repr(entry)
+    return f"{type(entry).__module__.split('.')[0]}'s {type(entry).__name__}"
+
+
+def _is_distribution(entry: Any) -> bool:
+    if isinstance(entry, tuple) and entry and entry[0] in domains.TUPLE_FORMS:
+        return True
+    return type(entry).__module__.startswith(("ray.tune", "optuna.distributions"))
+
+
+def _grid_values(path: Path, name: str, key: str, entry: Any) -> list:
+    """A grid axis: a list (or tuple) of values, or tune.grid_search([...])."""
+    if isinstance(entry, Mapping) and set(entry) == {"grid_search"}:
+        entry = entry["grid_search"]
+    if _is_distribution(entry):
+        _fail(path, f"{name}[{key!r}] = {_shown(entry)} is an Optuna distribution but SEARCH is 'grid'; "
+                    "a file is either a grid or an Optuna search")
+    if not isinstance(entry, (list, tuple)):
+        _fail(path, f"{name}[{key!r}] must be a list of grid values, got {_shown(entry)}")
+    if not entry:
+        _fail(path, f"{name}[{key!r}] is an empty grid")
+    return list(entry)
+
+
+def _check_domain(path: Path, key: str, entry: Any, base: dict) -> Domain:
+    """An Optuna search's entry, read in any vocabulary, its type and both ends checked."""
+    try:
+        domain = domains.parse(entry)
+    except DomainError as e:
+        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {e}")
+    kind = value_kind(key)
+    if domain.kind != "choice" and kind in ("bool", "choice", "str"):
+        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {key} takes {'true or false' if kind == 'bool' else 'a name'}, "
+                    f"not numbers; sample it with ('choice', [...]) or tune.choice([...])")
+    if domain.kind == "float" and kind == "int":
+        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {key} takes whole numbers, but this draws "
+                    f"{domain.describe()}; use an integer distribution: ('intuniform', lo, hi), "
+                    "('intloguniform', lo, hi), tune.randint, tune.lograndint, tune.qrandint or Optuna's "
+                    "IntDistribution")
+    values = _check_values(path, "SPACE", key, domain.ends(), base, distinct=domain.kind == "choice")
+    if domain.kind == "choice":  # validated values: "0.1" is 0.1, "true" is True
+        return Domain("choice", values=tuple(values))
+    return domain
+
+
+def _check_combinations(path: Path, arms: dict[str, list], space: dict[str, Domain], base: dict) -> None:
+    """Every combination an Optuna study can sample of the keys the rules between keys
+    read (batch size against the training set, the simple model's last batch)."""
+    axes = {**arms, **{k: d.candidates() for k, d in space.items()}}
+    axes = {k: v for k, v in axes.items() if k in CONSISTENCY_KEYS}
+    if math.prod(len(v) for v in axes.values()) > MAX_COMBINATIONS:
+        axes = {k: (space[k].ends() if k in space else v) for k, v in axes.items()}
+    keys = list(axes)
+    for values in itertools.product(*(axes[k] for k in keys)):
+        point = dict(zip(keys, values))
+        try:
+            make_config(point, base=base)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            _fail(path, f"SPACE/ARMS can sample a trial that is not a valid config ({where}): {e}")
+
+
+def experiment_problem(name: Any) -> str | None:
+    """What is wrong with an MLflow experiment name by MLflow's rules (MAX_* above), or None."""
+    if not isinstance(name, str):
+        return f"must be a string, got {_shown(name)} ({type(name).__name__})"
+    if not name.strip() or len(name) > MAX_EXPERIMENT_NAME:
+        shown = f"{name[:60]!r}{'...' if len(name) > 60 else ''}"
+        return f"must be 1 to {MAX_EXPERIMENT_NAME} characters and not only spaces, got {len(name)}: {shown}"
+    return None
+
+
+def _check_names(path: Path, module) -> None:
+    stem = path.stem
+    if not stem or len(stem) > MAX_STUDY_NAME or not all((c.isascii() and c.isalnum()) or c in "._-" for c in stem):
+        _fail(path, f"the file's name {stem!r} names the sweep's folder and its MLflow runs: use up to "
+                    f"{MAX_STUDY_NAME} letters, digits, '.', '_' or '-'")
+    if hasattr(module, "EXPERIMENT"):
+        problem = experiment_problem(module.EXPERIMENT)
+        if problem:
+            _fail(path, f"EXPERIMENT (the MLflow experiment name) {problem}")
+
+
+def _check_exclusive(path: Path, fixed: dict, smoke: dict, overrides: dict, arms: dict, space: dict,
+                     points: list[dict]) -> None:
+    """A key is set in one place: SPACE, ARMS or FIXED; SMOKE and flags may not change a varied key."""
+    both = sorted(set(arms) & set(space))
+    if both:
+        _fail(path, f"{both[0]} is in both ARMS and SPACE: an arm is compared, a SPACE key is tuned within "
+                    "each arm; put it in one of them")
+    varied = _varied(space, arms, points)
+    for name, table in (("FIXED", fixed), ("SMOKE", smoke)):
+        clash = sorted(varied & set(table))
+        if clash:
+            _fail(path, f"{clash[0]} is varied by the study and also set in {name}; set it in one place only")
+    for key in overrides:
+        if key in varied:
+            _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
 
 
 def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None) -> Study:
@@ -189,6 +297,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     search = getattr(module, "SEARCH", "grid")
     if search not in ("grid", "optuna"):
         _fail(path, f"SEARCH must be 'grid' or 'optuna', got {search!r}")
+    _check_names(path, module)
 
     fixed = _check_dict(path, "FIXED", getattr(module, "FIXED", {}))
     smoke_over = _check_dict(path, "SMOKE", getattr(module, "SMOKE", {}))
@@ -199,6 +308,12 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         _fail(path, "SPACE is empty")
     if points and search != "grid":
         _fail(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
+    if arms and search != "optuna":
+        _fail(path, "ARMS is for Optuna searches; in a grid put the arms in SPACE")
+    if "seed" in space or "seed" in arms:
+        _fail(path, "vary seeds with SEEDS, not SPACE['seed'] or ARMS['seed']")
+    if "seed" in fixed and hasattr(module, "SEEDS"):
+        _fail(path, "seed is set in both FIXED and SEEDS; list the seeds in SEEDS only")
     varied = _varied(space, arms, points)
     if "epochs" in varied:
         # Every trial's budget (ASHA's max_t, the plan's cost), not a setting: a run's first
@@ -206,15 +321,12 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         _fail(path, "epochs is the budget of every trial, not a setting to vary: set it in FIXED or with "
                     "--epochs (a run's first k epochs are those of a k-epoch run; its curves show them)")
     overrides = dict(overrides or {})
-    for key in overrides:
-        if key in varied:
-            _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
+    _check_exclusive(path, fixed, smoke_over, overrides, arms, space, points)
     layered = {**fixed, **(smoke_over if smoke else {}), **overrides}
     try:
-        # Grid axes and arms replace their key; an explicit point overrides FIXED only where it says so.
-        axes = set(space) | set(arms)
-        base = make_config({k: v for k, v in layered.items() if k not in axes and k != "seed"},
-                           consistent=not varied & {"batch_size", "n_train", "n_val", "val_split"})
+        # Varied keys are not in `layered`; the rules between keys wait for their values.
+        base = make_config({k: v for k, v in layered.items() if k != "seed"},
+                           consistent=not varied & CONSISTENCY_KEYS)
     except ConfigError as e:
         _fail(path, f"FIXED/SMOKE/overrides: {e}")
 
@@ -226,27 +338,13 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     seeds = _check_values(path, "SEEDS", "seed", list(seeds), base)
 
     checked_space: dict[str, Any] = {}
-    for key, values in space.items():
-        if key == "seed":
-            _fail(path, "vary seeds with SEEDS, not SPACE['seed']")
+    for key, entry in space.items():
         if search == "grid":
-            if isinstance(values, tuple) and values and values[0] in DISTRIBUTIONS:
-                _fail(path, f"SPACE[{key!r}] = {values!r} is an Optuna distribution but SEARCH is 'grid'; "
-                            "a file is either a grid or an Optuna search")
-            if not isinstance(values, (list, tuple)):
-                _fail(path, f"SPACE[{key!r}] must be a list of grid values, got {values!r}")
-            if not values:
-                _fail(path, f"SPACE[{key!r}] is an empty grid")
-            checked_space[key] = _check_values(path, "SPACE", key, list(values), base)
+            checked_space[key] = _check_values(path, "SPACE", key, _grid_values(path, "SPACE", key, entry), base)
         else:
-            checked_space[key] = _check_distribution(path, key, values, base)
-    for key, values in arms.items():
-        if search != "optuna":
-            _fail(path, "ARMS is for Optuna searches; in a grid put the arms in SPACE")
-        if not isinstance(values, (list, tuple)) or not values:
-            _fail(path, f"ARMS[{key!r}] must be a non-empty list")
-        arms[key] = _check_values(path, "ARMS", key, list(values), base)
-
+            checked_space[key] = _check_domain(path, key, entry, base)
+    for key, entry in arms.items():
+        arms[key] = _check_values(path, "ARMS", key, _grid_values(path, "ARMS", key, entry), base)
     for i, point in enumerate(points):
         for key, value in point.items():
             _check_values(path, f"SPACE[{i}]", key, [value], base)
@@ -275,6 +373,8 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
             study.grid_configs()  # every combination must be a valid config (e.g. batch_size vs n_train)
         except ConfigError as e:
             _fail(path, f"a grid point is not a valid config: {e}")
+    else:
+        _check_combinations(path, arms, checked_space, base)
     return study
 
 
