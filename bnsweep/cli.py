@@ -7,6 +7,7 @@ one line on stderr and exit code 2 (usage) or 1 (environment), never a traceback
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -159,7 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = train(cfg, report=report, resume=resume, on_start=on_start)
     except KeyboardInterrupt:  # say what survived, then exit as interrupted
         if checkpoint and saved[0]:
-            print(f"\n{checkpoint} holds {saved[0]} epoch(s); continue with: bnsweep train --resume {checkpoint}",
+            print(f"\n{checkpoint} holds {saved[0]} epoch(s); continue with: "
+                  f"{shlex.join(['bnsweep', 'train', '--resume', checkpoint])}",
                   flush=True)
         else:
             print("\nnothing was saved (pass --checkpoint PATH to keep finished epochs)", flush=True)
@@ -206,9 +208,11 @@ def _non_negative_int(text: str) -> int:
 
 
 def _study(args: argparse.Namespace):
-    from bnsweep.space import check_resource, load_study
+    from bnsweep.space import check_resource, experiment_problem, load_study
 
     study = load_study(args.file, smoke=args.smoke, overrides=config_overrides(args))
+    if args.experiment is not None and experiment_problem(args.experiment):
+        raise UsageError(f"--experiment (the MLflow experiment name) {experiment_problem(args.experiment)}")
     for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
         if flag is not None:
             study.resources[key] = check_resource(key, flag, lambda m, f=key: _raise(f"--{f}s-per-trial: {m}"))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, tune_experiments
+from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, read_failures, tune_experiments
 from bnsweep.trials import arm_name, trial_config
 
 DEFAULT_STORAGE = "bnsweep_results"
@@ -60,7 +61,7 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     sweep_dir = sweep.sweep_dir_for(storage, study)
     tracking_info = None
     if uri:
-        experiment = args.experiment or study.experiment or f"bnsweep-{study.name}"
+        experiment = study.experiment_name(args.experiment)
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
                                              str(study.path), study.text, study.shared())
     spec = SweepSpec(
@@ -115,7 +116,7 @@ def resume(args: argparse.Namespace) -> int:
 
     if spec.tracking and args.no_tracking:
         print(f"MLflow is off for this resume (sweep.json keeps its record); replay the new epochs later with "
-              f"`bnsweep sync {sweep_dir}`", flush=True)
+              f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}`", flush=True)
         spec.tracking = None  # in this process only
     if spec.tracking:
         tracking.check_sweep_recorded(spec.tracking, sweep_dir)
@@ -167,17 +168,22 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
         try:
             tracking.end_sweep(spec.tracking, "KILLED" if unfinished else "FINISHED")
         except Exception as e:  # noqa: BLE001 — the results are on storage; say how to replay them
-            print(f"bnsweep: could not close the MLflow runs ({e}); run `bnsweep sync {sweep_dir}` later")
-    _print_summary(grids, study, spec, sweep_dir)
+            print(f"bnsweep: could not close the MLflow runs ({e}); run "
+                  f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}` later")
+    failed, failed_for_good = _print_summary(grids, study, spec, sweep_dir)
     if unfinished:
-        print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  bnsweep resume {sweep_dir}")
+        print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  "
+              f"{shlex.join(['bnsweep', 'resume', sweep_dir])}")
         return EXIT_INTERRUPTED
-    failed = sum(g.num_errors for g in grids)
+    if failed_for_good:
+        print(f"\n{sum(failed_for_good.values())} trial(s) failed for a reason another attempt cannot fix, "
+              "so they were not retried:")
+        for reason, n in failed_for_good.items():
+            print(f"  {n} x {reason}")
     if failed:
         print(f"\n{failed} trial(s) failed after their retries; their errors are in the trial directories "
-              f"under {sweep_dir}. `bnsweep resume {sweep_dir}` retries them.")
-        return 1
-    return 0
+              f"under {sweep_dir}. `{shlex.join(['bnsweep', 'resume', sweep_dir])}` retries them.")
+    return 1 if failed or failed_for_good else 0
 
 
 def _print_start(study: Study, spec, sweep_dir: str) -> None:
@@ -190,9 +196,13 @@ def _print_start(study: Study, spec, sweep_dir: str) -> None:
               f"parent run {spec.tracking['parent_run_id']}", flush=True)
 
 
-def _print_summary(grids, study: Study, spec, sweep_dir: str) -> None:
+def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, int]]:
+    """Print each arm's trials, best val_acc, diverged and failed; return the number of
+    trials that failed after their retries, and the reasons (with counts) of those that
+    failed beyond retrying (sweep.run_trial)."""
     from bnsweep.sweep import tuner_names
 
+    failures = read_failures(sweep_dir)
     # Arms: an Optuna study's searches (its ARMS; dropout there is a tuned nuisance
     # parameter, not an arm); a grid's BN / no BN / + dropout.
     rows = []
@@ -201,28 +211,33 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> None:
             cfg = trial_config(result.config or {})
             if "bn" in cfg:  # a trial that never started has no config to place it in an arm
                 arm = name if study.search == "optuna" else arm_name(cfg)
-                rows.append((arm, result.metrics or {}, result.error))
+                reason = failures.get(str(result.path).rstrip("/").rsplit("/", 1)[-1]) if result.path else None
+                rows.append((arm, result.metrics or {}, result.error, reason))
     print("\nsummary")
-    for arm in dict.fromkeys(a for a, _, _ in rows):
-        mine = [(m, err) for a, m, err in rows if a == arm]
-        done = [m for m, err in mine if m and not err]
+    for arm in dict.fromkeys(row[0] for row in rows):
+        mine = [row[1:] for row in rows if row[0] == arm]
+        done = [m for m, err, reason in mine if m and not err and not reason]
         diverged = sum(1 for m in done if m.get("diverged"))
-        failed = sum(1 for _, err in mine if err)
+        failed = sum(1 for _, err, reason in mine if err or reason)
         best = max((m.get("best_val_acc", -1) for m in done if _finite(m.get("best_val_acc"))), default=None)
         best_text = f"best val_acc {best:.4f}" if best is not None else "no result"
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
     if spec.tracking:
         uri = spec.tracking["uri"]
-        ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+        ui = uri if uri.startswith("http") else shlex.join(["mlflow", "ui", "--backend-store-uri", uri])
         print(f"MLflow: experiment {spec.tracking['experiment']} at {uri}  (view: {ui})")
         from bnsweep.tracking import resolve_tracking_uri
 
-        report_uri = "" if uri == resolve_tracking_uri() else f" --tracking-uri {uri}"  # where report looks
-        print(f"next: bnsweep report {spec.tracking['experiment']}{report_uri}   (figures, tables and the "
-              "study's claims judged from these trials)")
+        report = ["bnsweep", "report", spec.tracking["experiment"]]
+        if uri != resolve_tracking_uri():  # where report looks by default
+            report += ["--tracking-uri", uri]
+        print(f"next: {shlex.join(report)}   (figures, tables and the study's claims judged from these trials)")
     else:
-        print(f"next: bnsweep sync {sweep_dir}   (records the trials into MLflow), then bnsweep report")
+        print(f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
+              "then bnsweep report")
+    reasons = [row[3] for row in rows if row[3]]
+    return sum(1 for row in rows if row[2]), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
 
 
 def _finite(x: Any) -> bool:
@@ -246,7 +261,7 @@ def sync(args: argparse.Namespace) -> int:
     info = tracking.find_sweep(spec.tracking, uri)
     if info is None:
         study = _study_from_spec(spec)
-        experiment = (spec.tracking or {}).get("experiment") or study.experiment or f"bnsweep-{study.name}"
+        experiment = (spec.tracking or {}).get("experiment") or study.experiment_name()
         info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
                                     spec.study_text, study.shared())
         spec.tracking = info

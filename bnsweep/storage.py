@@ -84,6 +84,33 @@ def tune_experiments(sweep_dir: str) -> list[str]:
     return [f"{root}/{name}" for name in list_names(root) if exists(f"{root}/{name}/tuner.pkl")]
 
 
+# A trial that failed for a reason another attempt cannot fix (a bad config, data a node
+# lacks) ends without raising, so that Tune does not retry it; its reason is written here,
+# one object per trial (S3 cannot append): <sweep>/failures/<trial folder name>.json.
+FAILURES_DIR = "failures"
+
+
+def write_failure(sweep_dir: str, trial: str, reason: str) -> None:
+    write_text(f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}/{trial}.json", json.dumps({"trial": trial, "reason": reason}))
+
+
+def failure_of(sweep_dir: str, trial: str) -> str | None:
+    """The reason a trial failed beyond retrying, or None."""
+    path = f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}/{trial}.json"
+    return json.loads(read_text(path))["reason"] if exists(path) else None
+
+
+def read_failures(sweep_dir: str) -> dict[str, str]:
+    """Trial folder name -> reason, for the sweep's trials that failed beyond retrying."""
+    root = f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}"
+    out = {}
+    for name in list_names(root):
+        if name.endswith(".json"):
+            record = json.loads(read_text(f"{root}/{name}"))
+            out[record["trial"]] = record["reason"]
+    return out
+
+
 def saved_trials(experiment: str) -> list[dict[str, Any]] | None:
     """The trials in Tune's newest saved state of an experiment, which is what a
     restore starts from: dicts with trial_id, status, config, relative_logdir

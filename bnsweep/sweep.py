@@ -32,10 +32,11 @@ from ray import tune  # noqa: E402
 
 from bnsweep import tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
+from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec, filesystem, saved_trials  # noqa: E402
-from bnsweep.trials import POINT_KEY, trial_config, trial_name  # noqa: E402
+from bnsweep.storage import SweepSpec, filesystem, saved_trials, write_failure  # noqa: E402
+from bnsweep.trials import POINT_KEY, trial_config, trial_dirname  # noqa: E402
 
 class _Without(logging.Filter):
     """Drops log records that contain any of `fragments`."""
@@ -59,13 +60,29 @@ FORWARDED_ENV = ("BNSWEEP_DATA_DIR",)
 
 
 def _trial_name_creator(trial) -> str:
-    return f"{trial_name(trial_config(trial.config))}_{trial.trial_id}"
+    return trial_dirname(trial.config, trial.trial_id)
 
 
 # ------------------------------------------------------------- trainable ---
 
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """The Tune trainable: one train() run, a checkpoint and a result per epoch."""
+    """The Tune trainable: one train() run, a checkpoint and a result per epoch.
+
+    A mistake another attempt would repeat (a BnsweepError: a bad config, data this
+    node lacks) ends the trial at once, failed, with its reason on storage
+    (storage.write_failure); raised, Tune would retry it MAX_FAILURES times. Anything
+    else (a dead worker or node, a process killed for memory) reaches Tune, which
+    retries it from the last checkpoint.
+    """
+    try:
+        _train_trial(config, sweep)
+    except BnsweepError as e:
+        trial = trial_dirname(config, tune.get_context().get_trial_id())
+        write_failure(sweep["sweep_dir"], trial, str(e))
+        print(f"bnsweep: trial {trial} failed, not to be retried: {e}", flush=True)
+
+
+def _train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     import torch
 
     from bnsweep.train import load_checkpoint, save_checkpoint, train
@@ -122,11 +139,25 @@ def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
             space[key] = tune.grid_search(values)
         return space
     space = {**study.fixed, **(arm or {}), "seed": study.seeds[0]}
-    for key, dist in study.space.items():
-        kind, *args = dist
-        space[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform}[kind](*args) \
-            if kind != "choice" else tune.choice(args[0])
+    for key, domain in study.space.items():
+        space[key] = tune_domain(domain)
     return space
+
+
+def tune_domain(domain: Domain):
+    """A checked distribution as Ray Tune's, which OptunaSearch samples exactly as
+    bnsweep checked it (inclusive bounds; bnsweep/domains.py)."""
+    if domain.kind == "choice":
+        return tune.choice(list(domain.values))
+    if domain.kind == "float":
+        if domain.log:
+            return tune.loguniform(domain.low, domain.high)
+        return tune.quniform(domain.low, domain.high, domain.step) if domain.step else \
+            tune.uniform(domain.low, domain.high)
+    if domain.log:  # Tune's lograndint and randint exclude the upper bound, its qrandint does not
+        return tune.lograndint(domain.low, domain.high + 1)
+    return tune.qrandint(domain.low, domain.high, domain.step) if domain.step else \
+        tune.randint(domain.low, domain.high + 1)
 
 
 def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
@@ -158,9 +189,10 @@ def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
     return tune.TuneConfig(**kwargs)
 
 
-def _trainable(spec: SweepSpec):
+def _trainable(spec: SweepSpec, sweep_dir: str):
     resources = {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]}
-    return tune.with_resources(tune.with_parameters(run_trial, sweep=spec.__dict__), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, sweep={**spec.__dict__, "sweep_dir": sweep_dir}),
+                               resources)
 
 
 def _run_config(experiment: str, spec: SweepSpec, callbacks: list) -> tune.RunConfig:
@@ -224,7 +256,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
     # Also on a restore, whose callback comes back from the experiment's tuner.pkl.
     tracking.TuneCallback.use(sweep_dir, spec.tracking)
     callbacks = [tracking.TuneCallback(sweep_dir)]
-    trainable = _trainable(spec)
+    trainable = _trainable(spec, sweep_dir)
     grids = []
     with _TermToInterrupt():
         for label, arm in tuner_names(study):

@@ -13,8 +13,10 @@ one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -32,10 +34,11 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from bnsweep.config import EPOCH_METRICS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
-from bnsweep.storage import exists, read_text, saved_trials  # noqa: E402
-from bnsweep.trials import trial_config, trial_name, trial_tags  # noqa: E402
+from bnsweep.storage import exists, failure_of, read_failures, read_text, saved_trials  # noqa: E402
+from bnsweep.trials import trial_config, trial_dirname, trial_name, trial_tags  # noqa: E402
 
 ROLE_TAG = "bnsweep.role"
+FAILURE_TAG = "failure_reason"  # why a trial failed beyond retrying (storage.write_failure)
 TRIAL_TAG = "ray_trial_id"
 # Result keys the trainable adds to every result once, for the run's tags.
 INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name")
@@ -81,11 +84,42 @@ def check_reachable(uri: str, must_exist: bool = False, hint: str = UNSET_URI_HI
         raise TrackingError(f"no MLflow store at {uri} (no such file); pass --tracking-uri or set "
                             "MLFLOW_TRACKING_URI to the store your sweeps recorded into")
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with _store_creation_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 — an unknown scheme, a missing driver, a store that will not open
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise TrackingError(f"cannot use MLflow tracking URI {uri}: {type(e).__name__}: {first}. Use an "
-                            "http(s):// server or a database URI such as sqlite:///mlflow.db") from None
+        advice = "" if "://" in uri and uri.split("://")[0] in DATABASE_SCHEMES else \
+            ". Use an http(s):// server or a database URI such as sqlite:///mlflow.db"
+        raise TrackingError(f"cannot use MLflow tracking URI {uri}: {type(e).__name__}: {first}{advice}") from None
+
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+@contextlib.contextmanager
+def _store_creation_lock(uri: str):
+    """For a sqlite store: one process at a time through MLflow's first use of it.
+
+    A new store's first use creates its tables, and two sweeps started together
+    in a folder without ./mlflow.db would both create them: one then fails with
+    "table already exists". Later uses find the tables and change nothing. The
+    lock is flock(2) on the database's folder, so it leaves no file behind and
+    is released when the process dies.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    folder = Path(uri[len("sqlite:///"):]).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def code_version() -> dict[str, str]:
@@ -153,12 +187,13 @@ def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] |
 
 def check_sweep_recorded(tracking: Mapping[str, Any], sweep_dir: str) -> None:
     """Before a resume: the store the sweep recorded into still holds its parent run."""
+    resume_offline = shlex.join(["bnsweep", "resume", sweep_dir, "--no-tracking"])
+    sync = shlex.join(["bnsweep", "sync", sweep_dir])
     check_reachable(tracking["uri"], must_exist=True,
-                    hint=f", or resume without MLflow (`bnsweep resume {sweep_dir} --no-tracking`) and "
-                         f"replay it later with `bnsweep sync {sweep_dir}`")
+                    hint=f", or resume without MLflow (`{resume_offline}`) and replay it later with `{sync}`")
     if find_sweep(tracking, tracking["uri"]) is None:
         raise TrackingError(f"{tracking['uri']} has no record of this sweep (parent run "
-                            f"{tracking['parent_run_id']}); run `bnsweep sync {sweep_dir} --tracking-uri URI` "
+                            f"{tracking['parent_run_id']}); run `{sync} --tracking-uri URI` "
                             "to record it into a store first, then resume")
 
 
@@ -251,7 +286,8 @@ class TrialRuns:
             self.client.log_batch(run_id, tags=tags)
         self.last_step[trial_id] = max(self.last_step.get(trial_id, 0), int(results[-1]["epoch"]))
 
-    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str) -> None:
+    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str, reason: str | None = None) -> None:
+        """End the trial's run; `reason`: why it failed beyond retrying, kept as a tag."""
         run_id = self.run_ids[trial_id]
         epochs = float(last.get("epoch", 0)) if last else None
         run = self.client.get_run(run_id)
@@ -259,6 +295,8 @@ class TrialRuns:
             return  # recorded so already (a repeated sync): its end time and history stay as they are
         if last:
             self.client.log_batch(run_id, metrics=[Metric("epochs_completed", epochs, int(time.time() * 1000), 0)])
+        if reason:
+            self.client.set_tag(run_id, FAILURE_TAG, reason[:8000])  # MLflow's longest tag value
         self.client.set_terminated(run_id, status=status)
 
 
@@ -308,7 +346,7 @@ class TuneCallback(_TuneCallback):
     def _reset(self) -> None:
         self.runs: TrialRuns | None = None
         self.pending: dict[str, list[dict]] = {}
-        self.final: dict[str, str] = {}
+        self.final: dict[str, tuple[str, str | None]] = {}  # trial id -> (status, failure reason)
         self.retry_at = 0.0
         self.warned = False
 
@@ -333,7 +371,9 @@ class TuneCallback(_TuneCallback):
                 self.runs.log_results(tid, self.pending[tid])
                 self.pending[tid] = []
             if tid in self.final:
-                self.runs.finish(tid, trial.last_result, self.final.pop(tid))
+                status, reason = self.final[tid]
+                self.runs.finish(tid, trial.last_result, status, reason)
+                del self.final[tid]
         except Exception as e:  # noqa: BLE001 — MLflow trouble must never stop training
             self.retry_at = time.monotonic() + RETRY_AFTER_S
             self.runs = None
@@ -348,14 +388,19 @@ class TuneCallback(_TuneCallback):
         self.pending.setdefault(trial.trial_id, []).append(dict(result))
         self._attempt(trial)
 
-    def _finish(self, trial, status: str) -> None:
+    def _finish(self, trial, status: str, reason: str | None = None) -> None:
         if self.tracking is None:
             return
-        self.final[trial.trial_id] = status
+        self.final[trial.trial_id] = (status, reason)
         self._attempt(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "FINISHED")
+        # A trial that failed beyond retrying returns normally (sweep.run_trial): its reason is on storage.
+        try:
+            reason = failure_of(self.sweep_dir, trial_dirname(trial.config, trial.trial_id))
+        except Exception:  # noqa: BLE001 — storage trouble must not stop the sweep; sync reads it again
+            reason = None
+        self._finish(trial, "FAILED" if reason else "FINISHED", reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED")
@@ -367,7 +412,7 @@ class TuneCallback(_TuneCallback):
                 self._attempt(trial)
         if self.missing:
             print(f"bnsweep: MLflow is missing {self.missing} results of this sweep; they are safe on storage. "
-                  "When the server is back, run `bnsweep sync SWEEP_DIR`.", flush=True)
+                  f"When the server is back, run `{shlex.join(['bnsweep', 'sync', self.sweep_dir or 'SWEEP_DIR'])}`.", flush=True)
 
     @property
     def missing(self) -> int:
@@ -387,10 +432,12 @@ def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
     """
     runs = TrialRuns(tracking)
     added = 0
+    failures = read_failures(experiment.rstrip("/").rsplit("/", 1)[0])  # the sweep's, beside its experiments
     for trial in saved_trials(experiment) or []:
         logdir = trial["relative_logdir"]  # None until Tune gave the trial a folder
         results = _read_results(f"{experiment.rstrip('/')}/{logdir}") if logdir else []
-        if not results and trial["status"] != "ERROR":
+        reason = failures.get(trial_dirname(trial["config"], trial["trial_id"]))
+        if not results and trial["status"] != "ERROR" and not reason:
             continue  # nothing reported and not failed: no run, as the live callback would not make one
         cfg = trial_config(trial["config"])
         tid = trial["trial_id"]
@@ -399,7 +446,8 @@ def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
         if new:  # else the run would be reopened only to be closed again
             runs.log_results(tid, results)
             added += new
-        runs.finish(tid, results[-1] if results else None, TUNE_STATUS.get(trial["status"], "KILLED"))
+        status = "FAILED" if reason else TUNE_STATUS.get(trial["status"], "KILLED")
+        runs.finish(tid, results[-1] if results else None, status, reason)
     return added
 
 

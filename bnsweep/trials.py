@@ -38,5 +38,10 @@ def trial_name(cfg: Mapping[str, Any]) -> str:
     return name.replace("+", "_")
 
 
+def trial_dirname(config: Mapping[str, Any], trial_id: str) -> str:
+    """A trial's folder name (and Tune's name for it): readable, and unique by Tune's trial id."""
+    return f"{trial_name(trial_config(config))}_{trial_id}"
+
+
 def trial_tags(cfg: Mapping[str, Any]) -> dict[str, str]:
     return {"arm": arm_name(cfg), "pair_id": pair_id(cfg), "seed": str(cfg["seed"])}
