@@ -185,6 +185,8 @@ def _sweep_flags(p: argparse.ArgumentParser) -> None:
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="search-space file, e.g. search_spaces/lr.py")
     p.add_argument("--smoke", action="store_true", help="apply the file's SMOKE overrides (seconds per trial)")
+    p.add_argument("--seeds", metavar="S,S,...", help="run every point once per seed, e.g. 0,1,2 (replaces the "
+                                                     "file's SEEDS; BN and no-BN trials share each seed)")
     g = p.add_argument_group("resources (default: the file's RESOURCES / MAX_CONCURRENT / MAX_FAILURES)")
     g.add_argument("--cpus-per-trial", metavar="N")
     g.add_argument("--gpus-per-trial", metavar="N", help="fractions such as 0.25 let trials share a GPU")
@@ -210,7 +212,12 @@ def _non_negative_int(text: str) -> int:
 def _study(args: argparse.Namespace):
     from bnsweep.space import check_resource, experiment_problem, load_study
 
-    study = load_study(args.file, smoke=args.smoke, overrides=config_overrides(args))
+    seeds = None
+    if args.seeds is not None:
+        seeds = [s.strip() for s in args.seeds.split(",")]
+        if not all(seeds):
+            raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got {args.seeds!r}")
+    study = load_study(args.file, smoke=args.smoke, overrides=config_overrides(args), seeds=seeds)
     if args.experiment is not None and experiment_problem(args.experiment):
         raise UsageError(f"--experiment (the MLflow experiment name) {experiment_problem(args.experiment)}")
     for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):
@@ -327,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bnsweep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bnsweep plan ... | head`: the reader has what it wanted
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":

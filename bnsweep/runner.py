@@ -59,15 +59,15 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
         sweep.check_fits_local(study.resources, "lower --cpus-per-trial / --gpus-per-trial (or RESOURCES in "
                                                 "the file), or join a cluster that has them with --address")
     sweep_dir = sweep.sweep_dir_for(storage, study)
+    experiment = study.experiment_name(args.experiment)  # kept in sweep.json for a later sync
     tracking_info = None
     if uri:
-        experiment = study.experiment_name(args.experiment)
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
                                              str(study.path), study.text, study.shared())
     spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
-        tracking=tracking_info)
+        tracking=tracking_info, seeds=study.seeds, experiment=experiment)
     try:
         spec.write(sweep_dir)
     except BaseException:
@@ -148,7 +148,7 @@ def _study_from_spec(spec) -> Study:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / Path(spec.study_path).name
         path.write_text(spec.study_text)
-        study = load_study(path, smoke=spec.smoke, overrides=spec.overrides)
+        study = load_study(path, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds)
     study.path = Path(spec.study_path)
     study.resources, study.max_concurrent, study.max_failures = spec.resources, spec.max_concurrent, spec.max_failures
     return study
@@ -224,20 +224,24 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
     if spec.tracking:
-        uri = spec.tracking["uri"]
-        ui = uri if uri.startswith("http") else shlex.join(["mlflow", "ui", "--backend-store-uri", uri])
-        print(f"MLflow: experiment {spec.tracking['experiment']} at {uri}  (view: {ui})")
-        from bnsweep.tracking import resolve_tracking_uri
-
-        report = ["bnsweep", "report", spec.tracking["experiment"]]
-        if uri != resolve_tracking_uri():  # where report looks by default
-            report += ["--tracking-uri", uri]
-        print(f"next: {shlex.join(report)}   (figures, tables and the study's claims judged from these trials)")
+        _print_next(spec.tracking["experiment"], spec.tracking["uri"])
     else:
         print(f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
               "then bnsweep report")
     reasons = [row[3] for row in rows if row[3]]
     return sum(1 for row in rows if row[2]), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
+
+
+def _print_next(experiment: str, uri: str) -> None:
+    """Where to look at the runs, and the report command: each line pastes into a shell."""
+    from bnsweep.tracking import resolve_tracking_uri
+
+    ui = uri if uri.startswith("http") else shlex.join(["mlflow", "ui", "--backend-store-uri", uri])
+    print(f"MLflow: experiment {experiment} at {uri}  (view: {ui})")
+    report = ["bnsweep", "report", experiment]
+    if uri != resolve_tracking_uri():  # where report looks by default
+        report += ["--tracking-uri", uri]
+    print(f"next: {shlex.join(report)}   (figures, tables and the study's claims judged from these trials)")
 
 
 def _finite(x: Any) -> bool:
@@ -261,7 +265,7 @@ def sync(args: argparse.Namespace) -> int:
     info = tracking.find_sweep(spec.tracking, uri)
     if info is None:
         study = _study_from_spec(spec)
-        experiment = (spec.tracking or {}).get("experiment") or study.experiment_name()
+        experiment = (spec.tracking or {}).get("experiment") or spec.experiment or study.experiment_name()
         info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
                                     spec.study_text, study.shared())
         spec.tracking = info
@@ -271,4 +275,5 @@ def sync(args: argparse.Namespace) -> int:
     added = sum(tracking.sync_experiment(info, exp) for exp in tune_experiments(sweep_dir))
     tracking.close_parent(info)
     print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
+    _print_next(info["experiment"], uri)
     return 0

@@ -168,17 +168,18 @@ def _varied(space: Mapping[str, Any], arms: Mapping[str, Any], points: list[dict
 
 
 def _check_values(path: Path, name: str, key: str, values: list, base: dict, distinct: bool = True) -> list:
+    where = name if name in ("SEEDS", "--seeds") else f"{name}[{key!r}]"  # seeds are their own list
     out = []
     for v in values:
         try:
             out.append(make_config({key: v}, base=base, consistent=False)[key])
         except ConfigError as e:
-            _fail(path, f"{name}[{key!r}] value {v!r}: {e}")
+            _fail(path, f"{where} value {v!r}: {e}")
     repeated = list(dict.fromkeys(v for v in out if out.count(v) > 1))
     if distinct and repeated:
         # Checked after validation, which makes "0.1" and 0.1 one value: a repeat would
         # run the same trial twice and count as two seeds or grid points in the analysis.
-        _fail(path, f"{name}[{key!r}] lists {', '.join(map(repr, repeated))} more than once")
+        _fail(path, f"{where} lists {', '.join(map(repr, repeated))} more than once")
     return out
 
 
@@ -285,8 +286,13 @@ def _check_exclusive(path: Path, fixed: dict, smoke: dict, overrides: dict, arms
             _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
 
 
-def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None) -> Study:
-    """Import and validate a search-space file; raise SpaceError naming file and key."""
+def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
+               seeds: list | None = None) -> Study:
+    """Import and validate a search-space file; raise SpaceError naming file and key.
+
+    `overrides`: config keys the command line sets; `seeds`: replaces the file's SEEDS
+    (`--seeds`), so that a shipped file runs more seeds without an edit.
+    """
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     module = _import(path)
     names = {n for n in vars(module) if n.isupper() and not n.startswith("_")}
@@ -330,12 +336,15 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     except ConfigError as e:
         _fail(path, f"FIXED/SMOKE/overrides: {e}")
 
-    seeds = getattr(module, "SEEDS", [layered.get("seed", 0)])
-    if "seed" in overrides:
-        seeds = [overrides["seed"]]
-    if not isinstance(seeds, (list, tuple)) or not seeds:
-        _fail(path, "SEEDS must be a non-empty list of integers")
-    seeds = _check_values(path, "SEEDS", "seed", list(seeds), base)
+    if seeds is not None:
+        if "seed" in overrides:
+            _fail(path, "--seed and --seeds both given; --seeds 0,1,2 runs every point once per seed")
+        seeds = _check_values(path, "--seeds", "seed", list(seeds), base)
+    else:
+        seeds = [overrides["seed"]] if "seed" in overrides else getattr(module, "SEEDS", [layered.get("seed", 0)])
+        if not isinstance(seeds, (list, tuple)) or not seeds:
+            _fail(path, "SEEDS must be a non-empty list of integers")
+        seeds = _check_values(path, "SEEDS", "seed", list(seeds), base)
 
     checked_space: dict[str, Any] = {}
     for key, entry in space.items():

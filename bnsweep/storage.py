@@ -28,6 +28,8 @@ class SweepSpec:
     max_concurrent: int | None
     max_failures: int
     tracking: dict[str, Any] | None
+    seeds: list[int] | None = None  # the seeds run (--seeds or the file's SEEDS); None in older sweep.json
+    experiment: str | None = None  # the MLflow experiment asked for, even with --no-tracking (sync uses it)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)

@@ -26,6 +26,10 @@ from typing import Any
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 # bnsweep prints its own summary; Tune's "new output" table stays as the progress view.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+# A trial that fails beyond retrying returns without a result (run_trial), and Tune's
+# check that every result holds the metric would count the end of such a trial as a
+# result without it. Every epoch's result holds val_acc and the other metrics (train.py).
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402

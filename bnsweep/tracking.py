@@ -147,12 +147,18 @@ def code_version() -> dict[str, str]:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it (or restoring it from MLflow's trash) if need be."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name)
+    try:
+        return client.create_experiment(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id  # another sweep created it a moment ago
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str,

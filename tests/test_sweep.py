@@ -299,7 +299,7 @@ BAD_FILES = {
     "badfixed": ("SPACE = {'lr': [0.1]}\nFIXED = {'epochs': -1}\n", "epochs must be > 0"),
     "epochsvaried": ("SPACE = {'epochs': [5, 10]}\n", "epochs is the budget of every trial, not a setting to vary"),
     "repeatedlr": ("SPACE = {'lr': [0.1, '0.1', 0.01]}\n", "SPACE['lr'] lists 0.1 more than once"),
-    "repeatedseed": ("SPACE = {'lr': [0.1]}\nSEEDS = [0, 1, 0]\n", "SEEDS['seed'] lists 0 more than once"),
+    "repeatedseed": ("SPACE = {'lr': [0.1]}\nSEEDS = [0, 1, 0]\n", "SEEDS lists 0 more than once"),
 }
 
 _CHECK = ("import sys; from bnsweep.cli import main; rc = main(sys.argv[1:]); "
