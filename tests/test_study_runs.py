@@ -99,7 +99,7 @@ from bnsweep import runner
 from bnsweep.space import load_study
 study = load_study({str(write_space(tmp_path / 'badcfg.py', f'SPACE = {{"bn": [True]}}' + chr(10) + f'FIXED = {TINY}'))!r})
 study.fixed["batch_size"] = 10 ** 6
-args = argparse.Namespace(address=None, storage={str(tmp_path / 'results2')!r}, tracking_uri=None,
+args = argparse.Namespace(address={ray_address!r}, storage={str(tmp_path / 'results2')!r}, tracking_uri=None,
                           no_tracking=True, smoke=False, experiment=None)
 sys.exit(runner.run(study, args, {{}}))
 """
@@ -123,7 +123,7 @@ def _shell(command: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return r
 
 
-def test_printed_commands_paste_into_a_shell(ray_address, cifar_dir, tmp_path):
+def test_printed_commands_paste_into_a_shell(ray_address, tmp_path):
     # A folder, a results path and an experiment name that need quoting.
     work = tmp_path / "work dir"
     work.mkdir()
