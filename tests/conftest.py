@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the CIFAR-10 files the data tests read."""
+"""Shared pytest fixtures: the CIFAR-10 files the data tests read, a real Ray head
+and MLflow server, and a headless Chromium for the pages bnsweep writes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,61 +15,145 @@ import pytest
 CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
                "data_batch_5", "test_batch", "batches.meta")
 
-# The repository is cloned with the project's shared/ folder beside it (locally
-# /work/main and /work/shared; in CI the same layout), so shared/ is ../shared
-# from the repo root.
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-PREPARE = SHARED / "datasets" / "prepare_cifar10.py"
+# How to give the real-data tests their files, said wherever they skip.
+SUPPLY_CIFAR = ("supply it with BNSWEEP_DATA_DIR=DIR, DIR holding cifar-10-batches-py/ (the official python "
+                "files or a copy), or run once with network access so bnsweep downloads it into {cache}")
 
 
 def _has_cifar(root: Path) -> bool:
     return all((root / "cifar-10-batches-py" / name).is_file() for name in CIFAR_FILES)
 
 
-def _test_cache_dir() -> Path:
+def _bnsweep_cache_dir() -> Path:
+    """bnsweep's own default data folder (bnsweep.data.resolve_data_dir without
+    --data-dir or $BNSWEEP_DATA_DIR): $XDG_CACHE_HOME/bnsweep, ~/.cache/bnsweep."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bnsweep-test"
+    return Path(base).expanduser() / "bnsweep"
 
 
-def prepare_test_cifar(root: Path) -> Path:
-    """Write the JPEG-derived copy under root (once; later calls find it there).
+def _download_cifar(cache: Path) -> Path:
+    """bnsweep's own download (bnsweep.data.load_cifar10, download=True) into the
+    cache. It goes to a private folder first, renamed into place, so a parallel
+    session never sees half-written files. Raises bnsweep's DataError, within seconds
+    where there is no network (bnsweep probes the host before downloading)."""
+    from bnsweep import data
 
-    The script writes into a private temporary folder that is then renamed into
-    place, so parallel test sessions never see half-written files.
-    """
-    if _has_cifar(root):
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"tmp-{os.getpid()}"
+    tmp = cache / f"tmp-{os.getpid()}"
     try:
-        subprocess.run([sys.executable, str(PREPARE), str(tmp)], check=True,
-                       stdout=subprocess.DEVNULL, timeout=600)
+        with warnings.catch_warnings():  # an unofficial archive: the data tests say so themselves
+            warnings.simplefilter("ignore", data.UnverifiedDataWarning)
+            data.load_cifar10(tmp, download=True)  # downloads, extracts and reads (checks) the files
+        data.clear_cache()
         try:
-            os.rename(tmp / "cifar-10-batches-py", root / "cifar-10-batches-py")
+            os.rename(tmp / data.BASE_FOLDER, cache / data.BASE_FOLDER)
         except OSError:
-            if not _has_cifar(root):  # not a lost race with another session: a real failure
+            if not _has_cifar(cache):  # not a lost race with another session: a real failure
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return cache
+
+
+def find_cifar(config: pytest.Config, download: bool = True) -> tuple[Path | None, str]:
+    """(folder holding cifar-10-batches-py/, "") or (None, why not), decided once per
+    session: $BNSWEEP_DATA_DIR when it has the files, else bnsweep's cache folder when
+    it has them, else bnsweep's own download into that cache."""
+    found = config.stash.get(_CIFAR_KEY, None)
+    if found is not None:
+        return found
+    env = os.environ.get("BNSWEEP_DATA_DIR")
+    cache = _bnsweep_cache_dir()
+    if env and _has_cifar(Path(env).expanduser()):
+        found = (Path(env).expanduser(), "")
+    elif _has_cifar(cache):
+        found = (cache, "")
+    elif not download:
+        return None, "not downloaded"  # not remembered: a later call may still download
+    else:
+        try:
+            found = (_download_cifar(cache), "")
+        except Exception as e:  # no network, a full disk, a bad archive: the tests skip, saying why
+            first = str(e).split(". ")[0]  # bnsweep's message, less its advice (said here too)
+            for tmp in {cache / f"tmp-{os.getpid()}", cache.resolve() / f"tmp-{os.getpid()}"}:
+                first = first.replace(str(tmp), str(cache))
+            found = (None, f"{type(e).__name__}: {first}")
+    config.stash[_CIFAR_KEY] = found
+    return found
+
+
+_CIFAR_KEY = pytest.StashKey[tuple]()
+
+
+def _needs_cifar(items) -> list:
+    return [item for item in items if "cifar_dir" in getattr(item, "fixturenames", ())]
+
+
+def pytest_report_collectionfinish(config, start_path, items):
+    """One line at the top of the run, after collection: where the real-data tests'
+    CIFAR-10 comes from, or how many of them will skip and how to supply it."""
+    n = len(_needs_cifar(items))
+    if not n:
+        return []
+    tests = f"{n} real-data test" + "s" * (n != 1)
+    root, why = find_cifar(config, download=not config.getoption("collectonly"))
+    if root is not None:
+        return [f"CIFAR-10 for {tests}: {root / 'cifar-10-batches-py'}"]
+    cache = _bnsweep_cache_dir()
+    if why == "not downloaded":  # --collect-only: nothing runs, so nothing is downloaded
+        return [f"CIFAR-10 not found: {tests} would try bnsweep's download into {cache}, else skip"]
+    return [f"NO CIFAR-10: {tests} will be SKIPPED ({why}); " + SUPPLY_CIFAR.format(cache=cache)]
 
 
 @pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    """A folder holding cifar-10-batches-py/: $BNSWEEP_DATA_DIR when it has the
-    files (official or not), else the JPEG-derived copy from shared/datasets,
-    prepared once into ~/.cache/bnsweep-test (about 186 MB)."""
-    env = os.environ.get("BNSWEEP_DATA_DIR")
-    if env and _has_cifar(Path(env).expanduser()):
-        return Path(env).expanduser()
-    if not PREPARE.is_file():
-        pytest.skip(f"no CIFAR-10: $BNSWEEP_DATA_DIR has no cifar-10-batches-py/ and {PREPARE} is missing")
+def cifar_dir(request) -> Path:
+    """A folder holding cifar-10-batches-py/ (official or a copy such as the
+    JPEG-derived one): see find_cifar. Skips, saying how to supply the data,
+    where there is none and it cannot be downloaded."""
+    root, why = find_cifar(request.config)
+    if root is None:
+        pytest.skip(f"no CIFAR-10 ({why}); " + SUPPLY_CIFAR.format(cache=_bnsweep_cache_dir()))
+    return root
+
+
+# --------------------------------------------------------------------------
+# A real browser: headless Chromium (the system's, e.g. Debian's `chromium`
+# package) driven by Playwright's Python API, for the pages bnsweep writes.
+# --------------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def find_chromium() -> str | None:
+    """The installed Chromium: /usr/bin/chromium (Debian's package), else the first
+    Chromium-like program on PATH."""
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (Playwright's sync API), one per session. Skips only where
+    playwright or Chromium is not installed (Playwright's own browsers are not used:
+    `apt-get install chromium`, as .ci/run does)."""
     try:
-        import numpy  # noqa: F401  (prepare_cifar10.py needs numpy and Pillow)
-        import PIL  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"cannot prepare CIFAR-10 from {PREPARE}: {e} (install the test extras)")
-    return prepare_test_cifar(_test_cache_dir())
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed: pip install -e '.[test]'")
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium: install one (Debian: apt-get install chromium; .ci/run does)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 # --------------------------------------------------------------------------
