@@ -110,7 +110,8 @@ def write_study(folder: Path, name: str, n_trials: int, fixed: dict, resources: 
 def run_args(storage: Path, tracking_uri: str | None = None) -> argparse.Namespace:
     """What `bnsweep run FILE --storage S [--no-tracking | --tracking-uri U]` hands runner.run."""
     return argparse.Namespace(no_tracking=tracking_uri is None, tracking_uri=tracking_uri, address=None,
-                              gpus_per_trial=None, storage=str(storage), smoke=False, experiment=None)
+                              gpus_per_trial=None, storage=str(storage), smoke=False, experiment=None,
+                              verbose=False)
 
 
 def timed_sweep(study, storage: Path, log: Path, tracking_uri: str | None = None, verbose: bool = False) -> float:

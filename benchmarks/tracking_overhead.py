@@ -70,8 +70,8 @@ def micro(uri: str, n_trials: int, n_epochs: int, fixed: dict, log: Path) -> dic
     info = tracking.start_sweep(uri, "bnsweep-benchmark-tracking", "benchmark", "grid", "/tmp/bench-sweep",
                                 "bench.py", '"""benchmark"""\n', fixed)
     start_s = time.perf_counter() - t0
-    tracking.TuneCallback.use("/tmp/bench-sweep", info)
-    callback = tracking.TuneCallback("/tmp/bench-sweep")
+    recorder.TuneCallback.use("/tmp/bench-sweep", info)
+    callback = recorder.TuneCallback("/tmp/bench-sweep")
     first, later, complete, trials = [], [], [], []
     for i in range(n_trials):
         trial = SimpleNamespace(trial_id=f"bench_{i:05d}", config=make_config({**fixed, "seed": i}), last_result=None)

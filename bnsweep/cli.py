@@ -110,6 +110,34 @@ def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
     return make_config({**saved, **overrides}), state
 
 
+class _EpochBar:
+    """A progress bar over one epoch's optimizer steps on a terminal: images/s and the loss.
+
+    The loss is read (a wait for the GPU) only when the bar redraws, about twice a second.
+    """
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.bar, self.shown = batch_size, None, 0.0
+
+    def __call__(self, step: int, steps: int, loss) -> None:
+        import time
+
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=steps * self.batch_size, unit="img", unit_scale=True, leave=False,
+                            dynamic_ncols=True, desc="epoch")
+        self.bar.update(self.batch_size)
+        if time.monotonic() - self.shown > 0.5 or step == steps:
+            self.bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            self.shown = time.monotonic()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _check_writable(path: str) -> None:
     """Fail now, not after the first epoch has trained: save_checkpoint writes PATH.tmp, then renames it."""
     tmp = Path(f"{path}.tmp")
@@ -154,10 +182,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint:  # saved first: an epoch on the screen is an epoch in the checkpoint
             save_checkpoint(state, checkpoint)
             saved[0] = int(metrics["epoch"])
+        if progress is not None:
+            progress.close()
         print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
 
+    progress = _EpochBar(cfg["batch_size"]) if sys.stdout.isatty() else None
     try:
-        summary = train(cfg, report=report, resume=resume, on_start=on_start)
+        summary = train(cfg, report=report, resume=resume, on_start=on_start, on_step=progress)
     except KeyboardInterrupt:  # say what survived, then exit as interrupted
         if checkpoint and saved[0]:
             print(f"\n{checkpoint} holds {saved[0]} epoch(s); continue with: "
@@ -180,6 +211,8 @@ def _sweep_flags(p: argparse.ArgumentParser) -> None:
                                      "(default: $BNSWEEP_STORAGE, else ./bnsweep_results)")
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     g.add_argument("--no-tracking", action="store_true", help="do not record into MLflow (replay later with sync)")
+    g.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output instead of bnsweep's "
+                                                         "table of the trials (else it goes to SWEEP_DIR/logs/)")
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -286,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $RAY_ADDRESS, else a new local Ray)")
     p.add_argument("--no-tracking", action="store_true",
                    help="continue without MLflow, e.g. while its server is down (replay later with sync)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output (else it goes to "
+                                                         "SWEEP_DIR/logs/)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("plan", help="trials, epochs, resources and a measured wall-time estimate")

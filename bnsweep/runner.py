@@ -9,10 +9,12 @@ parent run, then sweep.json, then the Tuners.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,7 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     tracking_info = None
     if uri:
         tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
-                                             str(study.path), study.text, study.shared())
+                                             str(study.path), study.text, study.shared(), study.varied())
     spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
@@ -75,7 +77,7 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
             tracking.end_sweep(tracking_info, "FAILED")
         raise
     _print_start(study, spec, sweep_dir)
-    return _fit_and_summarize(study, spec, sweep_dir, resume=False)
+    return _fit_and_summarize(study, spec, sweep_dir, resume=False, verbose=args.verbose)
 
 
 def check_storage(storage: str) -> None:
@@ -126,7 +128,7 @@ def resume(args: argparse.Namespace) -> int:
     if spec.tracking:  # only now: nothing above may leave the parent run RUNNING
         tracking.reopen_sweep(spec.tracking)
     print(f"resuming {sweep_dir}", flush=True)
-    return _fit_and_summarize(study, spec, sweep_dir, resume=True)
+    return _fit_and_summarize(study, spec, sweep_dir, resume=True, verbose=args.verbose)
 
 
 def _read_spec(sweep_dir: str) -> SweepSpec:
@@ -154,11 +156,40 @@ def _study_from_spec(spec) -> Study:
     return study
 
 
-def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool) -> int:
+@contextlib.contextmanager
+def _driver_log(sweep_dir: str, verbose: bool):
+    """Ray's and Tune's own output into SWEEP_DIR/logs/driver-<time>.log while the sweep
+    runs (bnsweep/progress.py shows the trials), Ray stopped before the summary so that
+    its workers' shutdown messages go there too. A remote sweep folder takes the log
+    when the fit ends (object stores cannot append). --verbose: all of it on the terminal."""
+    from bnsweep import progress, sweep
+    from bnsweep.storage import write_text
+
+    if verbose:
+        yield
+        return
+    name = f"logs/driver-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    remote = "://" in sweep_dir
+    path = os.path.join(tempfile.mkdtemp(prefix="bnsweep-"), "driver.log") if remote else f"{sweep_dir}/{name}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    print(f"Ray's and Tune's own output: {sweep_dir}/{name}  (--verbose shows it here)", flush=True)
+    try:
+        with progress.output_to_log(path):
+            try:
+                yield
+            finally:
+                sweep.shutdown_ray()
+    finally:
+        if remote:
+            write_text(f"{sweep_dir}/{name}", Path(path).read_text(errors="replace"))
+
+
+def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose: bool = False) -> int:
     from bnsweep import sweep, tracking
 
     try:
-        grids = sweep.run_tuners(study, spec, sweep_dir, resume=resume)
+        with _driver_log(sweep_dir, verbose):
+            grids = sweep.run_tuners(study, spec, sweep_dir, resume=resume, verbose=verbose)
     except BaseException:
         if spec.tracking:  # no parent run left RUNNING; what the trials reported is on storage
             tracking.end_sweep(spec.tracking, "FAILED")
@@ -192,8 +223,12 @@ def _print_start(study: Study, spec, sweep_dir: str) -> None:
           f"{spec.resources['gpu']:g} GPU", flush=True)
     print(f"results: {sweep_dir}", flush=True)
     if spec.tracking:
+        from bnsweep.tracking import ui_links
+
         print(f"MLflow: {spec.tracking['uri']}  experiment {spec.tracking['experiment']}, "
               f"parent run {spec.tracking['parent_run_id']}", flush=True)
+        print(f"  runs: {ui_links(spec.tracking)['runs']}   (+ unfolds the sweep's trials as they start)",
+              flush=True)
 
 
 def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, int]]:
@@ -224,7 +259,7 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
     if spec.tracking:
-        _print_next(spec.tracking["experiment"], spec.tracking["uri"])
+        _print_next(spec.tracking)
     else:
         print(f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
               "then bnsweep report")
@@ -232,12 +267,21 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict
     return sum(1 for row in rows if row[2]), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
 
 
-def _print_next(experiment: str, uri: str) -> None:
-    """Where to look at the runs, and the report command: each line pastes into a shell."""
-    from bnsweep.tracking import resolve_tracking_uri
+def _print_next(tracking: dict[str, Any]) -> None:
+    """Where to look at the runs, and the report command: each line pastes into a shell,
+    each link opens the sweep's runs in MLflow's UI."""
+    from bnsweep.tracking import resolve_tracking_uri, ui_links
 
-    ui = uri if uri.startswith("http") else shlex.join(["mlflow", "ui", "--backend-store-uri", uri])
-    print(f"MLflow: experiment {experiment} at {uri}  (view: {ui})")
+    uri, experiment = tracking["uri"], tracking["experiment"]
+    print(f"MLflow: experiment {experiment} at {uri}")
+    if not uri.startswith(("http://", "https://")):
+        print(f"  view:    {shlex.join(['mlflow', 'ui', '--backend-store-uri', uri])}   (then open a link below)")
+    try:
+        links = ui_links(tracking)
+        print(f"  trials:  {links['trials']}   (this sweep's trials side by side, its summary first)")
+        print(f"  runs:    {links['runs']}   (every sweep of the experiment; + unfolds a sweep's trials)")
+    except Exception as e:  # noqa: BLE001 — the links are a convenience; the runs are recorded
+        print(f"  (no links: MLflow at {uri} did not answer: {type(e).__name__})")
     report = ["bnsweep", "report", experiment]
     if uri != resolve_tracking_uri():  # where report looks by default
         report += ["--tracking-uri", uri]
@@ -267,13 +311,15 @@ def sync(args: argparse.Namespace) -> int:
         study = _study_from_spec(spec)
         experiment = (spec.tracking or {}).get("experiment") or spec.experiment or study.experiment_name()
         info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                    spec.study_text, study.shared())
+                                    spec.study_text, study.shared(), study.varied())
         spec.tracking = info
         spec.write(sweep_dir)
         print(f"{uri} had no record of this sweep: created parent run {info['parent_run_id']} in experiment "
               f"{experiment} (sweep.json now points at it)")
-    added = sum(tracking.sync_experiment(info, exp) for exp in tune_experiments(sweep_dir))
+    from bnsweep.recorder import sync_experiment
+
+    added = sum(sync_experiment(info, exp) for exp in tune_experiments(sweep_dir))
     tracking.close_parent(info)
     print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
-    _print_next(info["experiment"], uri)
+    _print_next(info)
     return 0

@@ -78,13 +78,15 @@ class Study:
     max_failures: int = 2
     experiment: str | None = None
 
+    def varied(self) -> list[str]:
+        """The config keys whose value differs between trials, seed included when repeated."""
+        varied = _varied(self.space, self.arms, self.points) | ({"seed"} if len(self.seeds) > 1 else set())
+        return sorted(varied)
+
     def shared(self) -> dict[str, Any]:
         """The config every trial shares: `fixed` less the keys the study varies (its
         values there are the reference's, which no trial ran with)."""
-        varied = _varied(self.space, self.arms, self.points)
-        if len(self.seeds) > 1:
-            varied.add("seed")
-        return {k: v for k, v in self.fixed.items() if k not in varied}
+        return {k: v for k, v in self.fixed.items() if k not in self.varied()}
 
     def default_gpus(self, gpus_available: float) -> None:
         """Where neither the file nor the command line says: one GPU per trial if there are GPUs."""

@@ -34,7 +34,7 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from bnsweep import tracking  # noqa: E402
+from bnsweep import progress, recorder, tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
@@ -58,6 +58,10 @@ class _Without(logging.Filter):
 # have no results yet (bnsweep's summary counts them as unfinished).
 logging.getLogger("ray.tune.tune").addFilter(_Without("Resume experiment with:"))
 logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_Without("Failed to fetch metrics"))
+# Said at every ray.init on a machine that holds a Ray token (~/.ray/auth_token), even for
+# a Ray of the sweep's own; the cluster guide says when a token matters (docs/cluster.md).
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    _Without("Token authentication is enabled"))
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORWARDED_ENV = ("BNSWEEP_DATA_DIR",)
@@ -199,7 +203,7 @@ def _trainable(spec: SweepSpec, sweep_dir: str):
                                resources)
 
 
-def _run_config(experiment: str, spec: SweepSpec, callbacks: list) -> tune.RunConfig:
+def _run_config(experiment: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
     storage, name = experiment.rsplit("/", 1)
     return tune.RunConfig(
         name=name,
@@ -207,7 +211,7 @@ def _run_config(experiment: str, spec: SweepSpec, callbacks: list) -> tune.RunCo
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=list(callbacks),  # a list of its own: Tune appends its progress reporter to it
-        verbose=1,
+        verbose=1 if verbose else 0,  # bnsweep's Progress shows the trials; --verbose, Tune's own output
     )
 
 
@@ -228,6 +232,7 @@ def init_ray(address: str | None) -> None:
     running on this machine (found by process scan). Joining one is asked for by
     name: --address auto.
     """
+    global _started_here
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if ray.is_initialized():
         return
@@ -237,12 +242,25 @@ def init_ray(address: str | None) -> None:
     try:
         ray.init(address=address, include_dashboard=False if address == "local" else None,
                  logging_level="WARNING", log_to_driver=True, runtime_env={"env_vars": env_vars})
+        _started_here = True
     except (ConnectionError, ray.exceptions.AuthenticationError) as e:
         cause = e.__cause__ or e
         hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and make its token "
                 "available (~/.ray/auth_token or RAY_AUTH_TOKEN)") if "token" in str(cause).lower() else ""
         raise BnsweepError(f"cannot connect to the Ray cluster at {address}: "
                            f"{str(cause).splitlines()[0][:300]}{hint}") from None
+
+
+_started_here = False  # whether init_ray started (or joined) Ray in this process
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray this process started or joined (not one a caller had started), so that
+    its workers' last messages arrive while the driver's log is open."""
+    global _started_here
+    if _started_here:
+        ray.shutdown()
+        _started_here = False
 
 
 def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
@@ -255,11 +273,13 @@ def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
                                f"{have.get(name, 0):g}; {what_to_do}")
 
 
-def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> list:
+def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verbose: bool = False) -> list:
     """Fit (or restore and fit) each Tuner of the study; return their ResultGrids."""
     # Also on a restore, whose callback comes back from the experiment's tuner.pkl.
-    tracking.TuneCallback.use(sweep_dir, spec.tracking)
-    callbacks = [tracking.TuneCallback(sweep_dir)]
+    recorder.TuneCallback.use(sweep_dir, spec.tracking)
+    callbacks = [recorder.TuneCallback(sweep_dir)]
+    if not verbose:
+        callbacks.append(progress.Progress(study.varied(), study.fixed["epochs"]))
     trainable = _trainable(spec, sweep_dir)
     grids = []
     with _TermToInterrupt():
@@ -274,7 +294,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool) -> l
             else:
                 tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
                                    tune_config=_tune_config(study, spec),
-                                   run_config=_run_config(path, spec, callbacks))
+                                   run_config=_run_config(path, spec, callbacks, verbose))
             grids.append(tuner.fit())
             if _unfinished_in(study, path):  # interrupted: the next arm waits for `bnsweep resume`
                 break
@@ -311,11 +331,11 @@ def set_aside_orphans(experiment: str) -> None:
         done.update(_set_aside(pafs.LocalFileSystem(), staging, known))
     for name, action in sorted(done.items()):
         if action == "removed":
-            print(f"removed {name}: it started after the last saved sweep state and reported nothing; "
-                  "the trial runs again", flush=True)
+            progress.echo(f"removed {name}: it started after the last saved sweep state and reported nothing; "
+                          "the trial runs again")
         else:
-            print(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep state, "
-                  "so the trial runs again from its start; the epochs it reported are kept there", flush=True)
+            progress.echo(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep "
+                          "state, so the trial runs again from its start; the epochs it reported are kept there")
 
 
 def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Everything MLflow: where runs go, what they hold, exactly once, and replay.
+"""MLflow's side of a sweep: where runs go, what they hold, each epoch once.
 
 Who writes: the sweep driver, from Tune's results (a Tune callback), not the
 trials. Tune's per-trial results on storage are the durable record; MLflow is
@@ -19,8 +19,9 @@ import os
 import shlex
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 # A down or slow server must not stall Tune's event loop for minutes: MLflow's
 # defaults are 120 s per request and 7 retries with backoff.
@@ -28,23 +29,25 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
+import logging  # noqa: E402
+
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from bnsweep.config import EPOCH_METRICS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
-from bnsweep.storage import exists, failure_of, read_failures, read_text, saved_trials  # noqa: E402
-from bnsweep.trials import trial_config, trial_dirname, trial_name, trial_tags  # noqa: E402
+from bnsweep.trials import display_name, mark_diverged, trial_name  # noqa: E402
+
+# MLflow's INFO lines ("Creating initial MLflow database tables...", a "View run" link per
+# run) are about its own bookkeeping; bnsweep prints the links that open the runs.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 ROLE_TAG = "bnsweep.role"
 FAILURE_TAG = "failure_reason"  # why a trial failed beyond retrying (storage.write_failure)
 TRIAL_TAG = "ray_trial_id"
 # Result keys the trainable adds to every result once, for the run's tags.
 INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name")
-# After a failed call, wait this long before talking to the server again, so an
-# outage costs one timeout per interval, not one per result.
-RETRY_AFTER_S = 10.0
 
 
 class TrackingError(BnsweepError):
@@ -146,25 +149,54 @@ def code_version() -> dict[str, str]:
     }
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages (traces, empty here) unless the
+# experiment is marked as model training; the UI reads this tag (MLflow 3.17's
+# ExperimentKind.CUSTOM_MODEL_DEVELOPMENT). Set on every experiment bnsweep records into.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# Where `mlflow ui` serves a local store (its default host and port).
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it (or restoring it from MLflow's trash) if need be."""
+    """The experiment's id, creating it (or restoring it from MLflow's trash) if need be,
+    marked as a model-training experiment."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except mlflow.exceptions.MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return client.get_experiment_by_name(name).experiment_id  # another sweep created it a moment ago
+        exp_id = exp.experiment_id
+    else:
+        try:
+            exp_id = client.create_experiment(name)
+        except mlflow.exceptions.MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp_id = client.get_experiment_by_name(name).experiment_id  # another sweep created it a moment ago
+    client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    return exp_id
 
 
-def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str,
-                space_path: str, space_text: str, shared: Mapping[str, Any]) -> dict[str, Any]:
+def ui_links(tracking: Mapping[str, Any]) -> dict[str, str]:
+    """Links that open the sweep in MLflow's UI (for a local store, where `mlflow ui`
+    serves it by default). "runs": the experiment's runs table, in its model-training
+    view whatever the browser chose last; MLflow 3.17 shows there one row per sweep, its
+    trials folded under it, and ignores a search filter given in the link. "trials":
+    MLflow's comparison of the sweep's parent run (its summary metrics) and every trial,
+    which lists them all (measured in headless Chromium, tests/test_mlflow_ui.py)."""
+    uri = tracking["uri"]
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    exp = tracking["experiment_id"]
+    runs = [tracking["parent_run_id"], *(r.info.run_id for r in _children(MlflowClient(uri), tracking))]
+    query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([exp])},
+                                   quote_via=urllib.parse.quote)
+    return {"runs": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
+            "trials": f"{base}/#/compare-runs?{query}"}
+
+
+def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str, space_path: str,
+                space_text: str, shared: Mapping[str, Any], varied: Sequence[str]) -> dict[str, Any]:
     """Create the experiment and the sweep's parent run (its params: the config all trials
-    share); return the tracking settings for trials."""
+    share); return the tracking settings for trials (`varied` names their runs)."""
     check_reachable(uri)
     client = MlflowClient(uri)
     exp_id = experiment_id(client, experiment)
@@ -174,7 +206,7 @@ def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: s
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
     client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,
-            "study": study, "code": code}
+            "study": study, "code": code, "varied": list(varied)}
 
 
 def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] | None:
@@ -212,6 +244,7 @@ def end_sweep(tracking: Mapping[str, Any], status: str) -> None:
     client = MlflowClient(tracking["uri"])
     for run in _children(client, tracking, "attributes.status = 'RUNNING'"):
         client.set_terminated(run.info.run_id, status="KILLED")
+    summarize(client, tracking)
     client.set_terminated(tracking["parent_run_id"], status=status)
 
 
@@ -220,7 +253,38 @@ def close_parent(tracking: Mapping[str, Any]) -> None:
     after its retries, as `run` ends a sweep with failed trials), else KILLED."""
     client = MlflowClient(tracking["uri"])
     statuses = {run.info.status for run in _children(client, tracking)}
+    summarize(client, tracking)
     client.set_terminated(tracking["parent_run_id"], status="FINISHED" if statuses <= {"FINISHED", "FAILED"} else "KILLED")
+
+
+def summarize(client: MlflowClient, tracking: Mapping[str, Any]) -> None:
+    """The sweep's summary on its parent run, which is the row MLflow's runs table shows
+    first: best val_acc per arm and the trials done / diverged / failed as metrics (so the
+    chart view has something to draw), and the same as a table in its description."""
+    rows: dict[str, dict[str, float]] = {}
+    for run in _children(client, tracking):
+        arm = run.data.tags.get("arm", "?")
+        row = rows.setdefault(arm, {"trials": 0, "done": 0, "diverged": 0, "failed": 0, "best": float("nan")})
+        row["trials"] += 1
+        row["failed"] += run.info.status == "FAILED"
+        if run.info.status == "FINISHED":
+            row["done"] += 1
+            row["diverged"] += run.data.tags.get("diverged") == "true"
+        best = run.data.metrics.get("best_val_acc")
+        if run.info.status != "FAILED" and best is not None and not best <= row["best"]:
+            row["best"] = best
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"trials/{k}", float(sum(r[k] for r in rows.values())), now, 0)
+               for k in ("done", "diverged", "failed")]
+    # MLflow metric names take letters, digits and _-./: and spaces, so bn+dropout is bn_dropout.
+    metrics += [Metric(f"best_val_acc/{arm.replace('+', '_')}", r["best"], now, 0)
+                for arm, r in rows.items() if r["best"] == r["best"]]
+    lines = ["| arm | trials | done | best val_acc | diverged | failed |", "|---|---|---|---|---|---|"]
+    lines += [f"| {arm} | {r['trials']} | {r['done']} | {r['best']:.4f} | {r['diverged']} | {r['failed']} |"
+              for arm, r in rows.items()]
+    note = (f"Sweep of study **{tracking['study']}**: {sum(r['trials'] for r in rows.values())} trials, "
+            "one child run each (expand this row to list them).\n\n" + "\n".join(lines))
+    client.log_batch(tracking["parent_run_id"], metrics=metrics, tags=[RunTag("mlflow.note.content", note)])
 
 
 def _children(client: MlflowClient, tracking: Mapping[str, Any], extra: str = "") -> Iterable:
@@ -257,8 +321,10 @@ class TrialRuns:
         self.client = MlflowClient(tracking["uri"])
         self.run_ids: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
+        self.names: dict[str, str] = {}
 
-    def run_id(self, trial_id: str, cfg: Mapping[str, Any], name: str, tags: Mapping[str, str]) -> str:
+    def run_id(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str], start_ms: int | None = None) -> str:
+        """The trial's run, found by its trial id or created (started at `start_ms`, else now)."""
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]
         found = list(_children(self.client, self.tracking, f"tags.{TRIAL_TAG} = '{trial_id}'"))
@@ -266,15 +332,20 @@ class TrialRuns:
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "val_acc")
             self.last_step[trial_id] = max((m.step for m in history), default=0)
+            self.names[trial_id] = found[0].info.run_name
         else:
             all_tags = {"mlflow.parentRunId": self.tracking["parent_run_id"], ROLE_TAG: "trial",
                         TRIAL_TAG: trial_id, "study": self.tracking["study"], **self.tracking["code"], **tags}
-            run = self.client.create_run(self.tracking["experiment_id"], run_name=name, tags=all_tags)
+            # Sweeps recorded before run names listed the varied keys keep their old names.
+            name = display_name(cfg, self.tracking["varied"]) if "varied" in self.tracking else trial_name(cfg)
+            run = self.client.create_run(self.tracking["experiment_id"], run_name=name, tags=all_tags,
+                                         start_time=start_ms)
             run_id = run.info.run_id
             params = [Param(k, str(cfg[k])) for k in REFERENCE if k in cfg]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run_id, params=params[i:i + 100])
             self.last_step[trial_id] = 0
+            self.names[trial_id] = name
         self.run_ids[trial_id] = run_id
         return run_id
 
@@ -291,9 +362,16 @@ class TrialRuns:
         if not metrics:
             self.client.log_batch(run_id, tags=tags)
         self.last_step[trial_id] = max(self.last_step.get(trial_id, 0), int(results[-1]["epoch"]))
+        name = self.names.get(trial_id, "")
+        if results[-1].get("diverged") and mark_diverged(name) != name:
+            # A diverged trial ends FINISHED (its accuracy is a result), and the runs table's
+            # default columns show no tag: the name is where it shows.
+            self.client.update_run(run_id, name=mark_diverged(name))
+            self.names[trial_id] = mark_diverged(name)
 
-    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str, reason: str | None = None) -> None:
-        """End the trial's run; `reason`: why it failed beyond retrying, kept as a tag."""
+    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str, reason: str | None = None,
+               end_ms: int | None = None) -> None:
+        """End the trial's run (at `end_ms`, else now); `reason`: why it failed beyond retrying, as a tag."""
         run_id = self.run_ids[trial_id]
         epochs = float(last.get("epoch", 0)) if last else None
         run = self.client.get_run(run_id)
@@ -303,173 +381,4 @@ class TrialRuns:
             self.client.log_batch(run_id, metrics=[Metric("epochs_completed", epochs, int(time.time() * 1000), 0)])
         if reason:
             self.client.set_tag(run_id, FAILURE_TAG, reason[:8000])  # MLflow's longest tag value
-        self.client.set_terminated(run_id, status=status)
-
-
-try:
-    from ray.tune import Callback as _TuneCallback
-except ImportError:  # pragma: no cover - ray is a dependency; tracking stays importable without it
-    _TuneCallback = object
-
-
-class TuneCallback(_TuneCallback):
-    """Logs Tune's results to MLflow from the driver; never raises into Tune.
-
-    Results that could not be sent (server down or slow) stay pending and go
-    with the next attempt; at the end, what is still pending is reported with
-    the `bnsweep sync` command that replays it.
-
-    Where it logs is not pickled with it. Tune pickles its callbacks into the
-    experiment and `Tuner.restore` unpickles them (it takes no new RunConfig),
-    but since `run` the sweep may have been pointed at another store by `sync`,
-    or recorded by `sync` after running without tracking, and `resume
-    --no-tracking` turns tracking off. So the callback keeps its sweep
-    directory, and the driver names the settings of now with `use()` before
-    each fit; None: tracking off.
-    """
-
-    _settings: dict[str, dict[str, Any] | None] = {}  # sweep directory -> settings, in this driver process
-
-    @classmethod
-    def use(cls, sweep_dir: str, tracking: Mapping[str, Any] | None) -> None:
-        cls._settings[sweep_dir] = dict(tracking) if tracking else None
-
-    def __init__(self, sweep_dir: str):
-        self.sweep_dir = sweep_dir
-        self._pickled: dict[str, Any] | None = None
-        self._reset()
-
-    @property
-    def tracking(self) -> dict[str, Any] | None:
-        if self.sweep_dir in self._settings:
-            return self._settings[self.sweep_dir]
-        if self.sweep_dir is not None and len(self._settings) == 1:
-            # The one sweep this driver runs, its folder reached by another path (moved,
-            # a symlink, another mount): the settings are still its.
-            return next(iter(self._settings.values()))
-        return self._pickled
-
-    def _reset(self) -> None:
-        self.runs: TrialRuns | None = None
-        self.pending: dict[str, list[dict]] = {}
-        self.final: dict[str, tuple[str, str | None]] = {}  # trial id -> (status, failure reason)
-        self.retry_at = 0.0
-        self.warned = False
-
-    def __getstate__(self):
-        return {"sweep_dir": self.sweep_dir}
-
-    def __setstate__(self, state):
-        self.sweep_dir = state.get("sweep_dir")
-        self._pickled = state.get("tracking")  # pickled by bnsweep before `use()` existed
-        self._reset()
-
-    def _attempt(self, trial) -> None:
-        if self.tracking is None or time.monotonic() < self.retry_at:
-            return
-        try:
-            if self.runs is None:
-                self.runs = TrialRuns(self.tracking)
-            tid = trial.trial_id
-            cfg = trial_config(trial.config)
-            self.runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))
-            if self.pending.get(tid):
-                self.runs.log_results(tid, self.pending[tid])
-                self.pending[tid] = []
-            if tid in self.final:
-                status, reason = self.final[tid]
-                self.runs.finish(tid, trial.last_result, status, reason)
-                del self.final[tid]
-        except Exception as e:  # noqa: BLE001 — MLflow trouble must never stop training
-            self.retry_at = time.monotonic() + RETRY_AFTER_S
-            self.runs = None
-            if not self.warned:
-                print(f"bnsweep: MLflow at {self.tracking['uri']} failed ({type(e).__name__}: {str(e)[:200]}); "
-                      "training goes on, results are kept and sent when it is back", flush=True)
-                self.warned = True
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" not in result or self.tracking is None:
-            return
-        self.pending.setdefault(trial.trial_id, []).append(dict(result))
-        self._attempt(trial)
-
-    def _finish(self, trial, status: str, reason: str | None = None) -> None:
-        if self.tracking is None:
-            return
-        self.final[trial.trial_id] = (status, reason)
-        self._attempt(trial)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        # A trial that failed beyond retrying returns normally (sweep.run_trial): its reason is on storage.
-        try:
-            reason = failure_of(self.sweep_dir, trial_dirname(trial.config, trial.trial_id))
-        except Exception:  # noqa: BLE001 — storage trouble must not stop the sweep; sync reads it again
-            reason = None
-        self._finish(trial, "FAILED" if reason else "FINISHED", reason)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "FAILED")
-
-    def on_experiment_end(self, trials, **info):
-        self.retry_at = 0.0
-        for trial in trials:
-            if self.pending.get(trial.trial_id) or trial.trial_id in self.final:
-                self._attempt(trial)
-        if self.missing:
-            print(f"bnsweep: MLflow is missing {self.missing} results of this sweep; they are safe on storage. "
-                  f"When the server is back, run `{shlex.join(['bnsweep', 'sync', self.sweep_dir or 'SWEEP_DIR'])}`.", flush=True)
-
-    @property
-    def missing(self) -> int:
-        return sum(len(v) for v in self.pending.values()) + len(self.final)
-
-
-# ----------------------------------------------------------------- sync ----
-
-TUNE_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
-
-
-def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
-    """Replay one Tune experiment's trials into MLflow; return the number of epochs added.
-
-    Reads Tune's saved state and each trial's result.json straight from storage
-    (a path or a URI): no Ray needed, so it runs anywhere the storage is readable.
-    """
-    runs = TrialRuns(tracking)
-    added = 0
-    failures = read_failures(experiment.rstrip("/").rsplit("/", 1)[0])  # the sweep's, beside its experiments
-    for trial in saved_trials(experiment) or []:
-        logdir = trial["relative_logdir"]  # None until Tune gave the trial a folder
-        results = _read_results(f"{experiment.rstrip('/')}/{logdir}") if logdir else []
-        reason = failures.get(trial_dirname(trial["config"], trial["trial_id"]))
-        if not results and trial["status"] != "ERROR" and not reason:
-            continue  # nothing reported and not failed: no run, as the live callback would not make one
-        cfg = trial_config(trial["config"])
-        tid = trial["trial_id"]
-        runs.run_id(tid, cfg, trial_name(cfg), trial_tags(cfg))
-        new = sum(1 for r in results if int(r["epoch"]) > runs.last_step.get(tid, 0))
-        if new:  # else the run would be reopened only to be closed again
-            runs.log_results(tid, results)
-            added += new
-        status = "FAILED" if reason else TUNE_STATUS.get(trial["status"], "KILLED")
-        runs.finish(tid, results[-1] if results else None, status, reason)
-    return added
-
-
-def _read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
-    """Tune's result.json, one JSON object per reported epoch.
-
-    An epoch reported again (re-run after an interruption, from the checkpoint
-    before it) is read as first reported: that is the value the live callback
-    logged, and the only one bnsweep logs per step (MLflow would keep both).
-    """
-    path = f"{str(trial_dir).rstrip('/')}/result.json"
-    by_epoch: dict[int, dict] = {}
-    if exists(path):
-        for line in read_text(path).splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if "epoch" in r:
-                    by_epoch.setdefault(int(r["epoch"]), r)
-    return [by_epoch[e] for e in sorted(by_epoch)]
+        self.client.set_terminated(run_id, status=status, end_time=end_ms)

@@ -65,11 +65,14 @@ def train(
     report: Report | None = None,
     resume: Mapping[str, Any] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """Train per `cfg` (a validated config); return the last epoch's metrics plus a summary.
 
     `report(metrics, state)` is called after every epoch; `state` references the
     live model, so a caller that wants a checkpoint must save it before returning.
+    `on_step(step, steps, loss)` after every optimizer step (from 1; `loss` a 0-d tensor
+    on the device: reading it waits for the step, so a progress bar reads it seldom).
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
@@ -124,6 +127,7 @@ def train(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        n_steps = math.ceil(n_train / cfg["batch_size"])
         for step, idx in enumerate(data_mod.batches(n_train, cfg["batch_size"], gen, device)):
             xb = data_mod.to_unit_float(train_x[idx])
             if cfg["augment"]:
@@ -133,6 +137,8 @@ def train(
             loss, logits = train_step(xb, yb)
             loss_sum += loss * len(idx)
             correct += (logits.argmax(1) == yb).sum()
+            if on_step is not None:
+                on_step(step + 1, n_steps, loss)
             if (step + 1) % _DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
                 diverged = True
                 break

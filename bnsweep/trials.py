@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from bnsweep.config import REFERENCE
 
@@ -36,6 +36,30 @@ def pair_id(cfg: Mapping[str, Any]) -> str:
 def trial_name(cfg: Mapping[str, Any]) -> str:
     name = f"{arm_name(cfg)}_lr={cfg['lr']:g}_bs={cfg['batch_size']}_seed={cfg['seed']}"
     return name.replace("+", "_")
+
+
+def display_name(cfg: Mapping[str, Any], varied: Sequence[str]) -> str:
+    """A trial's MLflow run name: its BN arm first, then the values the study varies
+    (e.g. "no_bn lr=0.01"), short enough for the runs table's name column."""
+    values = [f"{k}={_short(cfg[k])}" for k in varied if k != "bn" and k in cfg]
+    return " ".join(["bn" if cfg["bn"] else "no_bn", *values])
+
+
+def mark_diverged(name: str) -> str:
+    """The run name of a trial that diverged: the mark right after the arm, where MLflow's
+    runs table (about 17 characters of a name in MLflow 3.17) still shows it."""
+    arm, _, rest = name.partition(" ")
+    return f"{arm} {DIVERGED_MARK} {rest}".rstrip() if DIVERGED_MARK not in name else name
+
+
+DIVERGED_MARK = "DIVERGED"
+
+
+def _short(value: Any) -> str:
+    # 3 significant digits, exponents without their plus sign and zeros: 1e6, 1e-5, 0.0123.
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def trial_dirname(config: Mapping[str, Any], trial_id: str) -> str:

@@ -100,7 +100,7 @@ from bnsweep.space import load_study
 study = load_study({str(write_space(tmp_path / 'badcfg.py', f'SPACE = {{"bn": [True]}}' + chr(10) + f'FIXED = {TINY}'))!r})
 study.fixed["batch_size"] = 10 ** 6
 args = argparse.Namespace(address={ray_address!r}, storage={str(tmp_path / 'results2')!r}, tracking_uri=None,
-                          no_tracking=True, smoke=False, experiment=None)
+                          no_tracking=True, smoke=False, experiment=None, verbose=False)
 sys.exit(runner.run(study, args, {{}}))
 """
     r = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True, env=env,
@@ -143,7 +143,7 @@ def test_printed_commands_paste_into_a_shell(ray_address, tmp_path):
     assert "epoch(s) added" in synced.stdout
     reported = _shell(_printed(synced.stdout, r"^next: (bnsweep report .*?)   \("), env, work)
     assert (work / "reports" / experiment / "report.html").is_file(), reported.stdout[-2000:]
-    ui = _printed(synced.stdout, r"\(view: (mlflow ui .*)\)$")
+    ui = _printed(synced.stdout, r"^  view:    (mlflow ui .*?)   \(then")
     port = free_port()
     server = subprocess.Popen(["bash", "-c", f"exec {ui} --host 127.0.0.1 --port {port}"], cwd=work, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -96,7 +96,8 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
     from bnsweep.sweep import tuner_names
     from bnsweep.trials import arm_name
 
-    printed = [line.split()[0] for line in r.stdout.split("\nsummary\n")[1].splitlines() if line.startswith("  ")]
+    summary = r.stdout.split("\nsummary\n")[1].split("\nresults on storage:")[0]
+    printed = [line.split()[0] for line in summary.splitlines() if line.startswith("  ")]
     arms = ({arm_name(c) for c in study.grid_configs()} if study.search == "grid"
             else {name for name, _ in tuner_names(study)})  # Optuna: its searches, whatever dropout it tunes
     assert sorted(printed) == sorted(arms), r.stdout[-2000:]
@@ -110,6 +111,14 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
     runs = children(f"sqlite:///{tmp_path}/mlflow.db", f"bnsweep-{study.name}")
     assert len(runs) == study.n_trials()
     assert all(r.info.status == "FINISHED" for r in runs)
+    if space.stem == "lr":  # the transcript fits a screen or two and gives every trial's val_acc
+        transcript = (r.stdout + r.stderr).splitlines()
+        assert len(transcript) < 100, "\n".join(transcript)
+        ends = [line for line in transcript if line.lstrip().startswith(("done ", "diverged ")) and "val_acc" in line]
+        assert len(ends) == 14, "\n".join(transcript)
+        assert not [line for line in transcript if "Current best trial" in line or "tensorboard" in line.lower()]
+        log = sorted(sweep_dir_of(tmp_path / "results").glob("logs/driver-*.log"))
+        assert log and f"Ray's and Tune's own output: {log[0]}" in r.stdout
     if space.stem == "lr":  # Tune ran exactly the grid, pairs sharing their seed
         params = [json.loads((t / "params.json").read_text()) for t in trials]
         assert sorted((p["lr"], p["bn"]) for p in params) == sorted(

@@ -74,7 +74,7 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
         assert kid.data.tags["arm"] == ("bn" if kid.data.params["bn"] == "True" else "no_bn")
         assert set(REFERENCE) <= set(kid.data.params)
         assert kid.data.params["epochs"] == "2" and kid.data.params["width"] == "0.0625"
-        assert kid.info.run_name.startswith(kid.data.tags["arm"] + "_lr=")
+        assert kid.info.run_name == f"{kid.data.tags['arm']} lr={float(kid.data.params['lr']):g}"  # arm first
         assert kid.data.metrics["epochs_completed"] == 2
     pairs = {}
     for kid in kids:
@@ -227,7 +227,7 @@ def test_a_restored_callback_logs_where_the_driver_says_now(monkeypatch):
     # with use() before the fit: another store after a sync, or nothing (resume --no-tracking).
     import pickle
 
-    from bnsweep.tracking import TuneCallback
+    from bnsweep.recorder import TuneCallback
 
     monkeypatch.setattr(TuneCallback, "_settings", {})
     restored = pickle.loads(pickle.dumps(TuneCallback("/results/quick-1")))
@@ -244,7 +244,8 @@ def test_a_restored_callback_logs_where_the_driver_says_now(monkeypatch):
 def test_an_epoch_reported_twice_is_logged_once_as_first_reported(tmp_path):
     # An interrupted trial resumes from the checkpoint before its last epoch, so
     # result.json may hold that epoch twice, with different timings.
-    from bnsweep.tracking import _metric_batch, _read_results
+    from bnsweep.recorder import _read_results
+    from bnsweep.tracking import _metric_batch
 
     rows = [{"epoch": 1, "val_acc": 0.2, "epoch_time_s": 1.0}, {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.1},
             {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.5}, {"epoch": 3, "val_acc": 0.4, "epoch_time_s": 1.2}]
