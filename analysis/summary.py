@@ -9,8 +9,8 @@ each judged from the data: supported, refuted, or undecided with the reason.
 from __future__ import annotations
 
 from bnsweep.report import load, out_dir, run_script, save_table, script_parser
-from bnsweep.results import ACC_TOLERANCE, CHANCE, TIME_TOLERANCE, TRAIN_MARGIN, claims_table, evaluate_claims, \
-    study_table
+from bnsweep.results import ACC_TOLERANCE, CHANCE, STUDY_CLAIMS, TIME_TOLERANCE, TRAIN_MARGIN, claims_table, \
+    evaluate_claims, study_table
 
 SHOWN = ["arm", "n_trials", "best_val_acc_mean", "best_val_acc_std", "n_diverged", "n_failed", "n_unfinished",
          "train_acc_last_mean", "val_acc_last_mean", "epochs_completed_mean", "step_time_ms_median",
@@ -34,17 +34,20 @@ def main(argv=None, results=None):
                                 "failed / unfinished trials, last-epoch train and validation accuracy, epochs "
                                 "completed, median time per optimizer step (ms) and total time (s).", shown))
         claims = evaluate_claims(res.trials, res.history)
-        table = claims_table(claims)
+        ours = STUDY_CLAIMS.get(res.study, ())
+        table = claims_table(claims, ours)
         items.append(save_table(
             out, f"claims{suffix}", table, f"The study's claims, judged from {experiment}",
             f"Each claim of the study checked against this experiment. Rules: an arm 'trains' at a setting when its "
             f"best validation accuracy exceeds chance + {TRAIN_MARGIN} = {CHANCE + TRAIN_MARGIN:.1f} without "
             f"diverging; accuracies closer than {ACC_TOLERANCE} (or the sd over seeds, if larger) are not told "
-            f"apart; step-time ratios within 1 ± {TIME_TOLERANCE} are timing noise. A claim this study was not "
-            "designed to test is undecided, with the reason.",
-            table[["claim", "statement", "verdict", "evidence"]]))
+            f"apart; step-time ratios within 1 ± {TIME_TOLERANCE} are timing noise. speaks_to: the claims study "
+            f"{res.study!r} was designed to test; the others are judged from what its trials happen to hold, and "
+            "are undecided, with the reason, where that is too little.",
+            table[["claim", "statement", "speaks_to", "verdict", "evidence"]]))
         for c in claims:
-            print(f"claim {c.number} ({c.statement}): {c.verdict} — {c.evidence}")
+            mark = "*" if c.number in ours else " "  # the claims this study speaks to
+            print(f"{mark} claim {c.number} ({c.statement}): {c.verdict} — {c.evidence}")
     return items
 
 

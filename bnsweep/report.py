@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from bnsweep.errors import BnsweepError, UsageError
-from bnsweep.results import CHANCE, Results, ResultsError, arm_label, load_experiment, varied
+from bnsweep.results import (CHANCE, STUDY_CLAIMS, Results, ResultsError, arm_label, evaluate_claims,
+                             load_experiment, varied)
 
 ANALYSIS_DIR = Path(__file__).resolve().parents[1] / "analysis"
 DEFAULT_OUT = Path("reports")
@@ -35,9 +36,12 @@ DIVERGED_HATCH = "///"
 # Which scripts answer which study (the search-space file stem). Studies not
 # listed get the scripts their data supports (see scripts_for). summary runs last, always.
 STUDY_SCRIPTS = {
+    "quick": ("curves",),
     "lr": ("lr", "curves"),
     "batch_size": ("batch_size", "curves"),
+    "quick_batch_size": ("batch_size", "curves"),
     "dropout": ("dropout",),
+    "quick_dropout": ("dropout",),
     "optuna": ("optuna",),
 }
 
@@ -336,11 +340,21 @@ def _header(results: Results) -> list[tuple[str, str]]:
         ("data", ", ".join(sorted(set(t["dataset_source"].dropna().astype(str)))) or "unknown"),
         ("code", ", ".join(sorted(set(t["git_commit"].dropna().astype(str)))) or "unknown"),
         ("devices", ", ".join(sorted(set(t["device_name"].dropna().astype(str)))) or "unknown"),
+        ("speaks to", _speaks_to(results)),
     ]
     note = data_note(results)
     if note:
         rows.append(("warning", f"{note}: the numbers say nothing about the study's claims on CIFAR-10"))
     return rows
+
+
+def _speaks_to(results: Results) -> str:
+    """The claims the study was designed to test, each with its verdict from these trials."""
+    ours = STUDY_CLAIMS.get(results.study, ())
+    if not ours:
+        return f"no claim declared for study {results.study!r}; each is judged below from what its trials hold"
+    claims = {c.number: c for c in evaluate_claims(results.trials, results.history)}
+    return "; ".join(f"claim {n} ({claims[n].statement}): {claims[n].verdict}" for n in ours)
 
 
 def _md_cell(v) -> str:

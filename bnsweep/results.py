@@ -381,6 +381,19 @@ STATEMENTS = {
     5: "BN regularises like dropout",
 }
 
+# The claims each study under search_spaces/ was designed to test (the question of
+# its docstring), by the file's stem: its report names them first. Every claim is
+# still judged from whatever the trials hold; a study not listed here declares none.
+STUDY_CLAIMS = {
+    "quick": (1,),
+    "lr": (3, 1),
+    "batch_size": (4, 2),
+    "quick_batch_size": (4, 2),
+    "dropout": (5,),
+    "quick_dropout": (5,),
+    "optuna": (1,),
+}
+
 
 def undecided(why: str) -> str:
     return f"undecided ({why})"
@@ -637,9 +650,12 @@ def evaluate_claims(trials: pd.DataFrame, history: pd.DataFrame) -> list[Claim]:
             claim_batch_size(trials), claim_regularisation(trials, history)]
 
 
-def claims_table(claims: list[Claim]) -> pd.DataFrame:
-    return pd.DataFrame([{"claim": c.number, "statement": c.statement, "verdict": c.verdict,
-                          "evidence": c.evidence, **{f"n:{k}": v for k, v in c.numbers.items()}} for c in claims])
+def claims_table(claims: list[Claim], speaks_to: Iterable[int] = ()) -> pd.DataFrame:
+    """One row per claim; speaks_to marks those the study was designed to test (STUDY_CLAIMS)."""
+    ours = set(speaks_to)
+    return pd.DataFrame([{"claim": c.number, "statement": c.statement, "speaks_to": c.number in ours,
+                          "verdict": c.verdict, "evidence": c.evidence,
+                          **{f"n:{k}": v for k, v in c.numbers.items()}} for c in claims])
 
 
 def study_table(trials: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:

@@ -31,22 +31,30 @@ DIVERGING_LR = 1e6  # no-BN loss becomes NaN in the first epoch (the simple net 
 
 # study -> its search-space file, run for real by `bnsweep run` (local Ray head, sqlite store).
 FAILING = {"dataset": "cifar10", "data_dir": "/nonexistent/bnsweep-test", "download": False}  # DataError in the trial
+
+
+def _fixed(*varied: str, **more) -> dict:
+    """TINY without the keys a study varies (a key is set in one place: bnsweep/space.py), plus `more`."""
+    return {**{k: v for k, v in TINY.items() if k not in varied}, **more}
+
+
 SPACE_FILES = {
     # Two seeds everywhere: single values and mean ± sd; the diverging lr and a failing point stay in the data.
     "lr": f"""
-SPACE = [{{"lr": lr, "bn": bn}} for lr in (0.01, 0.05, {DIVERGING_LR}) for bn in (True, False)]
+SPACE = [{{"lr": lr, "bn": bn, "dataset": "synthetic"}}
+         for lr in (0.01, 0.05, {DIVERGING_LR}) for bn in (True, False)]
 SPACE += [{{"lr": 0.05, "bn": True, **{FAILING}}}]
 SEEDS = [0, 1]
-FIXED = {TINY}
+FIXED = {_fixed("lr", "dataset")}
 MAX_FAILURES = 0
 """,
     "batch_size": f"""
 SPACE = {{"batch_size": [25, 100], "bn": [True, False]}}
-FIXED = {{**{TINY}, "epochs": 2}}
+FIXED = {_fixed("batch_size", epochs=2)}
 """,
     "dropout": f"""
 SPACE = [{{"bn": False}}, {{"bn": False, "dropout": 0.5}}, {{"bn": True}}]
-FIXED = {{**{TINY}, "epochs": 2}}
+FIXED = {_fixed(epochs=2)}
 """,
     "optuna": f"""
 SEARCH = "optuna"
@@ -54,7 +62,7 @@ ARMS = {{"bn": [True, False]}}
 SPACE = {{"lr": ("loguniform", 0.01, 0.2), "batch_size": ("choice", [25, 50, 100]), "dropout": ("uniform", 0.0, 0.5)}}
 NUM_SAMPLES = 2
 SCHEDULER = "fifo"
-FIXED = {{**{TINY}, "epochs": 2}}
+FIXED = {_fixed("lr", "batch_size", epochs=2)}
 """,
 }
 N_TRIALS = {"lr": 14, "batch_size": 4, "dropout": 3, "optuna": 4}
@@ -62,18 +70,23 @@ N_TRIALS = {"lr": 14, "batch_size": 4, "dropout": 3, "optuna": 4}
 
 class RecordedSweep:
     """One study's tiny search space run by `bnsweep run` in the background, into its own
-    sqlite store (drivers side by side never share one); result() waits for it."""
+    sqlite store (drivers side by side never share one); result() waits for it. A study
+    not in SPACE_FILES is the repository's own file, search_spaces/<study>.py, in its
+    smoke mode, on the CIFAR-10 files in data_dir."""
 
-    def __init__(self, study: str, ray_address: str, work: Path, store: Path):
+    def __init__(self, study: str, ray_address: str, work: Path, store: Path, data_dir: Path | None = None):
         from conftest import bnsweep_cmd, bnsweep_env
 
         self.study, self.work = study, work
         self.uri = f"sqlite:///{store}/{study}.db"
-        space = work / f"{study}.py"
-        space.write_text(f'"""{study}: analysis test sweep."""\n' + SPACE_FILES[study])
-        env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=self.uri)
+        if study in SPACE_FILES:
+            space, flags = work / f"{study}.py", []
+            space.write_text(f'"""{study}: analysis test sweep."""\n' + SPACE_FILES[study])
+        else:
+            space, flags = ROOT / "search_spaces" / f"{study}.py", ["--smoke"]
+        env = bnsweep_env(data_dir, RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=self.uri)
         with open(work / "run.log", "wb") as log:  # a file, not a pipe: nobody reads it while it runs
-            self.proc = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(work / "results")),
+            self.proc = subprocess.Popen(bnsweep_cmd("run", str(space), *flags, "--storage", str(work / "results")),
                                          env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)
 
     def result(self) -> tuple[str, str]:
@@ -123,17 +136,20 @@ def studies_used(session) -> list[str]:
     return [s for s in SPACE_FILES if s in used]
 
 
-def sweep(tmp_path_factory, ray_address: str, study: str, session=None) -> tuple[str, str]:
+def sweep(tmp_path_factory, ray_address: str, study: str, session=None, data_dir: Path | None = None,
+          together: tuple[str, ...] = ()) -> tuple[str, str]:
     """(tracking_uri, experiment) of the study's tiny sweep, made once per test session.
 
     Given the pytest session, the first call also starts the sweeps of every other
-    study the session's tests use: side by side on the Ray head, since a driver's
-    start-up (imports, Tune, the first trial process) costs more than its trials."""
+    study the session's tests use, and of the studies in `together`: side by side on
+    the Ray head, since a driver's start-up (imports, Tune, the first trial process)
+    costs more than its trials. data_dir: the CIFAR-10 files, for the smoke runs of
+    search_spaces/ files (see RecordedSweep)."""
     if "dir" not in _STORE:
         _STORE["dir"] = _fast_dir(tmp_path_factory)
-    for name in dict.fromkeys([study, *(studies_used(session) if session is not None else [])]):
+    for name in dict.fromkeys([study, *together, *(studies_used(session) if session is not None else [])]):
         if name not in _STORE:
-            _STORE[name] = RecordedSweep(name, ray_address, tmp_path_factory.mktemp(name), _STORE["dir"])
+            _STORE[name] = RecordedSweep(name, ray_address, tmp_path_factory.mktemp(name), _STORE["dir"], data_dir)
             if session is not None:  # before the Ray head stops: no driver outlives the session
                 session.addfinalizer(_STORE[name].stop)
     return _STORE[study].result()

@@ -1,5 +1,6 @@
 """bnsweep report: the study's scripts run on a real tiny sweep, report.md and
-report.html written with every figure and CSV, and logged to the sweep's parent run."""
+report.html written with every figure and CSV, and logged to the sweep's parent run;
+the quick studies' own files, run in smoke mode, reported with the claims they speak to."""
 
 from __future__ import annotations
 
@@ -67,7 +68,13 @@ def test_scripts_follow_the_study(lr_sweep):
     assert scripts_for(r) == ["lr", "curves", "summary"]
     r.study = "dropout"
     assert scripts_for(r) == ["dropout", "summary"]
-    r.study = "quick"  # not a known study: what its data supports (here lr varies, nothing else)
+    r.study = "quick_batch_size"  # the quick studies get their full-size study's treatment
+    assert scripts_for(r) == ["batch_size", "curves", "summary"]
+    r.study = "quick_dropout"
+    assert scripts_for(r) == ["dropout", "summary"]
+    r.study = "quick"
+    assert scripts_for(r) == ["curves", "summary"]
+    r.study = "my_lr_grid"  # not a known study: what its data supports (here lr varies, nothing else)
     assert scripts_for(r) == ["lr", "curves", "summary"]
     r.study, r.search = "my_search", "optuna"  # sampled settings: no grid figure, whatever the name
     assert scripts_for(r) == ["optuna", "curves", "summary"]
@@ -87,3 +94,56 @@ def test_report_bad_input(lr_sweep, tmp_path, monkeypatch):
     monkeypatch.setattr(report, "ANALYSIS_DIR", tmp_path / "nowhere")
     with pytest.raises(ResultsError, match="analysis script .*nowhere/lr.py is missing"):
         report.build_report(experiment, tmp_path, uri, log_to_mlflow=False)
+
+
+# ------------------------------------------------------- the quick studies ---
+
+# Each quick study's file (search_spaces/), the claims it speaks to, its figures and trials.
+QUICK = {
+    "quick_batch_size": {"claims": (4, 2), "figures": ("batch_size", "curves"), "trials": 6},
+    "quick_dropout": {"claims": (5,), "figures": ("dropout_curves",), "trials": 3},
+}
+
+
+@pytest.fixture(scope="session")
+def quick_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
+    """(tracking_uri, experiment) per quick study: `bnsweep run search_spaces/<study>.py --smoke`
+    on the CIFAR-10 files, both started at once."""
+    names = tuple(QUICK)
+    return {s: sweep(tmp_path_factory, ray_address, s, request.session, cifar_dir, together=names) for s in names}
+
+
+@pytest.mark.parametrize("study", QUICK)
+def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study, quick_sweeps, tmp_path):
+    from bnsweep.report import build_report
+    from bnsweep.results import (STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time,
+                                 load_experiment)
+
+    uri, experiment = quick_sweeps[study]
+    expect = QUICK[study]
+    r = load_experiment(experiment, uri)
+    t = r.trials
+    assert r.study == study and len(t) == expect["trials"] and (t["outcome"] == "completed").all()
+    build_report(experiment, tmp_path, uri, log_to_mlflow=False)
+    md = (tmp_path / "report.md").read_text()
+    for fig in expect["figures"]:
+        assert f"]({fig}.png)" in md and (tmp_path / f"{fig}.png").stat().st_size > 0
+    # The verdicts, computed here from the same trials by the claims' own functions.
+    computed = {2: lambda: claim_step_time(t, r.history), 4: lambda: claim_batch_size(t),
+                5: lambda: claim_regularisation(t, r.history)}
+    verdicts = {n: computed[n]().verdict for n in expect["claims"]}
+    (line,) = [x for x in md.splitlines() if x.startswith("- **speaks to**: ")]
+    assert line == "- **speaks to**: " + "; ".join(f"claim {n} ({STATEMENTS[n]}): {verdicts[n]}"
+                                                   for n in expect["claims"])
+    claims = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
+    assert sorted(claims.index[claims["speaks_to"]]) == sorted(expect["claims"])
+    assert all(claims.loc[n, "verdict"] == v for n, v in verdicts.items())
+    # Their numbers are the trials': the BN arm's best accuracy per batch size, each pair's
+    # step times; the last-epoch train - val gap of each dropout arm.
+    if study == "quick_batch_size":
+        bn = t[t["bn"]].set_index("batch_size")["best_val_acc"]
+        assert claims.loc[4, "n:per_batch"] == ";".join(f"{b}:{bn[b]:.3f}" for b in (5, 50, 100))
+        assert claims.loc[2, "n:pairs"] == 3  # BN and no BN at each batch size, same seed and device
+    else:
+        for arm, row in t.set_index("arm").iterrows():
+            assert claims.loc[5, f"n:{arm}_gap"] == pytest.approx(row["train_acc"] - row["val_acc"])
