@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from bnsweep.config import REFERENCE
+from bnsweep.config import EXECUTION_KEYS, REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
 
 
@@ -33,14 +33,22 @@ def _flag_text(key: str, value: Any) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config key, same name with dashes; values are checked by make_config."""
-    group = parser.add_argument_group("config overrides (defaults: the reference experiment)")
-    for key, default in REFERENCE.items():
-        if isinstance(default, bool):
-            group.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"default: {default}")
-        else:
-            group.add_argument(_flag(key), dest=key, default=None, metavar="V", help=f"default: {default}")
+    """One flag per config key, same name with dashes, grouped by kind, its help from the
+    config table (unit, source, default); values are checked by make_config."""
+    from bnsweep.config import KINDS, TABLE
+
+    for kind in KINDS:
+        group = parser.add_argument_group(f"{kind} (defaults: the reference experiment)")
+        for key, spec in TABLE.items():
+            if spec.kind != kind:
+                continue
+            text = f"{spec.help} (default: {'none' if spec.default is None else spec.default})".replace("%", "%%")
+            if spec.value_type is bool:
+                group.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
+                                   help=text)
+            else:
+                metavar = "|".join(spec.choices) if spec.choices else ("N" if spec.value_type is int else "V")
+                group.add_argument(_flag(key), dest=key, default=None, metavar=metavar, help=text)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,9 +71,9 @@ def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
 
 
 # What may differ when `train --resume` continues a checkpoint: how long it trains,
-# and where and how it runs. Any other key would make it a different experiment.
-RESUME_MAY_CHANGE = ("epochs", "data_dir", "download", "device", "amp", "channels_last", "cuda_graphs",
-                     "fused_bn_relu", "eval_batch_size")
+# and where and how it runs (the execution keys). Any other key would make it a
+# different experiment.
+RESUME_MAY_CHANGE = ("epochs", *EXECUTION_KEYS)
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "time_total_s", "history")
 
 

@@ -1,4 +1,4 @@
-"""The reference experiment's settings and the validation of every override.
+"""The reference experiment's settings, one typed table, and the validation of every override.
 
 Every key here is the one name of its quantity: the CLI flag (`--batch-size`
 for `batch_size`), the search-space key, the MLflow param and the analysis
@@ -9,61 +9,112 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from bnsweep.errors import UsageError
 
-REFERENCE: dict[str, Any] = {
-    # --- model ---
-    "model": "inception",  # "inception" (the study's) or "simple" (dropout study)
-    "bn": True,  # the scientific axis: Batch Normalization after every conv
-    "width": 1.0,  # channel multiplier; 1.0 is the reference, < 1 for CPU-sized runs
-    "dropout": 0.0,  # drop probability before the classifier; the reference has none
-    "conv_bias": False,  # Keras notebook: Conv2D(use_bias=False) in both arms
-    "bn_momentum": 0.99,  # Keras convention (weight of the old running stat); torch uses 1 - this
-    "bn_eps": 1e-3,  # Keras BatchNormalization default epsilon
-    # --- optimisation ---
-    "lr": 0.01,  # initial SGD learning rate
-    "momentum": 0.9,  # SGD momentum, no Nesterov, no weight decay
-    "lr_drop_factor": 0.1,  # lr multiplied by this, in (0, 1] ... (the slides say "10% drop"; the code uses 0.1)
-    "lr_drop_period": 10,  # ... every this many epochs: lr0 * f ** floor((epoch + 1) / period)
-    "epochs": 30,
-    "batch_size": 250,  # images per optimizer step
-    "seed": 0,  # data order, augmentation draws, init; paired BN/no-BN trials share it
-    # --- data ---
-    "dataset": "cifar10",  # "cifar10" or "synthetic" (random CIFAR-shaped data, tests only)
-    "data_dir": None,  # None: $BNSWEEP_DATA_DIR, else ~/.cache/bnsweep
-    "download": True,  # try torchvision's download of the official archive when files are missing
-    "n_train": None,  # training images, class-balanced subset; None = all 50,000
-    "val_split": "test",  # "test": validate on the test set (reference); "holdout": a fixed part of train
-    "n_val": None,  # validation images, class-balanced; None = all 10,000 test images (or 5,000 holdout)
-    "augment": True,  # Keras ImageDataGenerator(horizontal_flip, shear_range, zoom_range)
-    "shear_range": 0.2,  # degrees (Keras >= 2.2.0 semantics): shear angle drawn from U(-s, s)
-    "zoom_range": 0.2,  # x and y zoom drawn independently from U(1 - z, 1 + z)
-    "horizontal_flip": True,  # flip with probability 0.5
-    # --- execution ---
-    "device": "auto",  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
-    "amp": True,  # bf16 autocast on CUDA; ignored on CPU (runs in fp32)
-    "channels_last": True,  # memory format on CUDA; ignored on CPU
-    "cuda_graphs": True,  # on CUDA, replay each training step as one CUDA graph (bnsweep/step.py)
-    "fused_bn_relu": False,  # on CUDA, BN + ReLU as one Triton op pair (bnsweep/bn_relu.py); off until timed on a GPU
-    "eval_batch_size": 1000,  # images per validation forward pass (no effect on results)
-}
+KINDS = ("model", "optimisation", "data", "execution")
 
-CHOICES = {
-    "model": ("inception", "simple"),
-    "dataset": ("cifar10", "synthetic"),
-    "val_split": ("test", "holdout"),
-}
 
-# Keys whose values must be strictly positive / in [0, 1) / non-negative.
-_POSITIVE = {"lr", "width", "epochs", "batch_size", "lr_drop_factor", "lr_drop_period",
-             "bn_eps", "eval_batch_size", "n_train", "n_val"}
-_UNIT_INTERVAL = {"dropout", "bn_momentum", "momentum"}
-_NON_NEGATIVE = {"shear_range", "seed"}
+@dataclass(frozen=True)
+class Key:
+    """One config key: its reference value, what it is, and which values it takes.
+
+    kind: "model", "optimisation" and "data" keys define the experiment; "execution"
+    keys say where and how it runs (a device, a kernel, where the files are) and leave
+    its results alone, so they may differ between the arms of a pair, change on
+    `train --resume`, and are not settings analysis groups trials by.
+    cost: whether the time of a training step per image depends on it (plan's probe).
+    Bounds: `low`/`high` inclusive unless `*_open`; `type` where the default is None.
+    """
+
+    default: Any
+    kind: str
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    optional: bool = False
+    type: type | None = None
+    cost: bool = False
+
+    @property
+    def value_type(self) -> type:
+        return self.type or type(self.default)
+
+
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a signed or unsigned 64-bit integer; one bound for both
-_INTS = {"epochs", "batch_size", "lr_drop_period", "seed", "eval_batch_size", "n_train", "n_val"}
-_OPTIONAL = {"data_dir", "n_train", "n_val"}
+
+# The reference experiment, from the study's Keras notebook (DESIGN.md §2): every default
+# below is its value. Help texts give units and sources; `bnsweep train --help` shows them.
+TABLE: dict[str, Key] = {
+    # --- model ---
+    "model": Key("inception", "model", "the network: the study's Inception, or the simpler CNN of the dropout study",
+                 choices=("inception", "simple"), cost=True),
+    "bn": Key(True, "model", "the scientific axis: BatchNormalization after every conv (Keras, scale=False)",
+              cost=True),
+    "width": Key(1.0, "model", "channel multiplier; 1.0 is the reference, below 1 for CPU-sized runs",
+                 low=0, low_open=True, cost=True),
+    "dropout": Key(0.0, "model", "drop probability before the classifier's dense layers; the reference has none",
+                   low=0, high=1, high_open=True, cost=True),
+    "conv_bias": Key(False, "model", "a bias in every conv; the notebook's Conv2D(use_bias=False) has none",
+                     cost=True),
+    "bn_momentum": Key(0.99, "model", "weight of the old running statistic, Keras convention (torch's is 1 - "
+                       "this); Keras default", low=0, high=1, high_open=True),
+    "bn_eps": Key(1e-3, "model", "added to the variance; Keras BatchNormalization's default",
+                  low=0, low_open=True),
+    # --- optimisation ---
+    "lr": Key(0.01, "optimisation", "initial SGD learning rate (the notebook's)", low=0, low_open=True),
+    "momentum": Key(0.9, "optimisation", "SGD momentum; no Nesterov, no weight decay (the notebook's)",
+                    low=0, high=1, high_open=True),
+    "lr_drop_factor": Key(0.1, "optimisation", "the lr is multiplied by this at each drop (the notebook: 0.1; "
+                          "its slides say \"10% drop\")", low=0, high=1, low_open=True),
+    "lr_drop_period": Key(10, "optimisation", "epochs between drops: lr0 * factor ** floor((epoch + 1) / period)",
+                          low=1),
+    "epochs": Key(30, "optimisation", "epochs of training, each followed by validation", low=1),
+    "batch_size": Key(250, "optimisation", "images per optimizer step", low=1, cost=True),
+    "seed": Key(0, "optimisation", "initial weights, data order, augmentation and dropout draws; paired BN / "
+                "no-BN trials share it", low=0, high=SEED_MAX),
+    # --- data ---
+    "dataset": Key("cifar10", "data", "cifar10, or synthetic (random CIFAR-shaped images, for tests)",
+                   choices=("cifar10", "synthetic")),
+    "n_train": Key(None, "data", "training images, a class-balanced subset; none: all 50,000",
+                   low=1, optional=True, type=int),
+    "val_split": Key("test", "data", "test: validate on the test set (the reference); holdout: on a fixed part "
+                     "of the training set", choices=("test", "holdout")),
+    "n_val": Key(None, "data", "validation images, class balanced; none: all 10,000 test images (or 5,000 "
+                 "held out)", low=1, optional=True, type=int),
+    "augment": Key(True, "data", "Keras ImageDataGenerator(horizontal_flip, shear_range, zoom_range), new draws "
+                   "per image every epoch", cost=True),
+    "shear_range": Key(0.2, "data", "degrees (Keras >= 2.2 semantics): shear angle drawn from U(-s, s)", low=0),
+    "zoom_range": Key(0.2, "data", "x and y zoom drawn independently from U(1 - z, 1 + z)",
+                      low=0, high=1, high_open=True),
+    "horizontal_flip": Key(True, "data", "flip with probability 0.5"),
+    # --- execution: where and how it runs, not what ---
+    "data_dir": Key(None, "execution", "folder holding cifar-10-batches-py/; none: $BNSWEEP_DATA_DIR, else "
+                    "~/.cache/bnsweep", optional=True, type=str),
+    "download": Key(True, "execution", "download the official archive (torchvision) when the files are missing"),
+    "device": Key("auto", "execution", "auto (cuda if available), cpu, cuda or cuda:N", cost=True),
+    "amp": Key(True, "execution", "bf16 autocast on CUDA; a CPU runs fp32 whatever this says", cost=True),
+    "channels_last": Key(True, "execution", "channels-last memory format on CUDA; ignored on a CPU", cost=True),
+    "cuda_graphs": Key(True, "execution", "on CUDA, replay each training step as one CUDA graph (bnsweep/step.py)",
+                       cost=True),
+    "fused_bn_relu": Key(False, "execution", "on CUDA, BN + ReLU as Triton kernels (bnsweep/bn_relu.py); off until "
+                         "timed on a GPU", cost=True),
+    "eval_batch_size": Key(1000, "execution", "images per validation forward pass (no effect on results)", low=1),
+}
+assert {k.kind for k in TABLE.values()} <= set(KINDS)
+
+REFERENCE: dict[str, Any] = {key: spec.default for key, spec in TABLE.items()}
+CHOICES = {key: spec.choices for key, spec in TABLE.items() if spec.choices}
+# The keys that leave an experiment's results alone (see Key): one list for every rule
+# that needs it (the pair of a trial, what `train --resume` may change, analysis settings).
+EXECUTION_KEYS = tuple(k for k, spec in TABLE.items() if spec.kind == "execution")
+# What the time of a training step per image depends on (plan's probe).
+COST_KEYS = tuple(k for k, spec in TABLE.items() if spec.cost)
 
 # Images per dataset: (training, test). "synthetic" is data.synthetic_cifar10, for tests.
 DATASET_SIZES = {"cifar10": (50_000, 10_000), "synthetic": (500, 200)}
@@ -94,40 +145,51 @@ class ConfigError(UsageError, ValueError):
 
 
 def value_kind(key: str) -> str:
-    """What a key takes: "bool", "choice" (one of CHOICES), "str", "int" or "float"."""
-    default = REFERENCE[key]
-    if isinstance(default, bool):
-        return "bool"
-    if key in CHOICES:
+    """What a key takes: "bool", "choice" (one of its choices), "str", "int" or "float"."""
+    spec = TABLE[key]
+    if spec.choices:
         return "choice"
-    if key in _INTS:
-        return "int"
-    return "float" if isinstance(default, float) else "str"
+    return {bool: "bool", int: "int", float: "float"}.get(spec.value_type, "str")
+
+
+def _bounds_text(spec: Key) -> str:
+    def show(x: float) -> str:
+        return str(int(x)) if spec.value_type is int else f"{x:g}"
+
+    if spec.low is not None and spec.high is not None:
+        return f"in {'(' if spec.low_open else '['}{show(spec.low)}, {show(spec.high)}{')' if spec.high_open else ']'}"
+    if spec.high is not None:
+        return f"{'<' if spec.high_open else '<='} {show(spec.high)}"
+    # "> 0" for a whole number >= 1: the message people expect for a count.
+    if spec.value_type is int and spec.low == 1:
+        return "> 0"
+    return f"{'>' if spec.low_open else '>='} {show(spec.low)}"
 
 
 def _check_value(key: str, value: Any) -> Any:
-    default = REFERENCE[key]
+    spec = TABLE[key]
+    kind = value_kind(key)
     if value is None:
-        if key in _OPTIONAL:
+        if spec.optional:
             return None
         raise ConfigError(f"{key} must not be empty")
-    if isinstance(default, bool):
+    if kind == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
-    if key in CHOICES:
-        if value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
-        return value
-    if key == "data_dir":
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+    if kind == "choice":
+        if value not in spec.choices:
+            raise ConfigError(f"{key} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
     if key == "device":
         if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
         return value
     # numbers
     if isinstance(value, bool):
@@ -136,29 +198,24 @@ def _check_value(key: str, value: Any) -> Any:
         try:
             # An integer's text is read as an int: through a float, integers above 2**53
             # would round, and two distinct seeds could become one.
-            value = int(value) if key in _INTS and re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
+            value = int(value) if kind == "int" and re.fullmatch(r"[+-]?\d+", value.strip()) else float(value)
         except ValueError:
             raise ConfigError(f"{key} must be a number, got {value!r}") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value!r}")
-    if key in _INTS:
+    if kind == "int":
         if isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{key} must be a whole number, got {value!r}")
         value = int(value)
     else:
         value = float(value)
-    if key in _POSITIVE and value <= 0:
-        raise ConfigError(f"{key} must be > 0, got {value!r}")
-    if key in _UNIT_INTERVAL and not 0 <= value < 1:
-        raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
-    if key in _NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{key} must be >= 0, got {value!r}")
-    if key == "seed" and value > SEED_MAX:
-        raise ConfigError(f"seed must be <= {SEED_MAX} (2**63 - 1), got {value!r}")
-    if key == "lr_drop_factor" and value > 1:
-        raise ConfigError(f"lr_drop_factor must be in (0, 1]: the lr is multiplied by it at each drop, got {value!r}")
-    if key == "zoom_range" and not 0 <= value < 1:
-        raise ConfigError(f"zoom_range must be in [0, 1), got {value!r}")
+    too_low = spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low)
+    too_high = spec.high is not None and (value >= spec.high if spec.high_open else value > spec.high)
+    if too_low or too_high:
+        why = {"seed": " (2**63 - 1)", "lr_drop_factor": ": the lr is multiplied by it at each drop"}.get(key, "")
+        if key == "seed" and too_high:
+            raise ConfigError(f"seed must be <= {SEED_MAX}{why}, got {value!r}")
+        raise ConfigError(f"{key} must be {_bounds_text(spec)}{why if key != 'seed' else ''}, got {value!r}")
     return value
 
 

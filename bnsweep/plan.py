@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from bnsweep import data
-from bnsweep.config import DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
+from bnsweep.config import COST_KEYS, DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
 from bnsweep.model import build_model
 from bnsweep.space import Study
 from bnsweep.step import TrainStep
@@ -98,9 +98,8 @@ def describe(study: Study, probe: bool = True) -> str:
     cache: dict[tuple, float] = {}
     total_s = 0.0
     for cfg in configs:
-        # What the probe's time depends on (seconds_per_image reads these, and the device's).
-        key = (cfg["model"], cfg["width"], cfg["bn"], probe_images(cfg), cfg["dropout"] > 0, cfg["fused_bn_relu"],
-               cfg["augment"], cfg["amp"], cfg["channels_last"])
+        # What a step's time per image depends on (the config table's cost keys), and the probe's batch.
+        key = (*(cfg[k] for k in COST_KEYS), probe_images(cfg))
         if key not in cache:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)

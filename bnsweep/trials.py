@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
-from bnsweep.config import REFERENCE
+from bnsweep.config import EXECUTION_KEYS, REFERENCE
 
 POINT_KEY = "point"  # Tune config key of an explicit grid point (a search space given as a list)
 
@@ -28,8 +28,9 @@ def arm_name(cfg: Mapping[str, Any]) -> str:
 
 
 def pair_id(cfg: Mapping[str, Any]) -> str:
-    """Same for the BN and no-BN trials of one grid point (everything but `bn` equal)."""
-    rest = {k: cfg.get(k) for k in sorted(REFERENCE) if k not in ("bn", "data_dir", "device")}
+    """Same for the BN and no-BN trials of one grid point: every key that defines the
+    experiment equal but `bn` (execution keys, where and how it ran, do not count)."""
+    rest = {k: cfg.get(k) for k in sorted(REFERENCE) if k != "bn" and k not in EXECUTION_KEYS}
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
