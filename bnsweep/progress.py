@@ -21,7 +21,7 @@ from ray.tune import Callback
 
 from bnsweep.trials import display_name, trial_config
 
-STATUS_EVERY_S = 30.0  # seconds between status lines when the output is not a terminal
+STATUS_EVERY_S = 30.0  # seconds between the first status lines when the output is not a terminal
 MAX_ROWS = 40  # trials shown in the live table; the rest are counted
 
 _terminal: TextIO | None = None  # the terminal, while fds 1 and 2 go to the log file
@@ -145,7 +145,10 @@ class Progress(Callback):
                 self.reported.add(trial.trial_id)
                 echo(f"  {r['status']:<8} {r['arm']:<6} {r['settings']:<28} epoch {r['epoch']}/{r['epochs']}  "
                      f"val_acc {_acc(r['val_acc'])}  best {_acc(r['best'])}")
-        if time.monotonic() - self.last_status >= STATUS_EVERY_S:
+        # Every STATUS_EVERY_S at first, then every tenth of the time so far: a few dozen
+        # lines for a sweep of hours.
+        elapsed = time.monotonic() - self.started
+        if time.monotonic() - self.last_status >= max(STATUS_EVERY_S, elapsed / 10):
             self.last_status = time.monotonic()
             counts: dict[str, int] = {}
             for trial in trials:
