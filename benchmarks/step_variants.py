@@ -146,7 +146,8 @@ def main() -> None:
     device = torch.device(resolve_device(args.device))
     on_cuda = device.type == "cuda"
     steps = args.steps or (50 if on_cuda else 3)
-    names = [v for v in VARIANTS if (on_cuda or v == "eager" or VARIANTS[v][3]) and (args.compile or not VARIANTS[v][3])]
+    names = [v for v in VARIANTS
+             if (on_cuda or v == "eager" or VARIANTS[v][3]) and (args.compile or not VARIANTS[v][3])]
     gen = torch.Generator(device=device).manual_seed(0)
     batches = [(torch.rand(args.batch_size, 3, 32, 32, device=device, generator=gen),
                 torch.randint(0, 10, (args.batch_size,), device=device, generator=gen)) for _ in range(4)]

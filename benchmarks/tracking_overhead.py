@@ -37,8 +37,19 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-from _common import (add_trial_flags, device_line, quiet, resources, start_ray, stop_ray, timed_sweep, trial_fixed,
-                     trial_times, run_main, write_study)
+from _common import (
+    add_trial_flags,
+    device_line,
+    quiet,
+    resources,
+    run_main,
+    start_ray,
+    stop_ray,
+    timed_sweep,
+    trial_fixed,
+    trial_times,
+    write_study,
+)
 
 from bnsweep import data as data_mod
 from bnsweep.config import make_config
@@ -59,7 +70,7 @@ def micro(uri: str, n_trials: int, n_epochs: int, fixed: dict, log: Path) -> dic
     """Seconds of each kind of MLflow call the driver makes, against `uri`."""
     from mlflow import MlflowClient
 
-    from bnsweep import tracking
+    from bnsweep import recorder, tracking
 
     tracking.check_reachable(uri)  # a server that is down: one line now, not minutes of retries
     with quiet(log):  # MLflow logs its schema creation
@@ -68,7 +79,7 @@ def micro(uri: str, n_trials: int, n_epochs: int, fixed: dict, log: Path) -> dic
         store_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     info = tracking.start_sweep(uri, "bnsweep-benchmark-tracking", "benchmark", "grid", "/tmp/bench-sweep",
-                                "bench.py", '"""benchmark"""\n', fixed)
+                                "bench.py", '"""benchmark"""\n', fixed, ["seed"])
     start_s = time.perf_counter() - t0
     recorder.TuneCallback.use("/tmp/bench-sweep", info)
     callback = recorder.TuneCallback("/tmp/bench-sweep")

@@ -34,8 +34,18 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import (add_trial_flags, device_line, resources, start_ray, stop_ray, timed_sweep, trial_fixed,
-                     trial_times, run_main, write_study)
+from _common import (
+    add_trial_flags,
+    device_line,
+    resources,
+    run_main,
+    start_ray,
+    stop_ray,
+    timed_sweep,
+    trial_fixed,
+    trial_times,
+    write_study,
+)
 
 from bnsweep import data as data_mod
 from bnsweep.space import load_study

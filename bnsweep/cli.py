@@ -10,8 +10,9 @@ import argparse
 import shlex
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bnsweep.config import EXECUTION_KEYS, REFERENCE
 from bnsweep.errors import BnsweepError, UsageError

@@ -16,9 +16,10 @@ import socket
 import threading
 import urllib.parse
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

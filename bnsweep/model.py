@@ -15,7 +15,8 @@ Keras semantics reproduced here (DESIGN.md §2, the study's notebook):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -15,7 +15,8 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from ray.tune import Callback
 

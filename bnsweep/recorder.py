@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bnsweep.progress import echo
 from bnsweep.storage import exists, failure_of, read_failures, read_text, saved_trials

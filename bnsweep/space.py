@@ -30,9 +30,10 @@ import importlib.util
 import itertools
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bnsweep import domains
 from bnsweep.config import CONSISTENCY_KEYS, REFERENCE, ConfigError, make_config, value_kind

@@ -44,7 +44,9 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.SGD, amp: bool, graph: bool):
         self.model, self.optimizer = model, optimizer
         self.amp, self.graph = amp, graph
-        self._captured: tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # (graph, static input, static labels, static loss, static logits) once captured
+        self._captured: tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor,
+                              torch.Tensor] | None = None
         self._captured_lr: float | None = None
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ class SweepSpec:
         return json.dumps(self.__dict__, indent=2, default=str)
 
     @classmethod
-    def read(cls, sweep_dir: str) -> "SweepSpec":
+    def read(cls, sweep_dir: str) -> SweepSpec:
         return cls(**json.loads(read_text(f"{sweep_dir}/{SWEEP_FILE}")))
 
     def write(self, sweep_dir: str) -> None:

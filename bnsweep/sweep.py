@@ -42,6 +42,7 @@ from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, filesystem, saved_trials, write_failure  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_dirname  # noqa: E402
 
+
 class _Without(logging.Filter):
     """Drops log records that contain any of `fragments`."""
 

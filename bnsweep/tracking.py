@@ -20,8 +20,9 @@ import shlex
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 # A down or slow server must not stall Tune's event loop for minutes: MLflow's
 # defaults are 120 s per request and 7 retries with backoff.
@@ -254,7 +255,8 @@ def close_parent(tracking: Mapping[str, Any]) -> None:
     client = MlflowClient(tracking["uri"])
     statuses = {run.info.status for run in _children(client, tracking)}
     summarize(client, tracking)
-    client.set_terminated(tracking["parent_run_id"], status="FINISHED" if statuses <= {"FINISHED", "FAILED"} else "KILLED")
+    ended = statuses <= {"FINISHED", "FAILED"}
+    client.set_terminated(tracking["parent_run_id"], status="FINISHED" if ended else "KILLED")
 
 
 def summarize(client: MlflowClient, tracking: Mapping[str, Any]) -> None:
@@ -323,7 +325,8 @@ class TrialRuns:
         self.last_step: dict[str, int] = {}
         self.names: dict[str, str] = {}
 
-    def run_id(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str], start_ms: int | None = None) -> str:
+    def run_id(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str],
+               start_ms: int | None = None) -> str:
         """The trial's run, found by its trial id or created (started at `start_ms`, else now)."""
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]

@@ -16,11 +16,11 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compile_for_hopper
 
 from bnsweep import bn_relu
 from bnsweep.config import make_config
 from bnsweep.model import ShiftOnlyBatchNorm, build_model
-from conftest import compile_for_hopper
 
 pytest.importorskip("triton")
 

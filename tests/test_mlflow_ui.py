@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import bnsweep_env, run_bnsweep, sweep_dir_of, write_space
+from mlflow import MlflowClient
 from test_sweep import TINY, children
 
 pytestmark = pytest.mark.slow

@@ -28,10 +28,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    bnsweep_cmd,
+    bnsweep_env,
+    free_port,
+    gcs_state,
+    results_of,
+    start_ray_node,
+    stop_ray_node,
+    sweep_dir_of,
+    trial_dirs,
+    write_space,
+)
 from mlflow import MlflowClient
-
-from conftest import (bnsweep_cmd, bnsweep_env, free_port, gcs_state, results_of, start_ray_node, stop_ray_node,
-                      sweep_dir_of, trial_dirs, write_space)
 from test_sweep import TINY, _wait_for, children, steps
 from test_tracking import assert_mlflow_equals_tune
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compile_for_hopper
 
 from bnsweep import pool
 from bnsweep.config import make_config
 from bnsweep.model import build_model
 from bnsweep.pool import TFSamePool, same_pads
-from conftest import compile_for_hopper
 
 pytest.importorskip("triton")
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import bnsweep_env, write_space
 
 from bnsweep.domains import Domain
 from bnsweep.space import load_study
-from conftest import bnsweep_env, write_space
 
 SYNTH = '{"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "epochs": 1, "augment": False}'
 
@@ -175,7 +174,8 @@ FORMS = [
     ("batch_size", "('intuniform', 16, 64)", Domain("int", 16, 64), "IntDistribution(16, 64)"),
     ("batch_size", "('intloguniform', 16, 64)", Domain("int", 16, 64, log=True), "IntDistribution(16, 64, log=True)"),
     ("batch_size", "('choice', [25, 50])", Domain("choice", values=(25, 50)), "CategoricalDistribution((25, 50))"),
-    ("lr", "tune.loguniform(1e-4, 1.0)", Domain("float", 1e-4, 1.0, log=True), "FloatDistribution(1e-4, 1.0, log=True)"),
+    ("lr", "tune.loguniform(1e-4, 1.0)", Domain("float", 1e-4, 1.0, log=True),
+     "FloatDistribution(1e-4, 1.0, log=True)"),
     ("dropout", "tune.uniform(0.0, 0.5)", Domain("float", 0.0, 0.5), "FloatDistribution(0.0, 0.5)"),
     ("dropout", "tune.quniform(0.0, 0.5, 0.1)", Domain("float", 0.0, 0.5, step=0.1),
      "FloatDistribution(0.0, 0.5, step=0.1)"),

@@ -15,10 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import VENV_BIN, bnsweep_env, free_port, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
 from mlflow import MlflowClient
-
-from conftest import (VENV_BIN, bnsweep_env, free_port, results_of, run_bnsweep, sweep_dir_of, trial_dirs,
-                      write_space)
 from test_sweep import TINY, children, start_driver, wait_for_first_result
 
 pytestmark = pytest.mark.slow
@@ -97,7 +95,7 @@ def test_a_trial_that_cannot_succeed_is_not_retried(ray_address, mlflow_server, 
 import argparse, sys
 from bnsweep import runner
 from bnsweep.space import load_study
-study = load_study({str(write_space(tmp_path / 'badcfg.py', f'SPACE = {{"bn": [True]}}' + chr(10) + f'FIXED = {TINY}'))!r})
+study = load_study({str(write_space(tmp_path / 'badcfg.py', 'SPACE = {"bn": [True]}' + chr(10) + f'FIXED = {TINY}'))!r})
 study.fixed["batch_size"] = 10 ** 6
 args = argparse.Namespace(address={ray_address!r}, storage={str(tmp_path / 'results2')!r}, tracking_uri=None,
                           no_tracking=True, smoke=False, experiment=None, verbose=False)

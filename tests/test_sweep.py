@@ -13,11 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    RAY_TEMP,
+    bnsweep_cmd,
+    bnsweep_env,
+    gcs_state,
+    results_of,
+    run_bnsweep,
+    sweep_dir_of,
+    trial_dirs,
+    write_space,
+)
 from mlflow import MlflowClient
 
 from bnsweep.space import load_study
-from conftest import (RAY_TEMP, bnsweep_cmd, bnsweep_env, gcs_state, results_of, run_bnsweep, sweep_dir_of,
-                      trial_dirs, write_space)
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = sorted((REPO / "search_spaces").glob("*.py"))

@@ -6,12 +6,11 @@ import json
 import math
 import signal
 
-from mlflow import MlflowClient
-
-from bnsweep.config import REFERENCE
-from bnsweep.config import EPOCH_METRICS
 from conftest import bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
+from mlflow import MlflowClient
 from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
+
+from bnsweep.config import EPOCH_METRICS, REFERENCE
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
@@ -60,7 +59,8 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
     assert len(parents) == 1 and len(kids) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["study"] == "rec" and parent.data.tags["sweep_dir"] == str(sweep_dir_of(tmp_path / "results"))
+    assert parent.data.tags["study"] == "rec"
+    assert parent.data.tags["sweep_dir"] == str(sweep_dir_of(tmp_path / "results"))
     # The parent's params: what every trial shares; not lr or bn, which the trials vary.
     assert parent.data.params["epochs"] == "2" and not {"lr", "bn"} & set(parent.data.params)
     text = client.download_artifacts(parent.info.run_id, "search_space/rec.py", str(tmp_path / "dl"))
