@@ -56,6 +56,13 @@ MAX_PARTS = 1024  # 1,000+ programs for the widest layers; 16 final steps of BLO
 BLOCK_T = 64
 
 
+def kernel_for(device: torch.device, bn: bool, fused: bool) -> str:
+    """Which BN + ReLU a ConvUnit runs in training on `device`: batch_norm_relu's own test."""
+    if not bn:
+        return "none"
+    return "triton" if fused and device.type == "cuda" and triton is not None else "pytorch"
+
+
 def batch_norm_relu(x: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
     """relu(bn(x)) for a shift-only batch norm (gamma == 1); fused in training on CUDA."""
     if bn.training and bn.track_running_stats and bn.momentum is not None and x.is_cuda and triton is not None \

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnsweep.config import EXECUTION_KEYS, REFERENCE
+from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
 
 
@@ -181,6 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_start(info: dict[str, Any]) -> None:
         print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
               f"batch_size={cfg['batch_size']} epochs={cfg['epochs']} seed={cfg['seed']}")
+        ran = ", ".join(f"{k.removeprefix('exec.')} {info[k]}" for k in EXECUTION_FACTS)
+        print(f"  ran: {ran}")
         print(f"  device {info['device_name']}, {info['n_params']:,} trainable params, "
               f"{info['n_train_images']:,} train / {info['n_val_images']:,} val images, "
               f"data: {info['dataset_source']} ({info['dataset_fingerprint']})", flush=True)

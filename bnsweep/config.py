@@ -122,6 +122,20 @@ DATASET_SIZES = {"cifar10": (50_000, 10_000), "synthetic": (500, 200)}
 N_HOLDOUT_DEFAULT = 5_000
 
 
+# What a run actually executed, as train() reports it at its start (MLflow tags, each
+# trial): the request is the config (amp, channels_last, ...), which a CPU ignores; these
+# say what happened. Comparisons of time (claim 2) pair trials only where they agree.
+EXECUTION_FACTS = (
+    "exec.device",  # the torch device the run trained on: cpu, cuda:0, ...
+    "exec.autocast",  # bf16 under autocast, or none (fp32)
+    "exec.memory_format",  # channels_last or contiguous
+    "exec.cuda_graphs",  # true when each training step replayed a CUDA graph
+    "exec.pool_kernel",  # triton (bnsweep/pool.py) or pytorch (F.max_pool2d)
+    "exec.bn_kernel",  # triton (bnsweep/bn_relu.py), pytorch, or none (the no-BN arm)
+    "exec.triton",  # Triton's version where a Triton kernel ran, else none
+)
+
+
 # Metric names of every epoch's result, defined once: train() reports them, tracking logs
 # them to MLflow, analysis reads them back.
 EPOCH_METRICS = (

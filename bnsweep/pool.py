@@ -43,6 +43,11 @@ POOL = 3  # the kernels are written for the study's 3x3 windows
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def kernel_for(device: torch.device) -> str:
+    """Which max pooling TFSamePool runs on `device` (training dtypes are KERNEL_DTYPES)."""
+    return "triton" if device.type == "cuda" and triton is not None else "pytorch"
+
+
 def same_pads(n: int, stride: int, pool: int = POOL) -> tuple[int, int]:
     """(before, after) padding of one axis of length n under TensorFlow's 'same'."""
     total = max((math.ceil(n / stride) - 1) * stride + pool - n, 0)

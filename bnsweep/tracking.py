@@ -36,7 +36,7 @@ import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
-from bnsweep.config import EPOCH_METRICS, REFERENCE  # noqa: E402
+from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.trials import display_name, mark_diverged, trial_name  # noqa: E402
 
@@ -48,7 +48,7 @@ ROLE_TAG = "bnsweep.role"
 FAILURE_TAG = "failure_reason"  # why a trial failed beyond retrying (storage.write_failure)
 TRIAL_TAG = "ray_trial_id"
 # Result keys the trainable adds to every result once, for the run's tags.
-INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name")
+INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name", *EXECUTION_FACTS)
 
 
 class TrackingError(BnsweepError):

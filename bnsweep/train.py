@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bnsweep import data as data_mod
-from bnsweep.config import lr_at
+from bnsweep.config import EXECUTION_FACTS, lr_at
 from bnsweep.errors import BnsweepError
 from bnsweep.model import build_model
 from bnsweep.step import TrainStep
@@ -106,6 +106,7 @@ def train(
 
     if on_start is not None:
         on_start({
+            **execution_facts(cfg, device, amp, memory_format),
             "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
             "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "n_train_images": len(train_y),
@@ -181,6 +182,27 @@ def train(
                 "history": history,
             })
     return summarize(history)
+
+
+def execution_facts(cfg: Mapping[str, Any], device: torch.device, amp: bool,
+                    memory_format: torch.memory_format) -> dict[str, str]:
+    """What this run executes (config.EXECUTION_FACTS), as strings for MLflow tags."""
+    from bnsweep import bn_relu, pool
+
+    pool_kernel = pool.kernel_for(device)
+    bn_kernel = bn_relu.kernel_for(device, cfg["bn"], cfg["fused_bn_relu"])
+    triton = pool.triton if "triton" in (pool_kernel, bn_kernel) else None
+    facts = {
+        "exec.device": str(device),
+        "exec.autocast": "bf16" if amp else "none",
+        "exec.memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
+        "exec.cuda_graphs": str(device.type == "cuda" and cfg["cuda_graphs"]).lower(),
+        "exec.pool_kernel": pool_kernel,
+        "exec.bn_kernel": bn_kernel,
+        "exec.triton": triton.__version__ if triton is not None else "none",
+    }
+    assert tuple(facts) == EXECUTION_FACTS
+    return facts
 
 
 @torch.no_grad()

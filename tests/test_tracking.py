@@ -14,7 +14,7 @@ from bnsweep.config import EPOCH_METRICS, REFERENCE
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
-        "optuna_version", "device_name", "study")
+        "optuna_version", "device_name", "study", "exec.device", "exec.autocast", "exec.pool_kernel")
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -71,6 +71,9 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
         for tag in TAGS:
             assert kid.data.tags.get(tag), (tag, kid.data.tags)
         assert kid.data.tags["dataset_source"] == "synthetic" and kid.data.tags["dataset_verified"] == "false"
+        # What ran, not what was asked: amp and cuda_graphs default on, and a CPU uses neither.
+        assert kid.data.params["amp"] == "True" and kid.data.tags["exec.autocast"] == "none"
+        assert kid.data.tags["exec.cuda_graphs"] == "false" and kid.data.tags["exec.device"] == "cpu"
         assert kid.data.tags["arm"] == ("bn" if kid.data.params["bn"] == "True" else "no_bn")
         assert set(REFERENCE) <= set(kid.data.params)
         assert kid.data.params["epochs"] == "2" and kid.data.params["width"] == "0.0625"
