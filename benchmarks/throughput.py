@@ -20,7 +20,7 @@ How to read it: ratios > 1 mean bnsweep is faster than the baseline. The
 BN/no-BN time-per-step ratio is the study's claim (2), "BN lengthens time per
 step". GFLOP/s counts forward FLOPs of the model as built (torch flop counter,
 one image) x 3 for forward + backward; the reference at width 1 is about 2.8
-GFLOP forward per image (DESIGN.md §5). Figures come from one run on a machine
+GFLOP forward per image (docs/design.md §5). Figures come from one run on a machine
 that may be busy: compare ratios measured in the same run, on the same device.
 
     .venv/bin/python benchmarks/throughput.py                      # CPU-sized, est. 2-3 min on 2 idle cores
@@ -43,7 +43,7 @@ from bnsweep.config import make_config
 from bnsweep.model import build_model
 from bnsweep.train import train
 
-REFERENCE_GFLOP_FWD = 2.8  # per 32x32 image at width 1 (DESIGN.md §5)
+REFERENCE_GFLOP_FWD = 2.8  # per 32x32 image at width 1 (docs/design.md §5)
 
 
 def parse_args() -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 Every key here is the one name of its quantity: the CLI flag (`--batch-size`
 for `batch_size`), the search-space key, the MLflow param and the analysis
-column all use it. Sources: the study's Keras notebook (DESIGN.md §2).
+column all use it. Sources: the study's Keras notebook (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Key:
 
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a signed or unsigned 64-bit integer; one bound for both
 
-# The reference experiment, from the study's Keras notebook (DESIGN.md §2): every default
+# The reference experiment, from the study's Keras notebook (docs/design.md §2): every default
 # below is its value. Help texts give units and sources; `bnsweep train --help` shows them.
 TABLE: dict[str, Key] = {
     # --- model ---

@@ -2,7 +2,7 @@
 augmentation, run batched on whatever device the tensors live on.
 
 Images stay uint8 NCHW until a batch is drawn; `to_unit_float` gives the
-reference's inputs (pixels / 255, no mean subtraction, DESIGN.md §2).
+reference's inputs (pixels / 255, no mean subtraction, docs/design.md §2).
 """
 
 from __future__ import annotations

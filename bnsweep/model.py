@@ -3,7 +3,7 @@
 Both models return logits: the softmax of the study's Keras model lives in the
 loss (`F.cross_entropy`), which is the same computation, numerically safer.
 
-Keras semantics reproduced here (DESIGN.md §2, the study's notebook):
+Keras semantics reproduced here (docs/design.md §2, the study's notebook):
 - Conv2D(padding='same', use_bias=False) in both arms; `conv_bias=True` adds one.
 - BatchNormalization(scale=False): learned shift β, no γ (it is 1), running
   stats updated with momentum 0.99 in Keras's convention, i.e. torch's 0.01.
@@ -25,7 +25,7 @@ from bnsweep.bn_relu import batch_norm_relu
 from bnsweep.pool import TFSamePool
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) per module, GoogLeNet table
-# as used by the study's notebook (DESIGN.md §2). None marks a 3x3 stride-2 maxpool.
+# as used by the study's notebook (docs/design.md §2). None marks a 3x3 stride-2 maxpool.
 INCEPTION_PLAN: tuple = (
     ("3a", (64, 96, 128, 16, 32, 32)),
     ("3b", (128, 128, 192, 32, 96, 64)),
@@ -40,7 +40,7 @@ INCEPTION_PLAN: tuple = (
     ("5b", (384, 192, 384, 48, 128, 128)),
 )
 
-# SimpleCNN (the dropout study's model; the study does not define one, DESIGN.md §2).
+# SimpleCNN (the dropout study's model; the study does not define one, docs/design.md §2).
 # Chosen: a small VGG-style net in the spirit of Keras's classic cifar10_cnn example,
 #   [conv3x3 32, conv3x3 32, maxpool 2] [.. 64, 64 ..] [.. 128, 128 ..]  (32 -> 16 -> 8 -> 4 px)
 #   flatten (4*4*128 = 2048) -> dropout -> dense 256 -> ReLU -> dropout -> dense 10.

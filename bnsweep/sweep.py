@@ -191,7 +191,7 @@ def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
 
         # Rungs at 1/4, 1/2 of the epochs; a trial is stopped only after it has
         # had at least a quarter of its budget (BN's running statistics need
-        # steps before validation means anything, DESIGN.md §2).
+        # steps before validation means anything, docs/design.md §2).
         epochs = study.fixed["epochs"]
         kwargs.update(scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs,
                                               grace_period=max(1, epochs // 4), reduction_factor=2))

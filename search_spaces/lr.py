@@ -7,7 +7,7 @@ side by side; runs that diverge stay in the data at the accuracy they reached.
 
 Scientific: bn. Varied: lr over seven decades. Nuisance: none (a full grid,
 one seed; add seeds to SEEDS for error bars). Fixed: the reference experiment
-(DESIGN.md §2): Inception, 30 epochs, batch 250, lr x0.1 every 10 epochs,
+(docs/design.md §2): Inception, 30 epochs, batch 250, lr x0.1 every 10 epochs,
 Keras augmentation. 14 trials; at each lr the BN and no-BN trials share the
 seed, so they see the same batches and augmented images.
 """

@@ -4,7 +4,7 @@ BN is the scientific axis and is never sampled together with the nuisance
 parameters: each arm (BN, no BN) gets its own TPE search with the same number
 of trials (NUM_SAMPLES), so neither arm wins by getting a better search.
 ASHA stops poor trials early; a trial is kept at least a quarter of its epochs,
-because BN's running statistics need that many steps (DESIGN.md §2).
+because BN's running statistics need that many steps (docs/design.md §2).
 
 Nuisance, tuned: lr (log scale), batch_size, dropout. Fixed: the reference
 experiment otherwise.

@@ -9,7 +9,7 @@ comparison needs:
 - 5 epochs at batch 50: 400 optimizer steps, so BN's running statistics (Keras
   momentum 0.99) have forgotten their initial values (0.99^400 < 2%) before
   the last validations. Fewer steps would evaluate the BN arm with stale
-  statistics and show a false contrast (DESIGN.md §2);
+  statistics and show a false contrast (docs/design.md §2);
 - lr 0.1, dropped x0.1 from the 4th epoch on (lr_drop_period 4).
 
 Measured on 2 idle CPU cores (one trial per core, the JPEG-derived CIFAR-10

@@ -12,7 +12,7 @@ The scale, reasoned from steps, images and epochs:
   images the same number of times, so batch 5 takes 20x the steps of batch 100.
 - BN's running statistics (Keras momentum 0.99) keep 0.99^n of their initial
   values after n steps, so the largest batch needs >= 300 steps (0.99^300 = 5%)
-  before its validations can be trusted (DESIGN.md §2). Steps at the largest batch
+  before its validations can be trusted (docs/design.md §2). Steps at the largest batch
   B are (images per trial) / B: 300 x B training images per trial, whatever the
   split into images and epochs.
 - Cost on this machine (2-vCPU AMD EPYC, no GPU; one thread per trial, as a

@@ -137,7 +137,7 @@ def test_augmentation_on_cuda_matches_keras():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_augmentation_never_waits_for_the_gpu():
-    # DESIGN.md §5: no host sync per step. "error" mode raises on any synchronising call.
+    # docs/design.md §5: no host sync per step. "error" mode raises on any synchronising call.
     x, g = torch.rand(250, 3, 32, 32, device="cuda"), data.make_generator(0, "cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bnsweep.config import make_config
 from bnsweep.model import Inception, ShiftOnlyBatchNorm, SimpleCNN, build_model
 
-# The study's filter table, typed in again from DESIGN.md §2 so that the counts
+# The study's filter table, typed in again from docs/design.md §2 so that the counts
 # below do not reuse the model's own table: (1x1, 3x3r, 3x3, 5x5r, 5x5, pool proj).
 TABLE = [
     (64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64), "pool",
@@ -74,7 +74,7 @@ def test_inception_forward_flops_equal_analytic_count():
         model(x)
     assert counter.get_total_flops() == analytic
     print(f"Inception forward: {analytic / 1e9:.3f} GFLOP per 32x32 image")
-    assert 2.7e9 < analytic < 2.9e9  # DESIGN.md §5: about 2.8 GFLOP
+    assert 2.7e9 < analytic < 2.9e9  # docs/design.md §5: about 2.8 GFLOP
 
 
 def test_simple_cnn_trainable_params():

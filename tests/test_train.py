@@ -37,7 +37,7 @@ def test_train_reports_the_schedule_it_used():
 @pytest.mark.parametrize("bn,lr", [(True, 0.1), (False, 0.005)])
 def test_short_run_on_real_cifar_learns_above_chance(cifar_dir, bn, lr):
     # The small model (the dropout study's) on 2,000 real images; 400 steps so
-    # the BN arm's running statistics have settled (DESIGN.md §2). Chance is 0.10.
+    # the BN arm's running statistics have settled (docs/design.md §2). Chance is 0.10.
     # Each arm at a learning rate it trains at (no BN stalls at 0.1: claim 3).
     # Measured on 2 CPU cores: BN 0.36, no BN 0.24-0.27 (1 or 2 threads; no BN at 0.02 varied 0.13-0.24).
     cfg = make_config({"model": "simple", "bn": bn, "width": 0.5, "n_train": 2000, "n_val": 1000,
