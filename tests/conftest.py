@@ -84,6 +84,18 @@ def find_cifar(config: pytest.Config, download: bool = True) -> tuple[Path | Non
 _CIFAR_KEY = pytest.StashKey[tuple]()
 
 
+# The fast tier (`pytest -m "not slow"`, the edit-test loop): a test that needs a Ray
+# head, an MLflow server or a browser is slow, whatever its file, and is marked so here;
+# a test that is slow for another reason carries @pytest.mark.slow itself.
+SLOW_FIXTURES = {"ray_address", "mlflow_server", "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _needs_cifar(items) -> list:
     return [item for item in items if "cifar_dir" in getattr(item, "fixturenames", ())]
 

@@ -106,43 +106,58 @@ BAD = {
     "seeds_flag_repeats": ("SPACE = {'lr': [0.1]}\n", ["--seeds", "0,1,0"], "--seeds lists 0 more than once"),
 }
 
-# Runs `plan` and then `run` on the file in one process, and says whether Ray was
-# imported by bnsweep (a file may import Ray itself to write tune.* forms).
+# Runs `plan` and then `run` on every case's file, each in a working folder of its own,
+# all in one process (a Python start per case would cost seconds each), and says whether
+# Ray was started (a file may import Ray itself to write tune.* forms).
 _BOTH = """
-import contextlib, io, json, sys
+import contextlib, io, json, os, sys
 from bnsweep.cli import main
+cases = json.loads(sys.argv[1])
 out = {}
-for command in ("plan", "run"):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        args = [command, *sys.argv[1:]] + (["--no-probe"] if command == "plan" else [])
-        out[command] = [main(args), err.getvalue()]
-out["ray_started"] = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+for name, (path, flags, work) in cases.items():
+    os.chdir(work)
+    out[name] = {}
+    for command in ("plan", "run"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            args = [command, path, *flags] + (["--no-probe"] if command == "plan" else [])
+            out[name][command] = [main(args), err.getvalue()]
+    out[name]["ray_started"] = "ray" in sys.modules and sys.modules["ray"].is_initialized()
 print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("name", sorted(BAD))
-def test_plan_and_run_refuse_the_same_mistake_in_one_line_before_ray(name, tmp_path):
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    """plan's and run's exit codes and stderr for every BAD case, and whether Ray started."""
     import json
 
-    text, flags, needle = BAD[name]
-    space = write_space(tmp_path / f"{name}.py", text)
-    work = tmp_path / "work"
-    work.mkdir()
-    r = subprocess.run([sys.executable, "-c", _BOTH, str(space), *flags], capture_output=True, text=True,
-                       cwd=work, env=bnsweep_env(), timeout=180)
+    root = tmp_path_factory.mktemp("bad")
+    cases = {}
+    for name, (text, flags, _) in BAD.items():
+        (root / name).mkdir()
+        (root / name / "work").mkdir()
+        cases[name] = [str(write_space(root / name / f"{name}.py", text)), flags, str(root / name / "work")]
+    r = subprocess.run([sys.executable, "-c", _BOTH, json.dumps(cases)], capture_output=True, text=True,
+                       env=bnsweep_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return root, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_plan_and_run_refuse_the_same_mistake_in_one_line_before_ray(name, verdicts):
+    root, out = verdicts
+    _, flags, needle = BAD[name]
+    space = root / name / f"{name}.py"
     for command in ("plan", "run"):
-        rc, err = out[command]
+        rc, err = out[name][command]
         assert rc == 2, (command, err)
         assert needle in err, (command, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (command, err)
         assert str(space) in err or flags[:1] == ["--experiment"], (command, err)
-    assert out["plan"][1] == out["run"][1], "plan and run must give the same verdict"
-    assert not out["ray_started"]
-    assert list(work.iterdir()) == [], "nothing may be written"
+    assert out[name]["plan"][1] == out[name]["run"][1], "plan and run must give the same verdict"
+    assert not out[name]["ray_started"]
+    assert list((root / name / "work").iterdir()) == [], "nothing may be written"
 
 
 def test_bad_study_file_name_is_refused(tmp_path):
