@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bnsweep.progress import echo
-from bnsweep.storage import exists, failure_of, read_failures, read_text, saved_trials
+from bnsweep.storage import exists, failure_of, join, read_failures, read_text, saved_trials, split
 from bnsweep.tracking import TrialRuns
 from bnsweep.trials import trial_config, trial_dirname, trial_tags
 
@@ -161,10 +161,10 @@ def sync_experiment(tracking: Mapping[str, Any], experiment: str) -> int:
     """
     runs = TrialRuns(tracking)
     added = 0
-    failures = read_failures(experiment.rstrip("/").rsplit("/", 1)[0])  # the sweep's, beside its experiments
+    failures = read_failures(split(experiment)[0])  # the sweep's, beside its experiments
     for trial in saved_trials(experiment) or []:
         logdir = trial["relative_logdir"]  # None until Tune gave the trial a folder
-        results = _read_results(f"{experiment.rstrip('/')}/{logdir}") if logdir else []
+        results = _read_results(join(experiment, logdir)) if logdir else []
         reason = failures.get(trial_dirname(trial["config"], trial["trial_id"]))
         if not results and trial["status"] != "ERROR" and not reason:
             continue  # nothing reported and not failed: no run, as the live callback would not make one
@@ -190,7 +190,7 @@ def _read_results(trial_dir: str | Path) -> list[dict[str, Any]]:
     before it) is read as first reported: that is the value the live callback
     logged, and the only one bnsweep logs per step (MLflow would keep both).
     """
-    path = f"{str(trial_dir).rstrip('/')}/result.json"
+    path = join(str(trial_dir), "result.json")
     by_epoch: dict[int, dict] = {}
     if exists(path):
         for line in read_text(path).splitlines():

@@ -20,7 +20,7 @@ from typing import Any
 
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, read_failures, tune_experiments
+from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_failures, tune_experiments
 from bnsweep.trials import arm_name, trial_config
 
 DEFAULT_STORAGE = "bnsweep_results"
@@ -88,7 +88,7 @@ def check_storage(storage: str) -> None:
     # Local folders the probe creates, innermost first; removed again only while empty,
     # so a sweep starting beside this one on the same fresh path keeps its files.
     created = [] if "://" in storage else [p for p in (Path(storage), *Path(storage).parents) if not p.exists()]
-    probe = f"{storage.rstrip('/')}/.bnsweep-write-test"
+    probe = join(storage, ".bnsweep-write-test")
     try:
         write_text(probe, "")
         fs, path = filesystem(probe)
@@ -172,7 +172,7 @@ def _driver_log(sweep_dir: str, verbose: bool):
     remote = "://" in sweep_dir
     path = os.path.join(tempfile.mkdtemp(prefix="bnsweep-"), "driver.log") if remote else f"{sweep_dir}/{name}"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    print(f"Ray's and Tune's own output: {sweep_dir}/{name}  (--verbose shows it here)", flush=True)
+    print(f"Ray's and Tune's own output: {join(sweep_dir, name)}  (--verbose shows it here)", flush=True)
     try:
         with progress.output_to_log(path):
             try:
@@ -181,7 +181,7 @@ def _driver_log(sweep_dir: str, verbose: bool):
                 sweep.shutdown_ray()
     finally:
         if remote:
-            write_text(f"{sweep_dir}/{name}", Path(path).read_text(errors="replace"))
+            write_text(join(sweep_dir, name), Path(path).read_text(errors="replace"))
 
 
 def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose: bool = False) -> int:

@@ -36,10 +36,24 @@ class SweepSpec:
 
     @classmethod
     def read(cls, sweep_dir: str) -> SweepSpec:
-        return cls(**json.loads(read_text(f"{sweep_dir}/{SWEEP_FILE}")))
+        return cls(**json.loads(read_text(join(sweep_dir, SWEEP_FILE))))
 
     def write(self, sweep_dir: str) -> None:
-        write_text(f"{sweep_dir}/{SWEEP_FILE}", self.to_json())
+        write_text(join(sweep_dir, SWEEP_FILE), self.to_json())
+
+
+def join(uri: str, *names: str) -> str:
+    """uri/name/...: for a URI, the names go before its query, pyarrow's options
+    (s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http), which must stay last."""
+    base, sep, query = uri.partition("?") if "://" in uri else (uri, "", "")
+    return "/".join([base.rstrip("/"), *names]) + sep + query
+
+
+def split(uri: str) -> tuple[str, str]:
+    """(parent, name) of a path or URI, its query kept on the parent: join's inverse."""
+    base, sep, query = uri.partition("?") if "://" in uri else (uri, "", "")
+    parent, name = base.rstrip("/").rsplit("/", 1)
+    return parent + sep + query, name
 
 
 def filesystem(uri: str):
@@ -82,8 +96,7 @@ def list_names(uri: str) -> list[str]:
 def tune_experiments(sweep_dir: str) -> list[str]:
     """The Tune experiments of a sweep: grid-<sweep>/, or <arm>-<sweep>/ per Optuna arm
     (sweep.experiment_path)."""
-    root = sweep_dir.rstrip("/")
-    return [f"{root}/{name}" for name in list_names(root) if exists(f"{root}/{name}/tuner.pkl")]
+    return [join(sweep_dir, name) for name in list_names(sweep_dir) if exists(join(sweep_dir, name, "tuner.pkl"))]
 
 
 # A trial that failed for a reason another attempt cannot fix (a bad config, data a node
@@ -93,22 +106,22 @@ FAILURES_DIR = "failures"
 
 
 def write_failure(sweep_dir: str, trial: str, reason: str) -> None:
-    write_text(f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}/{trial}.json", json.dumps({"trial": trial, "reason": reason}))
+    write_text(join(sweep_dir, FAILURES_DIR, f"{trial}.json"), json.dumps({"trial": trial, "reason": reason}))
 
 
 def failure_of(sweep_dir: str, trial: str) -> str | None:
     """The reason a trial failed beyond retrying, or None."""
-    path = f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}/{trial}.json"
+    path = join(sweep_dir, FAILURES_DIR, f"{trial}.json")
     return json.loads(read_text(path))["reason"] if exists(path) else None
 
 
 def read_failures(sweep_dir: str) -> dict[str, str]:
     """Trial folder name -> reason, for the sweep's trials that failed beyond retrying."""
-    root = f"{sweep_dir.rstrip('/')}/{FAILURES_DIR}"
+    root = join(sweep_dir, FAILURES_DIR)
     out = {}
     for name in list_names(root):
         if name.endswith(".json"):
-            record = json.loads(read_text(f"{root}/{name}"))
+            record = json.loads(read_text(join(root, name)))
             out[record["trial"]] = record["reason"]
     return out
 
@@ -120,5 +133,5 @@ def saved_trials(experiment: str) -> list[dict[str, Any]] | None:
     states = fnmatch.filter(list_names(experiment), "experiment_state-*.json")
     if not states:
         return None
-    text = read_text(f"{experiment.rstrip('/')}/{max(states)}")  # the newest, as Tune's restore picks it
+    text = read_text(join(experiment, max(states)))  # the newest, as Tune's restore picks it
     return [json.loads(trial) for trial, _ in json.loads(text)["trial_data"]]

@@ -39,7 +39,7 @@ from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec, filesystem, saved_trials, write_failure  # noqa: E402
+from bnsweep.storage import SweepSpec, filesystem, join, saved_trials, split, write_failure  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_dirname  # noqa: E402
 
 
@@ -205,7 +205,7 @@ def _trainable(spec: SweepSpec, sweep_dir: str):
 
 
 def _run_config(experiment: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
-    storage, name = experiment.rsplit("/", 1)
+    storage, name = split(experiment)
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -396,7 +396,7 @@ def _unfinished_in(study: Study, experiment: str) -> int:
 def sweep_dir_for(storage: str, study: Study) -> str:
     # The time for people; the token so that two sweeps of one study started in
     # the same second (scripts, several users) never share a directory.
-    return f"{storage.rstrip('/')}/{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return join(storage, f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
 
 
 def experiment_path(sweep_dir: str, label: str) -> str:
@@ -408,5 +408,4 @@ def experiment_path(sweep_dir: str, label: str) -> str:
     that folder and each upload the other's trials and saved state
     (experiment_state-<second>.json, the same file name) to its own storage.
     """
-    root = sweep_dir.rstrip("/")
-    return f"{root}/{label}-{root.rsplit('/', 1)[-1]}"
+    return join(sweep_dir, f"{label}-{split(sweep_dir)[1]}")

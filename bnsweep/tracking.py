@@ -38,6 +38,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
+from bnsweep.storage import split  # noqa: E402
 from bnsweep.trials import display_name, mark_diverged, trial_name  # noqa: E402
 
 # MLflow's INFO lines ("Creating initial MLflow database tables...", a "View run" link per
@@ -203,7 +204,7 @@ def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: s
     exp_id = experiment_id(client, experiment)
     code = code_version()
     tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
-    run = client.create_run(exp_id, run_name=Path(sweep_dir.rstrip("/")).name, tags=tags)
+    run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
     client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,

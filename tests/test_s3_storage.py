@@ -1,0 +1,229 @@
+"""A sweep on S3 storage, the kind every node of a cluster reaches: a real
+S3-protocol server (moto's server mode, on loopback) behind `--storage
+s3://BUCKET/PREFIX?endpoint_override=HOST:PORT&scheme=http`, pyarrow's URI
+options. The sweep is interrupted, resumed and synced, all from what is on S3.
+
+Each bnsweep command starts a Ray of its own (no RAY_ADDRESS), whose workers get
+the driver's AWS_* credentials as a cluster's nodes get theirs (cluster.yaml: an
+instance profile). So the resume runs in a fresh Ray session with no local copy
+of the interrupted run's files: whatever it restores, it reads from S3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import RAY_TEMP, bnsweep_env, free_port, run_bnsweep, write_space
+from mlflow import MlflowClient
+from test_sweep import TINY, children, start_driver, steps
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "bnsweep-test"
+PREFIX = "results"
+EPOCHS = 4
+# Dummy credentials: moto takes any. Real ones are never read (the env ones come first).
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+       "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class S3Server:
+    """moto's S3 server, bound to 127.0.0.1 only, its state in memory."""
+
+    def __init__(self, log: Path):
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            try:
+                no_proxy.open(f"http://{self.endpoint}/moto-api/", timeout=2).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto's S3 server did not start; see {log}") from None
+                time.sleep(0.3)
+
+    def uri(self, path: str) -> str:
+        """s3://path with pyarrow's options that reach this server."""
+        return f"s3://{path}?endpoint_override={self.endpoint}&scheme=http"
+
+    def filesystem(self):
+        from pyarrow import fs as pafs
+
+        return pafs.S3FileSystem(access_key=AWS["AWS_ACCESS_KEY_ID"], secret_key=AWS["AWS_SECRET_ACCESS_KEY"],
+                                 region=AWS["AWS_DEFAULT_REGION"], endpoint_override=self.endpoint, scheme="http")
+
+    def files(self, path: str) -> dict[str, int]:
+        """Object key -> size, of every object under path (bucket/prefix)."""
+        from pyarrow import fs as pafs
+
+        infos = self.filesystem().get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+
+    def read(self, key: str) -> str:
+        with self.filesystem().open_input_stream(key) as f:
+            return f.read().decode()
+
+    def listening_addresses(self) -> set[str]:
+        """The local addresses this server's port listens on, from /proc/net/tcp{,6}."""
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            if not os.path.exists(table):
+                continue
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.rsplit(":", 1)
+                if state == "0A" and int(port, 16) == self.port:  # 0A: LISTEN
+                    found.add(address)
+        return found
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A bucket on a fresh moto S3 server; the server stops after this module's tests."""
+    try:
+        import boto3
+        import moto.server  # noqa: F401
+    except ImportError:
+        pytest.skip("moto's server is not installed: pip install -e '.[test]' (moto[server])")
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    try:
+        assert server.listening_addresses() in (set(), {"0100007F"}), "moto must listen on 127.0.0.1 only"
+        boto3.client("s3", endpoint_url=f"http://{server.endpoint}", aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
+                     region_name=AWS["AWS_DEFAULT_REGION"]).create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None
+
+
+def _results_on_s3(s3: S3Server) -> dict[str, list[dict]]:
+    """Trial folder key -> the rows of its result.json, for every trial on S3 so far."""
+    out = {}
+    for key, size in s3.files(f"{BUCKET}/{PREFIX}").items():
+        if key.endswith("/result.json") and "/orphaned/" not in key:
+            out[key.rsplit("/", 1)[0]] = [json.loads(x) for x in s3.read(key).splitlines() if x.strip()] if size else []
+    return out
+
+
+def _first_reported(rows: list[dict]) -> dict[int, dict]:
+    by_epoch: dict[int, dict] = {}
+    for r in rows:
+        by_epoch.setdefault(r["epoch"], r)
+    return by_epoch
+
+
+def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_path):
+    space = write_space(tmp_path / "ons3.py", f"""
+        SPACE = {{"bn": [True, False]}}
+        FIXED = {{**{TINY}, "epochs": {EPOCHS}}}
+        MAX_CONCURRENT = 1
+    """)
+    # One trial at a time: at the interrupt the second has not started, so the resume both
+    # continues a trial from its checkpoint on S3 and runs one from the start.
+    env = bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_TMPDIR=str(Path(RAY_TEMP).parent), **AWS)
+    driver = start_driver(space, s3.uri(f"{BUCKET}/{PREFIX}"), env, tmp_path)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 300
+        while not any(_results_on_s3(s3).values()):
+            assert driver.poll() is None, driver.communicate()[0][-4000:]
+            assert time.monotonic() < deadline, "timed out waiting for the first result on S3"
+            time.sleep(0.5)
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, out[-4000:]
+    (sweep_uri,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("results: ")]
+    assert sweep_uri.startswith(f"s3://{BUCKET}/{PREFIX}/ons3-") and sweep_uri.endswith(
+        f"?endpoint_override={s3.endpoint}&scheme=http"), sweep_uri
+    sweep_key = sweep_uri.split("?")[0][len("s3://"):]
+    resume_cmd = shlex.split(out.split("Continue with:\n", 1)[1].splitlines()[0])
+    assert resume_cmd == ["bnsweep", "resume", sweep_uri], out[-2000:]
+    (run_log,) = [line.split(": ", 1)[1].split("  (")[0] for line in out.splitlines()
+                  if line.startswith("Ray's and Tune's own output: ")]
+    interrupted = _results_on_s3(s3)
+    assert 1 <= len(interrupted) <= 2 and sum(len(rows) for rows in interrupted.values()) < 2 * EPOCHS
+
+    # (a) The resume, with the command the run printed, in a Ray that never saw the run: it finishes the sweep.
+    r = run_bnsweep(*resume_cmd[1:], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "\ninterrupted:" not in r.stdout and f"results on storage: {sweep_uri}" in r.stdout, r.stdout[-3000:]
+    results = _results_on_s3(s3)
+    assert len(results) == 2, sorted(results)
+    for trial, rows in results.items():
+        assert sorted(_first_reported(rows)) == list(range(1, EPOCHS + 1)), (trial, [x["epoch"] for x in rows])
+        assert rows[-1]["epoch"] == EPOCHS
+    for trial, rows in interrupted.items():  # the interrupted trial went on from its checkpoint
+        assert [x["epoch"] for x in results[trial][:len(rows)]] == [x["epoch"] for x in rows]
+        assert [x["epoch"] for x in results[trial]].count(1) == 1, results[trial]
+
+    # `sync` reads the sweep from S3: MLflow had it all live, and a second sync adds nothing.
+    for _ in range(2):
+        sync = run_bnsweep("sync", sweep_uri, env=env, cwd=tmp_path)
+        assert sync.returncode == 0, sync.stdout[-3000:] + sync.stderr[-3000:]
+        assert f"synced {sweep_uri} into {mlflow_server.uri}" in sync.stdout, sync.stdout[-2000:]
+    assert "0 epoch(s) added" in sync.stdout and "had no record" not in sync.stdout, sync.stdout[-2000:]
+
+    # (b) MLflow: each trial once, each epoch once, the values those on S3.
+    uri = mlflow_server.uri
+    runs = children(uri, "bnsweep-ons3")
+    assert len(runs) == 2 and len({x.data.tags["ray_trial_id"] for x in runs}) == 2
+    assert sorted(x.data.params["bn"] for x in runs) == ["False", "True"]
+    by_trial_id = {_first_reported(rows)[1]["trial_id"]: _first_reported(rows) for rows in results.values()}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1))
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")
+        on_s3 = by_trial_id[run.data.tags["ray_trial_id"]]
+        assert sorted((m.step, m.value) for m in history) == [(e, float(on_s3[e]["val_acc"])) for e in sorted(on_s3)]
+    parent = MlflowClient(uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep_dir"] == sweep_uri
+    assert parent.info.run_name == sweep_key.rsplit("/", 1)[1]
+
+    # (c) The objects on S3: sweep.json, Tune's state, each trial's params, results and checkpoints.
+    files = s3.files(f"{BUCKET}/{PREFIX}")
+    assert all(key.startswith(f"{sweep_key}/") for key in files), sorted(files)  # the probe left nothing
+    assert not [key for key in files if "?" in key or "endpoint_override" in key], sorted(files)
+    record = json.loads(s3.read(f"{sweep_key}/sweep.json"))
+    assert record["tracking"]["parent_run_id"] == parent.info.run_id and record["study_text"] == space.read_text()
+    experiment = f"{sweep_key}/grid-{sweep_key.rsplit('/', 1)[1]}"
+    assert f"{experiment}/tuner.pkl" in files
+    assert [k for k in files if k.startswith(f"{experiment}/experiment_state-") and k.endswith(".json")]
+    for trial in results:
+        assert trial.startswith(f"{experiment}/"), trial
+        assert files[f"{trial}/params.json"] > 0
+        assert [k for k in files if k.startswith(f"{trial}/checkpoint_") and k.endswith("/checkpoint.pt")], trial
+
+    # (d) The driver's log of each of run and resume, uploaded to the sweep folder.
+    logs = {k: size for k, size in files.items() if k.startswith(f"{sweep_key}/logs/driver-") and k.endswith(".log")}
+    assert len(logs) == 2 and all(logs.values()), logs
+    from pyarrow import fs as pafs
+
+    assert pafs.FileSystem.from_uri(run_log)[1] in logs, (run_log, sorted(logs))
