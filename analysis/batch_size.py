@@ -1,119 +1,14 @@
-"""Batch-size study: best validation accuracy per batch size for BN and no BN, with
-the total execution time and the time per step (claims 4 and 2).
+"""Batch-size study: best validation accuracy, execution time and time per step per
+batch size, BN and no BN, with the original study's numbers beside ours (claims 4 and 2).
 
-Left: bars of the best validation accuracy (mean over seeds, ±1 sd), and on the
-second axis the total execution time of those trials (train + validation, all
-epochs). Right: median time per optimizer step, with the BN / no-BN ratio.
+A thin entry point: the analysis is the module bnsweep.analysis.batch_size, which
+`bnsweep report` runs too and which also runs as `python -m bnsweep.analysis.batch_size`.
 
     python analysis/batch_size.py --experiment bnsweep-batch_size [--tracking-uri URI] [--out DIR]
 """
 
-from __future__ import annotations
-
-import numpy as np
-import pandas as pd
-
-from bnsweep.report import (ARM_MARKERS, DIVERGED_HATCH, arm_color, chance_line, finish, load, log_scale, new_figure,
-                            out_dir, require, run_script, save_figure, script_parser)
-from bnsweep.results import MEDIUM_BATCH, arm_label, arms_present, averaged, run_step_times, trains_at
-
-NAME = "batch_size"
-
-
-def batch_table(results) -> pd.DataFrame:
-    t = results.trials
-    step = run_step_times(results.history)
-    t = t.assign(step_time_med=t["run_id"].map(step))
-    frames = []
-    for arm in arms_present(t):
-        stats = trains_at(t, "batch_size", arm)
-        # Times of the trials the accuracy bar averages: not of failed or unfinished ones.
-        runs = [averaged(t[t["run_id"].isin(ids.split(";"))]) for ids in stats["run_ids"]]
-        stats["time_total_s_mean"] = [r["time_total_s"].mean() for r in runs]
-        stats["time_total_s_std"] = [r["time_total_s"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
-        stats["step_time_ms_mean"] = [r["step_time_med"].mean() for r in runs]
-        stats["step_time_ms_std"] = [r["step_time_med"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
-        stats["epochs_completed_mean"] = [r["epochs_completed"].mean() for r in runs]
-        stats.insert(0, "arm", arm)
-        frames.append(stats)
-    return pd.concat(frames, ignore_index=True)
-
-
-def main(argv=None, results=None):
-    args = script_parser(__doc__).parse_args(argv)
-    results = results or load(args)
-    t = results.trials
-    require(t["batch_size"].nunique() > 1 or results.study == "batch_size", results, "batch_size.py",
-            "trials at 2 or more batch sizes")
-    out = out_dir(args, results)
-    table = batch_table(results)
-    arms = list(dict.fromkeys(table["arm"]))
-    sizes = sorted(table["batch_size"].unique())
-    pos = {b: i for i, b in enumerate(sizes)}
-    width = 0.8 / len(arms)
-
-    fig, axes = new_figure(1, 2, width=6.6, height=5.4)
-    ax, ax_step = axes[0]
-    ax_time = ax.twinx()
-    lo, hi = MEDIUM_BATCH
-    band = [pos[b] for b in sizes if lo <= b <= hi]
-    if band:
-        ax.axvspan(min(band) - 0.5, max(band) + 0.5, color="gold", alpha=0.15, zorder=0,
-                   label=f"medium batch sizes ({lo}-{hi}, claim 4)")
-    for i, arm in enumerate(arms):
-        rows = table[table["arm"] == arm]
-        x = np.array([pos[b] for b in rows["batch_size"]]) + (i - (len(arms) - 1) / 2) * width
-        ax.bar(x, rows["best_val_acc_mean"], width, color=arm_color(arm), edgecolor="black", linewidth=0.6,
-               label=f"{arm_label(arm)}: best val acc", zorder=2,
-               yerr=rows["best_val_acc_std"] if (rows["n_trials"] > 1).any() else None, capsize=2)
-        for xi, (_, r) in zip(x, rows.iterrows()):
-            if r["n_diverged"]:
-                ax.bar(xi, r["best_val_acc_mean"], width, color="none", edgecolor="black", hatch=DIVERGED_HATCH,
-                       zorder=3)
-                ax.annotate("diverged", (xi, r["best_val_acc_mean"]), xytext=(0, 3), textcoords="offset points",
-                            rotation=90, ha="center", va="bottom", fontsize=7, color="darkred")
-        ax_time.plot(x, rows["time_total_s_mean"], color=arm_color(arm), marker="D", markeredgecolor="black",
-                     linestyle=":", label=f"{arm_label(arm)}: total execution time")
-        ax_step.errorbar([pos[b] for b in rows["batch_size"]], rows["step_time_ms_mean"],
-                         yerr=rows["step_time_ms_std"] if (rows["n_trials"] > 1).any() else None,
-                         color=arm_color(arm),
-                         marker=ARM_MARKERS.get(arm, "o"), capsize=2, label=arm_label(arm))
-    chance_line(ax)
-    ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
-    ax.set_xlabel("batch size (images per step)")
-    ax.set_ylabel("best validation accuracy (fraction)")
-    ax.set_ylim(0, 1)
-    ax_time.set_ylabel("total execution time (s)")
-    ax_time.set_ylim(bottom=0)
-    ax.set_title("accuracy (bars, left axis) and total time (diamonds, right axis)", fontsize=10)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax_time.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-
-    ratios = table.pivot_table(index="batch_size", columns="arm", values="step_time_ms_mean")
-    if {"bn", "no_bn"} <= set(ratios.columns):
-        for b, r in (ratios["bn"] / ratios["no_bn"]).dropna().items():
-            ax_step.annotate(f"BN/no BN\n×{r:.2f}", (pos[b], ratios.loc[b].max()), xytext=(0, 8),
-                             textcoords="offset points", ha="center", fontsize=7)
-    log_scale(ax_step.yaxis)
-    ax_step.set_xticks(range(len(sizes)), [str(b) for b in sizes])
-    ax_step.set_xlim(-0.5, len(sizes) - 0.5)
-    ax_step.set_xlabel("batch size (images per step)")
-    ax_step.set_ylabel("time per optimizer step (ms, log scale)")
-    ax_step.margins(y=0.25)
-    ax_step.set_title("time per step", fontsize=10)
-    ax_step.grid(alpha=0.3, which="both")
-    ax_step.legend(fontsize=8)
-    title = "Batch size: best validation accuracy, execution time and time per step"
-    devices = ", ".join(sorted(set(t["device_name"].dropna().astype(str))))
-    finish(fig, title, results, f"device {devices}")
-    caption = ("Left: each arm's best validation accuracy per batch size (mean over seeds, error bar ±1 sd; "
-               "hatched: diverged) with, on the right-hand axis, the total execution time of the same trials "
-               "(training + validation over the epochs each ran; a diverged trial stops early). Right: time per optimizer step (median over "
-               "epochs after the first, mean over seeds) with the BN/no-BN ratio. Times are only comparable "
-               "between trials that ran alone on the same kind of device. Dashed: chance (0.1).")
-    return [save_figure(fig, out, NAME, table, title, caption)]
-
+from bnsweep.analysis.batch_size import main
+from bnsweep.analysis.common import run_script
 
 if __name__ == "__main__":
     run_script(main)

@@ -1,47 +1,14 @@
-"""Training curves: training and validation accuracy against epoch and against
-wall-clock time, BN vs no BN (claim 1: accuracy and training speed).
+"""Training curves: training and validation accuracy against epoch and wall-clock
+time, BN vs no BN (claim 1).
 
-For each arm the curves of its best configuration (highest best validation
-accuracy, mean over seeds); with several seeds, the line is the mean and the
-band ±1 sd.
+A thin entry point: the analysis is the module bnsweep.analysis.curves, which
+`bnsweep report` runs too and which also runs as `python -m bnsweep.analysis.curves`.
 
-    python analysis/curves.py --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]
+    python analysis/curves.py --experiment bnsweep-curves [--tracking-uri URI] [--out DIR]
 """
 
-from __future__ import annotations
-
-from bnsweep.report import (chance_line, curves_table, finish, load, new_figure, out_dir, plot_curve_panel,
-                            run_script, save_figure, script_parser)
-from bnsweep.results import best_config_per_arm
-
-NAME = "curves"
-METRICS = {"train_acc": "training accuracy (fraction)", "val_acc": "validation accuracy (fraction)"}
-
-
-def main(argv=None, results=None):
-    args = script_parser(__doc__).parse_args(argv)
-    results = results or load(args)
-    out = out_dir(args, results)
-    table = curves_table(results, best_config_per_arm(results.trials), list(METRICS))
-    fig, axes = new_figure(2, 2, width=6.2, height=4.0)
-    for row, x in enumerate(("epoch", "time")):
-        for col, (metric, ylabel) in enumerate(METRICS.items()):
-            ax = axes[row, col]
-            plot_curve_panel(ax, table, metric, x)
-            chance_line(ax)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            ax.set_title(f"{ylabel.split(' (')[0]} vs {'epoch' if x == 'epoch' else 'wall-clock time'}", fontsize=10)
-    axes[0, 0].legend(fontsize=8, loc="best")
-    title = "Training curves, BN vs no BN (best configuration of each arm)"
-    finish(fig, title, results)
-    caption = ("Training accuracy (on the augmented training batches, in training mode, averaged over the epoch) "
-               "and validation accuracy (after each epoch), against the epoch and against the cumulative "
-               "wall-clock time of training plus validation. Each arm shows its best configuration (legend); "
-               "lines are means over seeds, bands ±1 sd. Dashed: chance (0.1).")
-    return [save_figure(fig, out, NAME, table, title, caption)]
-
+from bnsweep.analysis.common import run_script
+from bnsweep.analysis.curves import main
 
 if __name__ == "__main__":
     run_script(main)

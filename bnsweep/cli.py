@@ -227,7 +227,8 @@ def _sweep_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="search-space file, e.g. search_spaces/lr.py")
+    p.add_argument("file", help="search-space file, e.g. search_spaces/lr.py, or the name of a study bnsweep "
+                                "ships, e.g. lr (an unknown name lists them)")
     p.add_argument("--smoke", action="store_true", help="apply the file's SMOKE overrides (seconds per trial)")
     p.add_argument("--seeds", metavar="S,S,...", help="run every point once per seed, e.g. 0,1,2 (replaces the "
                                                      "file's SEEDS; BN and no-BN trials share each seed)")
@@ -255,13 +256,14 @@ def _non_negative_int(text: str) -> int:
 
 def _study(args: argparse.Namespace):
     from bnsweep.space import check_resource, experiment_problem, load_study
+    from bnsweep.studies import resolve_study_file
 
     seeds = None
     if args.seeds is not None:
         seeds = [s.strip() for s in args.seeds.split(",")]
         if not all(seeds):
             raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got {args.seeds!r}")
-    study = load_study(args.file, smoke=args.smoke, overrides=config_overrides(args), seeds=seeds)
+    study = load_study(resolve_study_file(args.file), smoke=args.smoke, overrides=config_overrides(args), seeds=seeds)
     if args.experiment is not None and experiment_problem(args.experiment):
         raise UsageError(f"--experiment (the MLflow experiment name) {experiment_problem(args.experiment)}")
     for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):

@@ -43,7 +43,8 @@ def trial_name(cfg: Mapping[str, Any]) -> str:
 def display_name(cfg: Mapping[str, Any], varied: Sequence[str]) -> str:
     """A trial's MLflow run name: its BN arm first, then the values the study varies
     (e.g. "no_bn lr=0.01"), short enough for the runs table's name column."""
-    values = [f"{k}={_short(cfg[k])}" for k in varied if k != "bn" and k in cfg]
+    # Execution keys (where the data is, the device) say nothing about the experiment.
+    values = [f"{k}={_short(cfg[k])}" for k in varied if k != "bn" and k in cfg and k not in EXECUTION_KEYS]
     return " ".join(["bn" if cfg["bn"] else "no_bn", *values])
 
 

@@ -1,5 +1,6 @@
 """Analysis on real MLflow data: tiny sweeps trained here, read back by
-bnsweep.results and the analysis/ scripts.
+bnsweep.results and the analysis modules (bnsweep/analysis/, through their thin
+analysis/ scripts), with the claims (bnsweep/claims.py) judged from them.
 
 The sweeps are real: `bnsweep run` of small search-space files (the small
 model on synthetic data, 2-3 epochs) on the session's Ray head, recorded by the
@@ -218,7 +219,8 @@ def test_load_experiment_types_outcomes_and_history(lr_sweep):
     assert (ran["dataset_source"] == "synthetic").all() and failed["dataset_source"].isna().all()
     assert not t["dataset_verified"].any()
     # Failed trials add no rows: the history keeps numeric columns.
-    assert r.history["epoch"].dtype == int and (r.history.drop(columns=["run_id", "epoch"]).dtypes == float).all()
+    assert r.history["epoch"].dtype == "int64"
+    assert (r.history.drop(columns=["run_id", "epoch"]).dtypes == "float64").all()
     assert set(r.history["run_id"]) == set(ran["run_id"])
     client = MlflowClient(uri)
     for row in t.itertuples():
@@ -327,8 +329,9 @@ def test_tables_average_the_trials_the_accuracy_averages():
     # accuracy, last-epoch values, times or the BN / no-BN step-time ratio.
     from types import SimpleNamespace
 
+    from bnsweep.analysis.batch_size import batch_table
     from bnsweep.config import REFERENCE
-    from bnsweep.results import study_table
+    from bnsweep.tables import study_table
 
     def trial(run_id, bn, seed, batch_size, outcome, best, total_s, epochs, step_ms):
         return {**REFERENCE, "run_id": run_id, "bn": bn, "seed": seed, "batch_size": batch_size,
@@ -343,33 +346,43 @@ def test_tables_average_the_trials_the_accuracy_averages():
             trial("e", True, 0, 250, "completed", 0.70, 200.0, 30, 20.0),
             trial("f", False, 0, 250, "completed", 0.50, 180.0, 30, 16.0)]
     trials = pd.DataFrame(rows).drop(columns="step")
-    history = pd.DataFrame({"run_id": [r["run_id"] for r in rows], "epoch": 2, "step_time_ms": [r["step"] for r in rows]})
+    history = pd.DataFrame({"run_id": [r["run_id"] for r in rows], "epoch": 2,
+                            "step_time_ms": [r["step"] for r in rows]})
     row = study_table(trials, history).query("arm == 'bn' and batch_size == 50").iloc[0]
     assert row["n_trials"] == 3 and row["n_failed"] == 1
     assert row["best_val_acc_mean"] == pytest.approx(0.81) and row["val_acc_last_mean"] == pytest.approx(0.80)
     assert row["time_total_s_mean"] == pytest.approx(305) and row["epochs_completed_mean"] == 30
     assert row["step_time_ms_median"] == 10
-    batch_table = runpy.run_path(str(ANALYSIS / "batch_size.py"))["batch_table"]
     table = batch_table(SimpleNamespace(trials=trials, history=history)).set_index(["arm", "batch_size"])
     assert table.loc[("bn", 50), "time_total_s_mean"] == pytest.approx(305)
     assert table.loc[("bn", 50), "step_time_ms_mean"] / table.loc[("no_bn", 50), "step_time_ms_mean"] == 1.25
 
 
+def _tripled(trials: pd.DataFrame) -> pd.DataFrame:
+    """The same real runs three times over, as seeds 0, 1 and 2 (same run ids: the same histories)."""
+    return pd.concat([trials.assign(seed=s, pair_id=trials["pair_id"].astype(str) + f"-{s}") for s in range(3)],
+                     ignore_index=True)
+
+
 def test_claim1_accuracy_and_speed_both_ways(lr_results):
-    from bnsweep.results import claim_accuracy_speed
+    from bnsweep.claims import claim_accuracy_speed
 
     r = lr_results
     held = claim_accuracy_speed(r.trials, r.history)
-    assert held.verdict == "supported", held.evidence
+    # Two seeds: the claim leans one way but is not decided (a verdict needs 3, claims.EVIDENCE_RULE).
+    assert held.verdict == "suggestive, leans supported (2 seeds; a verdict needs 3)", held.evidence
     assert held.numbers["bn_best_val_acc"] > held.numbers["no_bn_best_val_acc"]
     assert held.numbers["bn_epochs_to_target"] <= held.numbers["no_bn_epochs_to_target"]
-    assert claim_accuracy_speed(_swap_arms(r.trials), r.history).verdict == "refuted"
+    assert claim_accuracy_speed(_swap_arms(r.trials), r.history).lean == "refuted"
+    assert claim_accuracy_speed(_tripled(r.trials), r.history).verdict == "supported"
+    assert claim_accuracy_speed(_tripled(_swap_arms(r.trials)), r.history).verdict == "refuted"
     only_bn = r.trials[r.trials["bn"]]
     assert claim_accuracy_speed(only_bn, r.history).verdict.startswith("undecided")
 
 
 def test_claim2_step_time_both_ways(lr_results):
-    from bnsweep.results import claim_step_time, run_step_times
+    from bnsweep.claims import claim_step_time
+    from bnsweep.tables import run_step_times
 
     r = lr_results
     step = run_step_times(r.history)
@@ -378,21 +391,23 @@ def test_claim2_step_time_both_ways(lr_results):
     pair = r.trials.set_index("run_id").loc[[slow, fast]].reset_index()
     pair["pair_id"], pair["device_name"] = "p", "cpu"
     pair["bn"] = [True, False]
-    assert claim_step_time(pair, r.history).verdict == "supported"
+    assert claim_step_time(pair, r.history).verdict == "suggestive, leans supported (1 matched pair; a verdict needs 3)"
+    assert claim_step_time(_tripled(pair), r.history).verdict == "supported"
     pair["bn"] = [False, True]
-    refuted = claim_step_time(pair, r.history)
+    refuted = claim_step_time(_tripled(pair), r.history)
     assert refuted.verdict == "refuted" and refuted.numbers["ratio_median"] == pytest.approx(step[fast] / step[slow])
     assert claim_step_time(r.trials[r.trials["bn"]], r.history).verdict.startswith("undecided")
 
 
 def test_claim3_lr_range_both_ways(lr_results):
-    from bnsweep.results import claim_lr_range
+    from bnsweep.claims import claim_lr_range
 
     r = lr_results
     held = claim_lr_range(r.trials)
-    assert held.verdict == "supported", held.evidence
+    assert held.verdict == "suggestive, leans supported (2 seeds; a verdict needs 3)", held.evidence
     assert held.numbers["bn_trains_at"] == "0.01;0.05" and held.numbers["no_bn_trains_at"] == ""
-    assert claim_lr_range(_swap_arms(r.trials)).verdict == "refuted"
+    assert claim_lr_range(_swap_arms(r.trials)).lean == "refuted"
+    assert claim_lr_range(_tripled(r.trials)).verdict == "supported"
     one_lr = r.trials[r.trials["lr"] == 0.05]
     assert "2 or more of the same learning rates" in claim_lr_range(one_lr).verdict
     # As an Optuna search would: each arm at learning rates of its own. Ranges over values
@@ -402,7 +417,8 @@ def test_claim3_lr_range_both_ways(lr_results):
 
 
 def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
-    from bnsweep.results import claim_batch_size, load_experiment
+    from bnsweep.claims import claim_batch_size
+    from bnsweep.results import load_experiment
 
     uri, experiment = batch_sweep
     t = load_experiment(experiment, uri).trials
@@ -412,15 +428,17 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
     inside = t.assign(batch_size=t["batch_size"].map({better: 64, worse: 500}))
     outside = t.assign(batch_size=t["batch_size"].map({better: 500, worse: 64}))
     held = claim_batch_size(inside)
-    assert held.verdict == "supported" and held.numbers["best_inside_batch"] == 64
-    assert claim_batch_size(outside).verdict == "refuted"
+    assert held.lean == "supported" and not held.decided and held.numbers["best_inside_batch"] == 64  # one seed
+    assert claim_batch_size(_tripled(inside)).verdict == "supported"
+    assert claim_batch_size(_tripled(outside)).verdict == "refuted"
     assert "inside and outside" in claim_batch_size(lr_results.trials).verdict  # one batch size only
     sampled = inside.assign(lr=[0.01 * (i + 1) for i in range(len(inside))])  # each trial its own lr, as Optuna
     assert "not tried under the same other settings" in claim_batch_size(sampled).verdict
 
 
 def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
-    from bnsweep.results import ACC_TOLERANCE, claim_regularisation, load_experiment
+    from bnsweep.claims import ACC_TOLERANCE, claim_regularisation
+    from bnsweep.results import load_experiment
 
     uri, experiment = dropout_sweep
     r = load_experiment(experiment, uri)
@@ -434,7 +452,7 @@ def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
     base = gaps["no_bn"]
     expected = ("undecided (no BN does not overfit" if base <= ACC_TOLERANCE else
                 "undecided (dropout" if base - gaps["no_bn+dropout"] <= ACC_TOLERANCE else
-                "supported" if base - gaps["bn"] > ACC_TOLERANCE else "refuted")
+                "suggestive, leans supported" if base - gaps["bn"] > ACC_TOLERANCE else "suggestive, leans refuted")
     assert real.verdict.startswith(expected), real.evidence
     # Real runs cast in the three roles: the widest train-val gap as no BN, the narrowest as
     # no BN + dropout, and as BN once the narrowest (claim holds) and once the widest (does not).
@@ -443,14 +461,17 @@ def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
     wide, narrow = runs.loc[runs["gap"].idxmax()], runs.loc[runs["gap"].idxmin()]
     assert wide["gap"] - narrow["gap"] > 0.05 and wide["gap"] > ACC_TOLERANCE  # no BN's role: it overfits
 
-    def cast(bn_run):
-        rows = [wide.copy(), narrow.copy(), bn_run.copy()]
-        for row, arm in zip(rows, ("no_bn", "no_bn+dropout", "bn")):
-            row["arm"] = arm
-        return pd.DataFrame(rows).assign(run_id=["a", "b", "c"])
+    def cast(bn_run, seeds=1):
+        rows = []
+        for seed in range(seeds):
+            for run, arm in zip((wide, narrow, bn_run), ("no_bn", "no_bn+dropout", "bn")):
+                rows.append(run.copy())
+                rows[-1]["arm"], rows[-1]["seed"], rows[-1]["run_id"] = arm, seed, f"{arm}-{seed}"
+        return pd.DataFrame(rows)
 
-    assert claim_regularisation(cast(narrow), r.history).verdict == "supported"
-    assert claim_regularisation(cast(wide), r.history).verdict == "refuted"
+    assert claim_regularisation(cast(narrow), r.history).lean == "supported"  # one run per arm: suggestive
+    assert claim_regularisation(cast(narrow, seeds=3), r.history).verdict == "supported"
+    assert claim_regularisation(cast(wide, seeds=3), r.history).verdict == "refuted"
     assert "missing no BN + dropout" in claim_regularisation(lr_results.trials, lr_results.history).verdict
 
 
@@ -487,7 +508,7 @@ def test_different_study(lr_sweep, dropout_sweep, tmp_path):
         run_analysis("curves", uri, experiment, tmp_path, "--study", "dropout")
     # A script asked about a question the study does not vary names what the experiment holds.
     uri, experiment = dropout_sweep
-    with pytest.raises(ResultsError, match="lr.py needs trials at 2 or more learning rates.*'bnsweep-dropout'"):
+    with pytest.raises(ResultsError, match="the lr analysis needs trials at 2 or more learning rates.*'bnsweep-drop"):
         run_analysis("lr", uri, experiment, tmp_path)
     with pytest.raises(ResultsError, match="no sweep with parent run id 'abc'"):
         load_experiment(experiment, uri, parent_run_id="abc")

@@ -1,6 +1,8 @@
-"""bnsweep report: the study's scripts run on a real tiny sweep, report.md and
-report.html written with every figure and CSV, and logged to the sweep's parent run;
-the quick studies' own files, run in smoke mode, reported with the claims they speak to."""
+"""bnsweep report: the study's analysis modules run on a real tiny sweep, report.md and
+report.html written with every figure and CSV, the scale header and the original
+study's numbers beside ours, and logged to the sweep's parent run; the quick studies'
+own files, run in smoke mode, reported with the claims they speak to. The rules behind
+the header, the verdicts and the tables, on tables built here: tests/test_report_rules.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from test_analysis import sweep  # the session's tiny real sweeps, trained once
 
 
@@ -22,8 +23,9 @@ def lr_sweep(request, tmp_path_factory, ray_address):
 def test_report_for_lr_study(lr_sweep, tmp_path):
     from mlflow import MlflowClient
 
+    from bnsweep.claims import claim_accuracy_speed
     from bnsweep.report import build_report
-    from bnsweep.results import claim_accuracy_speed, load_experiment
+    from bnsweep.results import load_experiment
 
     uri, experiment = lr_sweep
     out = tmp_path / "report"
@@ -47,7 +49,22 @@ def test_report_for_lr_study(lr_sweep, tmp_path):
     claims = pd.read_csv(out / "claims.csv")
     assert list(claims["claim"]) == [1, 2, 3, 4, 5]
     r = load_experiment(experiment, uri)
-    assert claims.loc[0, "verdict"] == claim_accuracy_speed(r.trials, r.history).verdict == "supported"
+    # Two seeds per configuration: BN's lead is only suggestive (a verdict needs 3, claims.EVIDENCE_RULE).
+    assert claims.loc[0, "verdict"] == claim_accuracy_speed(r.trials, r.history).verdict == (
+        "suggestive, leans supported (2 seeds; a verdict needs 3)")
+    assert "A claim is supported or refuted only when" in md  # the rule, stated in the header
+    # Not the reference experiment (the small model, synthetic data): the header says so.
+    assert "> **Scale.** Not the reference experiment: model, width, training images" in md
+    assert "| model | inception | simple | yes |" in md
+    # The original's numbers beside ours, right after the lr figure, labelled as theirs.
+    assert md.index("](lr_accuracy.png)") < md.index("### Learning rate: ours beside the original (slides)") < (
+        md.index("](curves.png)"))
+    theirs = pd.read_csv(out / "lr_original.csv").set_index("lr")
+    assert theirs.loc[0.01, "BN original (slides) (%)"] == 87 and theirs.loc[0.01, "no BN original (slides) (%)"] == 66
+    assert theirs.loc[1e-5, "BN original (slides) (%)"] == 31 and pd.isna(theirs.loc[1e-5, "BN ours (%)"])
+    ours = pd.read_csv(out / "lr_accuracy.csv").query("arm == 'bn' and lr == 0.01")["best_val_acc_mean"].item()
+    assert theirs.loc[0.01, "BN ours (%)"] == pytest.approx(100 * ours, abs=0.05)
+    assert "the comparison is of shape only" in md
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(experiment).experiment_id],
                                          "tags.`bnsweep.role` = 'trial'")
     n_failed = sum(run.info.status == "FAILED" for run in runs)
@@ -80,20 +97,19 @@ def test_scripts_follow_the_study(lr_sweep):
     assert scripts_for(r) == ["optuna", "curves", "summary"]
 
 
-def test_report_bad_input(lr_sweep, tmp_path, monkeypatch):
+def test_report_bad_input(lr_sweep, tmp_path):
     from bnsweep import report
     from bnsweep.errors import UsageError
     from bnsweep.results import ResultsError
 
     uri, experiment = lr_sweep
-    with pytest.raises(ResultsError, match="no MLflow experiment named 'bnsweep-missing'.*experiments there: .*bnsweep-lr"):
+    with pytest.raises(ResultsError, match="no MLflow experiment named 'bnsweep-missing'.*there: .*bnsweep-lr"):
         report.build_report("bnsweep-missing", tmp_path, uri)
     # A folder that exists but takes no file (as root, /proc stands in for a read-only one).
     with pytest.raises(UsageError, match="cannot write the report to /proc"):
         report.build_report(experiment, Path("/proc"), uri, log_to_mlflow=False)
-    monkeypatch.setattr(report, "ANALYSIS_DIR", tmp_path / "nowhere")
-    with pytest.raises(ResultsError, match="analysis script .*nowhere/lr.py is missing"):
-        report.build_report(experiment, tmp_path, uri, log_to_mlflow=False)
+    with pytest.raises(ResultsError, match="no analysis module 'nope'; there are lr, batch_size"):
+        report.run_analysis("nope", [])
 
 
 # ------------------------------------------------------- the quick studies ---
@@ -115,9 +131,9 @@ def quick_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
 
 @pytest.mark.parametrize("study", QUICK)
 def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study, quick_sweeps, tmp_path):
+    from bnsweep.claims import STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time
     from bnsweep.report import build_report
-    from bnsweep.results import (STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time,
-                                 load_experiment)
+    from bnsweep.results import load_experiment
 
     uri, experiment = quick_sweeps[study]
     expect = QUICK[study]
@@ -144,6 +160,111 @@ def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study
         bn = t[t["bn"]].set_index("batch_size")["best_val_acc"]
         assert claims.loc[4, "n:per_batch"] == ";".join(f"{b}:{bn[b]:.3f}" for b in (5, 50, 100))
         assert claims.loc[2, "n:pairs"] == 3  # BN and no BN at each batch size, same seed and device
+        assert claims.loc[4, "verdict"] not in ("supported", "refuted")  # one seed: never decided
     else:
         for arm, row in t.set_index("arm").iterrows():
             assert claims.loc[5, f"n:{arm}_gap"] == pytest.approx(row["train_acc"] - row["val_acc"])
+    # A smoke run of a shipped file: the scale header says so, row by row.
+    assert "> **Scale.** Not the reference experiment:" in md
+    assert "| smoke run (--smoke) | no | yes | yes |" in md
+    # The original's numbers, as for the full-size study: beside ours, labelled as theirs.
+    if study == "quick_batch_size":
+        theirs = pd.read_csv(tmp_path / "batch_size_original.csv").set_index("batch_size")
+        assert list(theirs.loc[[5, 10, 50, 100, 250], "BN acc original (slides) (%)"]) == [92, 92, 91, 89, 87]
+        assert list(theirs.loc[[5, 10, 50, 100, 250], "no BN time original (slides) (min)"]) == [123, 77, 43, 36, 33]
+        assert theirs.loc[5, "BN/no BN time original (slides)"] == pytest.approx(225 / 123, abs=0.005)
+        assert pd.notna(theirs.loc[5, "BN acc ours (%)"]) and pd.isna(theirs.loc[10, "BN acc ours (%)"])
+        assert "### Batch size: ours beside the original (slides)" in md
+    else:
+        theirs = pd.read_csv(tmp_path / "dropout_original.csv").set_index("arm")
+        assert set(theirs.index) == {"no_bn", "no_bn+dropout", "bn"}
+        assert (theirs["val acc original (slides)"] == "0.30-0.35").all()
+        assert "### Dropout: ours beside the original (slides)" in md
+    assert "the comparison is of shape only" in md
+
+
+# ------------------------------------------------------------ from a wheel ---
+
+def _wheel_venv(root: Path, work: Path) -> Path:
+    """A fresh venv holding bnsweep as a wheel built from the repository at `root`; its
+    bin folder. The wheel is built from a copy of the files it packs (so no build/ or
+    egg-info lands in the repository) with the test venv's own setuptools
+    (--no-build-isolation: no index to fetch one from here). bnsweep goes in with
+    --no-deps; its dependencies (torch, Ray, MLflow: GBs) come from the test venv's
+    site-packages through a .pth file, which puts that folder on sys.path after the
+    fresh venv's own: fast, offline, and bnsweep itself is only the wheel's (the test
+    venv's editable bnsweep is a finder that only its own .pth files install, and a
+    folder added by a .pth line has its .pth files ignored)."""
+    import importlib.metadata
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    setuptools = tuple(int(x) for x in importlib.metadata.version("setuptools").split(".")[:2])
+    if setuptools < (70, 1) and importlib.util.find_spec("wheel") is None:  # 70.1 took in bdist_wheel
+        pytest.skip(f"building a wheel offline needs setuptools >= 70.1 or the wheel package in {sys.prefix}")
+    src = work / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    for folder in ("bnsweep", "search_spaces"):
+        shutil.copytree(root / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    built = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(work / "dist"),
+                            str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = (work / "dist").glob("bnsweep-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    installed = subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "bnsweep_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv / "bin"
+
+
+@pytest.mark.slow
+def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factory, ray_address, cifar_dir, tmp_path):
+    """Built as a wheel and installed without -e, from a folder outside the repository:
+    `bnsweep report` on a smoke sweep's store (the analysis modules come from the
+    package), `bnsweep plan lr` finding the shipped study by name, and an analysis
+    module run alone with python -m."""
+    import subprocess
+
+    from conftest import bnsweep_env
+
+    uri, experiment = sweep(tmp_path_factory, ray_address, "quick_batch_size", request.session, cifar_dir,
+                            together=tuple(QUICK))
+    root = Path(__file__).resolve().parents[1]
+    bin_dir = _wheel_venv(root, tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # not the repository: nothing there to import or read
+    elsewhere.mkdir()
+    env = bnsweep_env()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, cwd=elsewhere,
+                              timeout=300)
+
+    where = run(bin_dir / "python", "-c", "import bnsweep.report as r; print(r.__file__)")
+    assert where.returncode == 0 and where.stdout.startswith(str(tmp_path / "venv")), where.stdout + where.stderr
+    r = run(bin_dir / "bnsweep", "report", experiment, "--tracking-uri", uri, "--out", elsewhere / "report")
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    md = (elsewhere / "report" / "report.md").read_text()
+    assert "](batch_size.png)" in md and "### Batch size: ours beside the original (slides)" in md
+    assert "> **Scale.** Not the reference experiment:" in md and (elsewhere / "report" / "report.html").is_file()
+    r = run(bin_dir / "python", "-m", "bnsweep.analysis.summary", "--experiment", experiment, "--tracking-uri", uri,
+            "--out", elsewhere / "summary")
+    assert r.returncode == 0 and (elsewhere / "summary" / "claims.csv").is_file(), r.stderr[-4000:]
+    # A shipped study by name, as `bnsweep run lr --smoke --no-tracking` resolves it (plan stops before Ray).
+    r = run(bin_dir / "bnsweep", "plan", "lr", "--smoke", "--no-probe")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"study lr ({tmp_path / 'venv'}" in r.stdout and "bnsweep/search_spaces/lr.py)" in r.stdout
+    r = run(bin_dir / "bnsweep", "plan", "lrr", "--no-probe")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "'lrr' is neither a search-space file nor a shipped study; shipped studies: batch_size, dropout, lr," \
+        in r.stderr

@@ -1,0 +1,105 @@
+"""Drawing shared by the study modules: one colour and marker per arm, the chance
+line, log axes labelled in plain numbers, and training curves (mean ± sd over seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from bnsweep.analysis.common import config_label
+from bnsweep.results import Results, ResultsError
+from bnsweep.tables import CHANCE, arm_label, epoch_stats
+
+ARM_COLORS = {"bn": "#1f77b4", "no_bn": "#ff7f0e", "no_bn+dropout": "#2ca02c", "bn+dropout": "#9467bd"}
+ARM_MARKERS = {"bn": "o", "no_bn": "s", "no_bn+dropout": "^", "bn+dropout": "D"}
+DIVERGED_HATCH = "///"
+# The original study's numbers (bnsweep/analysis/original.py): dark grey, dashed, with
+# the arm's marker hollow, in every figure, so they never read as one of our arms nor as
+# the chance and threshold lines (grey, no markers).
+ORIGINAL_COLOR = "#444444"
+
+
+def arm_color(arm: str) -> str:
+    return ARM_COLORS.get(arm, "#7f7f7f")
+
+
+def chance_line(ax) -> None:
+    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=1, label="chance (10 classes)", zorder=1)
+
+
+def log_scale(axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 of each decade, minor ticks
+    unlabelled: matplotlib's default labels either only the decades (10^-2) or every
+    minor tick, which crowds the axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_original(ax, x: Sequence[float], y: Sequence[float], arm: str) -> None:
+    """The original study's values of one arm (fractions) at positions x: grey, dashed, hollow."""
+    ax.plot(x, y, color=ORIGINAL_COLOR, linestyle="--", linewidth=1.4, marker=ARM_MARKERS.get(arm, "o"),
+            markersize=6, markerfacecolor="white", markeredgewidth=1.4, zorder=6,
+            label=f"original (slides): {arm_label(arm)}")
+
+
+def ours_first(handles: list, labels: list[str]) -> tuple[list, list[str]]:
+    """A legend's entries with the original study's moved after ours."""
+    theirs = [lab.startswith("original") for lab in labels]
+    order = [i for i, t in enumerate(theirs) if not t] + [i for i, t in enumerate(theirs) if t]
+    return [handles[i] for i in order], [labels[i] for i in order]
+
+
+def plot_mean_band(ax, x: pd.Series, mean: pd.Series, std: pd.Series, n: pd.Series, *, color: str,
+                   label: str, linestyle: str = "-", marker: str | None = "o") -> None:
+    """A mean line with a ±1 sd band where more than one run contributes."""
+    ax.plot(x, mean, color=color, linestyle=linestyle, marker=marker, markersize=4, label=label)
+    if (n > 1).any():
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+
+
+def curves_table(results: Results, runs_by_arm: dict[str, pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per arm and epoch: mean and sd over seeds of `metrics` and of the cumulative wall time.
+
+    Averages the completed and diverged runs of each arm (failed or unfinished ones only
+    where there is nothing else); `config` names the setting, and says so where it diverged.
+    Raises ResultsError when no trial has logged an epoch."""
+    frames = []
+    for arm, runs in runs_by_arm.items():
+        done = runs[runs["outcome"].isin(["completed", "diverged"])]
+        runs = done if len(done) else runs  # failed / unfinished trials only where there is nothing else
+        h = results.history[results.history["run_id"].isin(runs["run_id"])]
+        if h.empty:
+            continue
+        stats = epoch_stats(h, metrics)
+        stats.insert(0, "arm", arm)
+        label = config_label(runs, results)
+        if runs["diverged"].any():  # only where the arm has no setting that trained to the end
+            label += f", {int(runs['diverged'].sum())} diverged"
+        stats.insert(1, "config", label)
+        stats["run_ids"] = ";".join(runs["run_id"])
+        frames.append(stats)
+    if not frames:
+        raise ResultsError(f"experiment {results.experiment!r}: no trial has logged an epoch yet")
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_curve_panel(ax, table: pd.DataFrame, metric: str, x: str, linestyle: str = "-",
+                     label_suffix: str = "") -> None:
+    """One panel of `metric` per arm against the epoch (x="epoch") or the cumulative wall time."""
+    for arm, g in table.groupby("arm", sort=False):
+        xs = g["epoch"] if x == "epoch" else g["time_total_s_mean"]
+        plot_mean_band(ax, xs, g[f"{metric}_mean"], g[f"{metric}_std"], g["n_runs"], color=arm_color(arm),
+                       label=f"{arm_label(arm)}{label_suffix} ({g['config'].iloc[0]})", linestyle=linestyle,
+                       marker=ARM_MARKERS.get(arm, "o"))
+    if x == "epoch":
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    else:
+        ax.set_xlabel("wall-clock time (s, cumulative training + validation)")
+        ax.set_xlim(left=0)  # time starts at 0: how soon each arm gets there

@@ -1,0 +1,206 @@
+"""report.md and report.html from the items of the analysis modules: a header that
+says what the sweep is and how far to trust it (its scale against the reference,
+the evidence a verdict needs), then each figure and table with its caption.
+
+The HTML is one self-contained file (figures inlined as PNG) that reads on a
+1280 px screen: wide tables scroll inside their own box instead of widening the
+page, numbers are right-aligned, and a click on a column header sorts by it
+(numbers as numbers).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+import numpy as np
+import pandas as pd
+
+from bnsweep.analysis.common import Item, data_note
+from bnsweep.analysis.scale import scale_note, scale_rows
+from bnsweep.claims import EVIDENCE_RULE, STUDY_CLAIMS, evaluate_claims
+from bnsweep.results import Results
+
+
+def header_rows(results: Results) -> list[tuple[str, str]]:
+    """(label, text) pairs: what the sweep is, what it speaks to, and how far to trust it."""
+    t = results.trials
+    outcomes = t["outcome"].value_counts()
+    rows = [
+        ("experiment", results.experiment),
+        ("study", f"{results.study} ({results.search} search)"),
+        ("sweep", results.note),
+        ("tracking URI", results.tracking_uri),
+        ("trials", ", ".join(f"{n} {o}" for o, n in outcomes.items())),
+        ("data", ", ".join(sorted(set(t["dataset_source"].dropna().astype(str)))) or "unknown"),
+        ("code", ", ".join(sorted(set(t["git_commit"].dropna().astype(str)))) or "unknown"),
+        ("devices", ", ".join(sorted(set(t["device_name"].dropna().astype(str)))) or "unknown"),
+        ("speaks to", speaks_to(results)),
+        ("verdicts", EVIDENCE_RULE),
+    ]
+    if (t["dataset_source"] == "synthetic").any():  # a copy of CIFAR-10 is flagged in the scale box instead
+        rows.append(("warning", f"{data_note(results)}: the numbers say nothing about the study's claims on CIFAR-10"))
+    return rows
+
+
+def speaks_to(results: Results) -> str:
+    """The claims the study was designed to test, each with its verdict from these trials."""
+    ours = STUDY_CLAIMS.get(results.study, ())
+    if not ours:
+        return f"no claim declared for study {results.study!r}; each is judged below from what its trials hold"
+    claims = {c.number: c for c in evaluate_claims(results.trials, results.history)}
+    return "; ".join(f"claim {n} ({claims[n].statement}): {claims[n].verdict}" for n in ours)
+
+
+def scale_table(results: Results) -> pd.DataFrame:
+    """The scale header as a table: setting, the reference's value, this sweep's, and a mark where they differ."""
+    return pd.DataFrame([{"setting": r.setting, "reference": r.reference, "this sweep": r.sweep,
+                          "differs": "yes" if r.differs else ""} for r in scale_rows(results)])
+
+
+# ------------------------------------------------------------------ markdown ---
+
+def _md_cell(v) -> str:
+    if isinstance(v, float):
+        v = "" if math.isnan(v) else f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(results: Results, items: list[Item]) -> str:
+    out = [f"# Batch Normalization study: {results.experiment}", ""]
+    note = scale_note(results)
+    if note:
+        out += [f"> **Scale.** {note}", "", markdown_table(scale_table(results)), ""]
+    else:
+        out += ["> **Scale.** The reference experiment: every setting as the study's, on the official data.", ""]
+    out += [f"- **{k}**: {v}" for k, v in header_rows(results)] + [""]
+    for item in items:
+        out += [f"{'###' if item.beside else '##'} {item.title}", ""]
+        if item.kind == "figure":
+            out += [f"![{item.title}]({item.files['png'].name})", ""]
+        if item.table is not None:
+            out += [markdown_table(item.table), ""]
+        links = ", ".join(f"[{k.upper()}]({p.name})" for k, p in item.files.items())
+        out += [item.caption, "", f"Files: {links}", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- html ---
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;line-height:1.45;color:#222;max-width:1180px;
+ margin:1.5em auto;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.3em}
+h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+h3{font-size:1.05em;margin-top:1.2em}
+ul.meta{padding-left:1.2em;font-size:.92em}
+ul.meta li{margin:.15em 0}
+img{max-width:100%;height:auto}
+figure{margin:1em 0}
+.box{border-left:4px solid #c98a00;background:#fff7e0;padding:.6em 1em;margin:1em 0}
+.box.ok{border-color:#2e7d32;background:#eef7ee}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0}
+table.t{border-collapse:collapse;font-size:.85em}
+table.t th,table.t td{border:1px solid #d5d9e0;padding:3px 7px;vertical-align:top}
+table.t th{background:#eef1f6;text-align:left;cursor:pointer;font-weight:600}
+table.t th:hover{background:#dde3ec}
+table.t tbody tr:nth-child(even){background:#f8f9fb}
+table.t td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.t td.w{min-width:16em;max-width:44em}
+table.t tr.diff td{background:#fff1cc}
+.cap{color:#333;font-size:.92em;max-width:60em}
+.files{font-size:.85em;color:#555}
+"""
+
+# A click on a header sorts the rows by that column; numbers (data-v) as numbers, blanks last.
+SORT_SCRIPT = """
+document.querySelectorAll('table.t').forEach(function(t){
+ t.querySelectorAll('th').forEach(function(th,i){
+  th.title='click to sort';
+  th.addEventListener('click',function(){
+   var body=t.tBodies[0],rows=Array.from(body.rows),up=th.dataset.dir!=='up';
+   t.querySelectorAll('th').forEach(function(h){delete h.dataset.dir});th.dataset.dir=up?'up':'down';
+   function key(r){var c=r.cells[i];return c.dataset.v!==undefined?parseFloat(c.dataset.v):c.textContent}
+   rows.sort(function(a,b){var x=key(a),y=key(b);
+    if(x===''||Number.isNaN(x))return 1;if(y===''||Number.isNaN(y))return -1;
+    var d=(typeof x==='number'&&typeof y==='number')?x-y:String(x).localeCompare(String(y));
+    return up?d:-d});
+   rows.forEach(function(r){body.appendChild(r)});
+  });
+ });
+});
+"""
+
+LONG_TEXT = 60  # characters: a column holding text this long wraps in a wide cell instead of stretching the table
+
+
+def _number(x: float) -> str:
+    """4 significant digits (0.8123, 1e-05, 250); large values whole, with thousands separators."""
+    return f"{x:,.0f}" if 1e4 <= abs(x) < 1e15 else f"{x:.4g}"
+
+
+def _cell(v) -> tuple[str, str]:
+    """(attributes, text) of one table cell: numbers right-aligned, with their value for sorting."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "", ""
+    if isinstance(v, (bool, np.bool_)):
+        return "", "yes" if v else "no"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return f" class='n' data-v='{float(v)!r}'", _number(float(v))
+    return "", html.escape(str(v))
+
+
+def html_table(df: pd.DataFrame, row_class=None) -> str:
+    """A DataFrame as a sortable, horizontally scrolling table; row_class(row) may name a CSS class per row."""
+    wide = {c for c in df.columns if df[c].astype(str).str.len().max() > LONG_TEXT}
+    # Headers may break after an underscore, so that names like best_val_acc_mean need no wide column.
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in df.columns)
+    rows = []
+    for _, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            attrs, text = _cell(row[c])
+            if not attrs and c in wide:
+                attrs = " class='w'"
+            cells.append(f"<td{attrs}>{text}</td>")
+        cls = row_class(row) if row_class else ""
+        rows.append((f"<tr class='{cls}'>" if cls else "<tr>") + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table class='t'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _scale_box(results: Results) -> str:
+    note = scale_note(results)
+    if not note:
+        return ("<div class='box ok'><b>Scale.</b> The reference experiment: every setting as the study's, "
+                "on the official data.</div>")
+    table = html_table(scale_table(results), lambda r: "diff" if r["differs"] else "")
+    return f"<div class='box scale'><b>Scale.</b> {html.escape(note)}{table}</div>"
+
+
+def render_html(results: Results, items: list[Item]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{e(results.experiment)} — bnsweep report</title><style>{STYLE}</style></head><body>"
+             f"<h1>Batch Normalization study: {e(results.experiment)}</h1>", _scale_box(results), "<ul class='meta'>"]
+    parts += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in header_rows(results)]
+    parts.append("</ul>")
+    for item in items:
+        parts.append(f"<h3>{e(item.title)}</h3>" if item.beside else f"<h2>{e(item.title)}</h2>")
+        if item.kind == "figure":
+            data = base64.b64encode(item.files["png"].read_bytes()).decode()
+            parts.append(f"<figure><img alt='{e(item.title)}' src='data:image/png;base64,{data}'></figure>")
+        if item.table is not None:
+            parts.append(html_table(item.table))
+        links = ", ".join(f"<a href='{e(p.name)}'>{k.upper()}</a>" for k, p in item.files.items())
+        parts.append(f"<p class='cap'>{e(item.caption)}</p><p class='files'>Files: {links}</p>")
+    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
+    return "\n".join(parts)
