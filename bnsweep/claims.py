@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnsweep.config import EXECUTION_FACTS
 from bnsweep.tables import (
     CHANCE,
     TRAIN_MARGIN,
@@ -180,13 +181,15 @@ def claim_accuracy_speed(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
 
 def claim_step_time(trials: pd.DataFrame, history: pd.DataFrame) -> Claim:
     """Claim 2: BN/no-BN ratio of time per step between paired trials (same pair_id:
-    everything but bn equal, same seed) that ran on the same kind of device."""
+    everything but bn equal, same seed) that ran on the same kind of device and executed
+    alike (the exec.* tags; the BN kernel differs between the arms by design)."""
     c = Claim(2, STATEMENTS[2], "", "")
     step = run_step_times(history)
     t = trials.assign(step_time_ms=trials["run_id"].map(step)).dropna(subset=["step_time_ms"])
     bn = t[t["bn"] == True]  # noqa: E712
     no = t[t["bn"] == False]  # noqa: E712
-    pairs = bn.merge(no, on=["pair_id", "device_name"], suffixes=("_bn", "_no_bn"))
+    alike = ["pair_id", "device_name", *(k for k in EXECUTION_FACTS if k != "exec.bn_kernel" and k in t)]
+    pairs = bn.merge(no, on=alike, suffixes=("_bn", "_no_bn"))
     if pairs.empty:
         c.verdict = undecided("no BN / no-BN pair of trials with the same config, seed and device")
         c.evidence = f"{len(bn)} BN and {len(no)} no-BN trials with step times, none paired"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE
 from bnsweep.errors import BnsweepError
 
 ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
@@ -29,7 +29,8 @@ HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
 LAST_LR = "lr_last"
 
 TRIAL_TAGS = ("arm", "pair_id", "ray_trial_id", "dataset_source", "dataset_fingerprint", "device_name",
-              "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version", "optuna_version")
+              "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version", "optuna_version",
+              *EXECUTION_FACTS)
 _BOOL_TAGS = ("diverged", "dataset_verified")
 _OUTCOME = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running",
             "SCHEDULED": "running"}

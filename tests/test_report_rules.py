@@ -205,3 +205,18 @@ def test_shipped_studies_found_by_name(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"^'lrr' is neither a search-space file nor a shipped study; shipped "
                                          r"studies: batch_size, dropout, lr, optuna, quick, quick_batch_size"):
         resolve_study_file("lrr")
+
+
+def test_step_time_pairs_only_trials_that_executed_alike():
+    # A BN trial under bf16 autocast against a no-BN one in fp32 says nothing about BN's cost.
+    from bnsweep.claims import claim_step_time
+
+    rows = []
+    for seed in range(3):
+        rows.append(trial(f"bn{seed}", True, seed, **{"exec.autocast": "bf16", "exec.bn_kernel": "pytorch"}))
+        rows.append(trial(f"no{seed}", False, seed, **{"exec.autocast": "none", "exec.bn_kernel": "none"}))
+    t = pd.DataFrame(rows)
+    steps = {f"bn{s}": 15.0 for s in range(3)} | {f"no{s}": 10.0 for s in range(3)}
+    assert claim_step_time(t, history(t, steps)).verdict.startswith("undecided")
+    t["exec.autocast"] = "none"  # the same execution, the BN kernel apart: three pairs, BN 1.5x
+    assert claim_step_time(t, history(t, steps)).verdict == "supported"
