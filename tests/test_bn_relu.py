@@ -162,6 +162,7 @@ def test_bf16_as_autocast_gives_it(interpreter):
     torch.testing.assert_close(rv, want[4], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_kernels_compile_for_a_hopper_gpu():
     # At the block shapes the model uses: 64 channels per block (most layers), 16 (the
     # narrowest), one tile or several per partial program.

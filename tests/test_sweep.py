@@ -356,6 +356,7 @@ def test_missing_file_and_bad_overrides(tmp_path):
         assert needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="tests a machine without a GPU")
 def test_trials_that_cannot_fit_the_local_machine_stop_before_anything_is_recorded(tmp_path):
     # On a Ray of its own there is no autoscaler: a GPU trial on a CPU machine would wait forever.
@@ -371,6 +372,7 @@ def test_trials_that_cannot_fit_the_local_machine_stop_before_anything_is_record
     assert r.returncode == 0 and "a trial does not fit here" in r.stdout, r.stdout
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):
     import torch
 

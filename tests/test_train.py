@@ -34,6 +34,7 @@ def test_train_reports_the_schedule_it_used():
         assert m["images_per_s"] > 0 and m["step_time_ms"] > 0 and m["epoch_time_s"] > 0
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 @pytest.mark.parametrize("bn,lr", [(True, 0.1), (False, 0.005)])
 def test_short_run_on_real_cifar_learns_above_chance(cifar_dir, bn, lr):
     # The small model (the dropout study's) on 2,000 real images; 400 steps so
@@ -92,6 +93,7 @@ def test_a_model_that_cannot_be_evaluated_any_more_has_diverged():
     assert seen[-1]["diverged"] == 1.0 and summary["diverged"] == 1.0
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_checkpoint_restore_continue_equals_uninterrupted(tmp_path):
     cfg = make_config({**TINY, "dropout": 0.3, "epochs": 4})
     full = []
@@ -202,6 +204,7 @@ def test_train_cli_bad_values_exit_2_with_one_line(args, needle):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_train_cli_missing_data_is_a_clear_error(tmp_path):
     r = _cli("train", "--data-dir", str(tmp_path / "nowhere"), "--no-download")
     assert r.returncode == 1
@@ -211,6 +214,7 @@ def test_train_cli_missing_data_is_a_clear_error(tmp_path):
     assert "Traceback" not in r.stderr and "cannot read the data folder" in r.stderr
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
     ckpt = tmp_path / "c.pt"
     args = ["--dataset", "synthetic", "--width", "0.0625", "--n-train", "200", "--n-val", "100", "--batch-size", "50"]
@@ -230,6 +234,7 @@ def test_train_cli_runs_checkpoints_and_resumes(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_train_cli_ctrl_c_says_what_was_saved(tmp_path):
     import signal
 
@@ -248,6 +253,7 @@ def test_train_cli_ctrl_c_says_what_was_saved(tmp_path):
     assert f"holds {saved} epoch(s); continue with: bnsweep train --resume {ckpt}" in out, out
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the machine without CUDA")
 def test_train_cli_device_not_here_and_checkpoints_that_do_not_fit(tmp_path):
     args = ["--dataset", "synthetic", "--width", "0.0625", "--n-train", "100", "--n-val", "100", "--batch-size", "50"]
@@ -290,6 +296,7 @@ def test_a_cpu_run_reports_what_it_executed_not_what_was_asked():
     assert seen["exec.bn_kernel"] == "none"
 
 
+@pytest.mark.slow  # over 5 s on 2 cores
 def test_train_shows_a_progress_bar_within_an_epoch_on_a_terminal(tmp_path):
     # On a terminal (a pseudo-terminal here) each epoch has a bar with images/s and the loss;
     # into a pipe, only the epoch lines (the other CLI tests read those).
