@@ -87,7 +87,8 @@ class Study:
     def shared(self) -> dict[str, Any]:
         """The config every trial shares: `fixed` less the keys the study varies (its
         values there are the reference's, which no trial ran with)."""
-        return {k: v for k, v in self.fixed.items() if k not in self.varied()}
+        varied = set(self.varied())
+        return {k: v for k, v in self.fixed.items() if k not in varied}
 
     def default_gpus(self, gpus_available: float) -> None:
         """Where neither the file nor the command line says: one GPU per trial if there are GPUs."""
