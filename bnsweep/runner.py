@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bnsweep import ledger
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_failures, tune_experiments
-from bnsweep.trials import arm_name, trial_config
+from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_text
+from bnsweep.trials import arm_name
 
 DEFAULT_STORAGE = "bnsweep_results"
 EXIT_INTERRUPTED = 130
@@ -69,7 +70,7 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
     spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
-        tracking=tracking_info, seeds=study.seeds, experiment=experiment)
+        tracking=tracking_info, seeds=study.seeds, experiment=experiment, sweep_dir=sweep_dir)
     try:
         spec.write(sweep_dir)
     except BaseException:
@@ -113,6 +114,7 @@ def _sweep_dir(arg: str) -> str:
 def resume(args: argparse.Namespace) -> int:
     sweep_dir = _sweep_dir(args.sweep_dir)
     spec = _read_spec(sweep_dir)
+    _check_not_moved(spec, sweep_dir)
     study = _study_from_spec(spec)
     from bnsweep import sweep, tracking
 
@@ -129,6 +131,23 @@ def resume(args: argparse.Namespace) -> int:
         tracking.reopen_sweep(spec.tracking)
     print(f"resuming {sweep_dir}", flush=True)
     return _fit_and_summarize(study, spec, sweep_dir, resume=True, verbose=args.verbose)
+
+
+def _check_not_moved(spec: SweepSpec, sweep_dir: str) -> None:
+    """A sweep resumes where `run` started it: Tune restores its callbacks as it pickled
+    them, and the one that records how trials end (sweep.LedgerEnds) writes to that
+    folder. The same folder by another path (a symlink, another mount) is fine."""
+    was = spec.sweep_dir
+    if not was or was == sweep_dir:
+        return
+    try:
+        same = read_text(join(was, SWEEP_FILE)) == read_text(join(sweep_dir, SWEEP_FILE))
+    except Exception:  # noqa: BLE001 — gone, or unreadable from here: not the same place
+        same = False
+    if not same:
+        raise UsageError(f"this sweep was started at {was} and resumes only there (Tune's saved experiments "
+                         "record trial ends there); move it back to resume it. `bnsweep sync` and "
+                         "`bnsweep report` read it where it is now")
 
 
 def _read_spec(sweep_dir: str) -> SweepSpec:
@@ -189,7 +208,7 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose
 
     try:
         with _driver_log(sweep_dir, verbose):
-            grids = sweep.run_tuners(study, spec, sweep_dir, resume=resume, verbose=verbose)
+            sweep.run_tuners(study, spec, sweep_dir, resume=resume, verbose=verbose)
     except BaseException:
         if spec.tracking:  # no parent run left RUNNING; what the trials reported is on storage
             tracking.end_sweep(spec.tracking, "FAILED")
@@ -201,7 +220,7 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose
         except Exception as e:  # noqa: BLE001 — the results are on storage; say how to replay them
             print(f"bnsweep: could not close the MLflow runs ({e}); run "
                   f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}` later")
-    failed, failed_for_good = _print_summary(grids, study, spec, sweep_dir)
+    failed, failed_for_good = _print_summary(study, spec, sweep_dir)
     if unfinished:
         print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  "
               f"{shlex.join(['bnsweep', 'resume', sweep_dir])}")
@@ -212,8 +231,8 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose
         for reason, n in failed_for_good.items():
             print(f"  {n} x {reason}")
     if failed:
-        print(f"\n{failed} trial(s) failed after their retries; their errors are in the trial directories "
-              f"under {sweep_dir}. `{shlex.join(['bnsweep', 'resume', sweep_dir])}` retries them.")
+        print(f"\n{failed} trial(s) failed after their retries; their errors are in Tune's trial folders "
+              f"under {sweep_dir} (error.txt). `{shlex.join(['bnsweep', 'resume', sweep_dir])}` retries them.")
     return 1 if failed or failed_for_good else 0
 
 
@@ -231,31 +250,24 @@ def _print_start(study: Study, spec, sweep_dir: str) -> None:
               flush=True)
 
 
-def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, int]]:
-    """Print each arm's trials, best val_acc, diverged and failed; return the number of
-    trials that failed after their retries, and the reasons (with counts) of those that
-    failed beyond retrying (sweep.run_trial)."""
-    from bnsweep.sweep import tuner_names
-
-    failures = read_failures(sweep_dir)
+def _print_summary(study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, int]]:
+    """Print each arm's trials, best val_acc, diverged and failed, from the ledger; return
+    the number of trials that failed after their retries, and the reasons (with counts)
+    of those that failed beyond retrying (sweep.run_trial)."""
+    trials = ledger.read_trials(sweep_dir)
     # Arms: an Optuna study's searches (its ARMS; dropout there is a tuned nuisance
     # parameter, not an arm); a grid's BN / no BN / + dropout.
-    rows = []
-    for (name, _), grid in zip(tuner_names(study), grids):
-        for result in grid:
-            cfg = trial_config(result.config or {})
-            if "bn" in cfg:  # a trial that never started has no config to place it in an arm
-                arm = name if study.search == "optuna" else arm_name(cfg)
-                reason = failures.get(str(result.path).rstrip("/").rsplit("/", 1)[-1]) if result.path else None
-                rows.append((arm, result.metrics or {}, result.error, reason))
+    arms: dict[str, list[ledger.TrialRecord]] = {}
+    for t in trials:
+        arms.setdefault(t.tuner if study.search == "optuna" else arm_name(t.config), []).append(t)
     print("\nsummary")
-    for arm in dict.fromkeys(row[0] for row in rows):
-        mine = [row[1:] for row in rows if row[0] == arm]
-        done = [m for m, err, reason in mine if m and not err and not reason]
-        diverged = sum(1 for m in done if m.get("diverged"))
-        failed = sum(1 for _, err, reason in mine if err or reason)
-        best = max((m.get("best_val_acc", -1) for m in done if _finite(m.get("best_val_acc"))), default=None)
+    for arm, mine in arms.items():
+        done = [t for t in mine if t.status in ("completed", "diverged", "stopped") and t.epochs]
+        best = max((t.epochs[-1]["best_val_acc"] for t in done if _finite(t.epochs[-1].get("best_val_acc"))),
+                   default=None)
         best_text = f"best val_acc {best:.4f}" if best is not None else "no result"
+        diverged = sum(t.status == "diverged" for t in mine)
+        failed = sum(t.status in ("failed", "errored") for t in mine)
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
     if spec.tracking:
@@ -263,8 +275,8 @@ def _print_summary(grids, study: Study, spec, sweep_dir: str) -> tuple[int, dict
     else:
         print(f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
               "then bnsweep report")
-    reasons = [row[3] for row in rows if row[3]]
-    return sum(1 for row in rows if row[2]), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
+    reasons = [t.end["reason"] for t in trials if t.status == "failed"]
+    return sum(t.status == "errored" for t in trials), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
 
 
 def _print_next(tracking: dict[str, Any]) -> None:
@@ -316,9 +328,9 @@ def sync(args: argparse.Namespace) -> int:
         spec.write(sweep_dir)
         print(f"{uri} had no record of this sweep: created parent run {info['parent_run_id']} in experiment "
               f"{experiment} (sweep.json now points at it)")
-    from bnsweep.recorder import sync_experiment
+    from bnsweep.recorder import sync_ledger
 
-    added = sum(sync_experiment(info, exp) for exp in tune_experiments(sweep_dir))
+    added = sync_ledger(info, sweep_dir)
     tracking.close_parent(info)
     print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
     _print_next(info)

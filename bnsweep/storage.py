@@ -1,13 +1,12 @@
-"""What a sweep leaves on storage, on a local path or a URI (s3://...): its own
-record, sweep.json, and the state Tune saves of each of its experiments.
+"""A sweep's storage, a local path or a URI (s3://...), and what `run` was asked to do.
 
-`bnsweep run` writes sweep.json before any trial starts; `resume` and `sync`
-need nothing else. Reading any of it needs neither Ray nor MLflow.
+`bnsweep run` writes sweep.json before any trial starts; the trials' record is the
+ledger beside it (bnsweep/ledger.py). `resume` and `sync` need nothing else; reading
+any of it needs neither Ray nor MLflow.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ class SweepSpec:
     tracking: dict[str, Any] | None
     seeds: list[int] | None = None  # the seeds run (--seeds or the file's SEEDS); None in older sweep.json
     experiment: str | None = None  # the MLflow experiment asked for, even with --no-tracking (sync uses it)
+    sweep_dir: str | None = None  # where `run` started it: the one place it resumes (runner.resume)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)
@@ -63,10 +63,22 @@ def filesystem(uri: str):
 
 
 def write_text(uri: str, text: str) -> None:
+    """The whole file or none, for a reader at any moment: an object store's put is atomic;
+    a local file is written beside its name and renamed onto it."""
     fs, path = filesystem(uri)
     fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+    if "://" in uri:
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # the write failed (a full disk): no half file left behind
+            os.remove(tmp)
 
 
 def read_text(uri: str) -> str:
@@ -93,45 +105,6 @@ def list_names(uri: str) -> list[str]:
         return []
 
 
-def tune_experiments(sweep_dir: str) -> list[str]:
-    """The Tune experiments of a sweep: grid-<sweep>/, or <arm>-<sweep>/ per Optuna arm
-    (sweep.experiment_path)."""
-    return [join(sweep_dir, name) for name in list_names(sweep_dir) if exists(join(sweep_dir, name, "tuner.pkl"))]
-
-
-# A trial that failed for a reason another attempt cannot fix (a bad config, data a node
-# lacks) ends without raising, so that Tune does not retry it; its reason is written here,
-# one object per trial (S3 cannot append): <sweep>/failures/<trial folder name>.json.
-FAILURES_DIR = "failures"
-
-
-def write_failure(sweep_dir: str, trial: str, reason: str) -> None:
-    write_text(join(sweep_dir, FAILURES_DIR, f"{trial}.json"), json.dumps({"trial": trial, "reason": reason}))
-
-
-def failure_of(sweep_dir: str, trial: str) -> str | None:
-    """The reason a trial failed beyond retrying, or None."""
-    path = join(sweep_dir, FAILURES_DIR, f"{trial}.json")
-    return json.loads(read_text(path))["reason"] if exists(path) else None
-
-
-def read_failures(sweep_dir: str) -> dict[str, str]:
-    """Trial folder name -> reason, for the sweep's trials that failed beyond retrying."""
-    root = join(sweep_dir, FAILURES_DIR)
-    out = {}
-    for name in list_names(root):
-        if name.endswith(".json"):
-            record = json.loads(read_text(join(root, name)))
-            out[record["trial"]] = record["reason"]
-    return out
-
-
-def saved_trials(experiment: str) -> list[dict[str, Any]] | None:
-    """The trials in Tune's newest saved state of an experiment, which is what a
-    restore starts from: dicts with trial_id, status, config, relative_logdir
-    (None until the trial started). None when nothing was saved."""
-    states = fnmatch.filter(list_names(experiment), "experiment_state-*.json")
-    if not states:
-        return None
-    text = read_text(join(experiment, max(states)))  # the newest, as Tune's restore picks it
-    return [json.loads(trial) for trial, _ in json.loads(text)["trial_data"]]
+def delete(uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.delete_file(path)

@@ -5,13 +5,14 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
     STORAGE/<sweep>/                      the sweep directory (`bnsweep resume` takes it);
                                           <sweep> = <study>-<date>-<time>-<random token>
         sweep.json                        what `run` was asked to do, for resume and sync
+        ledger/<trial>/                   bnsweep's record of each trial (bnsweep/ledger.py)
         grid-<sweep>/ | bn-<sweep>/ ...   one Tune experiment per Tuner: a grid study has one;
-                                          an Optuna study has one per arm, equal budgets
+                                          an Optuna study has one per arm, equal budgets.
+                                          Tune's own: only Tune (fit, restore) reads them
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -34,12 +35,12 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from bnsweep import progress, recorder, tracking  # noqa: E402
+from bnsweep import ledger, progress, recorder, tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec, filesystem, join, saved_trials, split, write_failure  # noqa: E402
+from bnsweep.storage import SweepSpec, join, split  # noqa: E402
 from bnsweep.trials import POINT_KEY, trial_config, trial_dirname  # noqa: E402
 
 
@@ -75,23 +76,29 @@ def _trial_name_creator(trial) -> str:
 # ------------------------------------------------------------- trainable ---
 
 def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """The Tune trainable: one train() run, a checkpoint and a result per epoch.
+    """The Tune trainable: one train() run; per epoch a record in the ledger, then a
+    checkpoint and a result for Tune.
 
-    A mistake another attempt would repeat (a BnsweepError: a bad config, data this
-    node lacks) ends the trial at once, failed, with its reason on storage
-    (storage.write_failure); raised, Tune would retry it MAX_FAILURES times. Anything
-    else (a dead worker or node, a process killed for memory) reaches Tune, which
-    retries it from the last checkpoint.
+    The ledger (bnsweep/ledger.py) gets the trial's start, each epoch before Tune hears
+    of it, and the end this process knows. A mistake another attempt would repeat (a
+    BnsweepError: a bad config, data this node lacks) ends the trial at once, failed,
+    with its reason; raised, Tune would retry it MAX_FAILURES times. Anything else (a
+    dead worker or node, a process killed for memory) reaches Tune, which retries it
+    from the last checkpoint.
     """
+    sweep_dir, trial_id = sweep["sweep_dir"], tune.get_context().get_trial_id()
+    name = trial_dirname(config, trial_id)
+    ledger.start_trial(sweep_dir, name, trial_id, sweep["tuner"], trial_config(config))
     try:
-        _train_trial(config, sweep)
+        summary = _train_trial(config, sweep, name)
     except BnsweepError as e:
-        trial = trial_dirname(config, tune.get_context().get_trial_id())
-        write_failure(sweep["sweep_dir"], trial, str(e))
-        print(f"bnsweep: trial {trial} failed, not to be retried: {e}", flush=True)
+        ledger.end_trial(sweep_dir, name, "failed", str(e))
+        print(f"bnsweep: trial {name} failed, not to be retried: {e}", flush=True)
+        return
+    ledger.end_trial(sweep_dir, name, "diverged" if summary["diverged"] else "completed")
 
 
-def _train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
+def _train_trial(config: dict[str, Any], sweep: dict[str, Any], name: str) -> dict[str, Any]:
     import torch
 
     from bnsweep.train import load_checkpoint, save_checkpoint, train
@@ -110,10 +117,11 @@ def _train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     info: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
 
     def on_start(run_info: dict[str, Any]) -> None:
-        # Strings the driver turns into MLflow tags (dataset identity, device).
+        # Strings MLflow gets as tags (dataset identity, device, what executed).
         info.update({k: run_info[k] for k in tracking.INFO_KEYS})
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        ledger.record_epoch(sweep["sweep_dir"], name, {**metrics, **info})
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(state, Path(d) / CHECKPOINT_FILE)
             # Tune overwrites time_total_s with its own sum of time_this_iter_s, which by default is
@@ -122,7 +130,7 @@ def _train_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
             tune.report({**metrics, **info, "time_this_iter_s": metrics["epoch_time_s"]},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
-    train(cfg, report=report, resume=resume, on_start=on_start)
+    return train(cfg, report=report, resume=resume, on_start=on_start)
 
 
 def trial_device(device: str, gpu_ids: list) -> str:
@@ -198,10 +206,38 @@ def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
     return tune.TuneConfig(**kwargs)
 
 
-def _trainable(spec: SweepSpec, sweep_dir: str):
+def _trainable(spec: SweepSpec, sweep_dir: str, tuner: str):
     resources = {"CPU": spec.resources["cpu"], "GPU": spec.resources["gpu"]}
-    return tune.with_resources(tune.with_parameters(run_trial, sweep={**spec.__dict__, "sweep_dir": sweep_dir}),
-                               resources)
+    sweep = {"sweep_dir": sweep_dir, "tuner": tuner, "resources": spec.resources}
+    return tune.with_resources(tune.with_parameters(run_trial, sweep=sweep), resources)
+
+
+class LedgerEnds(tune.Callback):
+    """The ends of trials that Tune decides on the driver and the trainable never learns:
+    a scheduler stopped it early, or it failed its last retry. Written only where the
+    trainable wrote no end of its own (it returned: completed, diverged, failed).
+
+    Tune pickles its callbacks with the experiment and a restore brings this one back
+    with the sweep folder it was made for; `resume` therefore runs a sweep only where it
+    was started (runner.resume checks).
+    """
+
+    def __init__(self, sweep_dir: str, tuner: str):
+        self.sweep_dir, self.tuner = sweep_dir, tuner
+
+    def _end(self, trial, status: str, reason: str | None = None) -> None:
+        name = trial_dirname(trial.config, trial.trial_id)
+        # A trial that errored before its trainable ran has no record yet; it gets one.
+        ledger.start_trial(self.sweep_dir, name, trial.trial_id, self.tuner, trial_config(trial.config),
+                           attempt=False)
+        ledger.end_trial(self.sweep_dir, name, status, reason, if_open=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial, "stopped")  # if_open: a trial that returned has its own end already
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "errored", f"failed after {trial.num_failures} attempt(s); Tune's error file: "
+                                    f"{trial.path}/error.txt")
 
 
 def _run_config(experiment: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
@@ -274,123 +310,48 @@ def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
                                f"{have.get(name, 0):g}; {what_to_do}")
 
 
-def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verbose: bool = False) -> list:
-    """Fit (or restore and fit) each Tuner of the study; return their ResultGrids."""
-    # Also on a restore, whose callback comes back from the experiment's tuner.pkl.
-    recorder.TuneCallback.use(sweep_dir, spec.tracking)
-    callbacks = [recorder.TuneCallback(sweep_dir)]
-    if not verbose:
-        callbacks.append(progress.Progress(study.varied(), study.fixed["epochs"]))
-    trainable = _trainable(spec, sweep_dir)
-    grids = []
-    with _TermToInterrupt():
+def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verbose: bool = False) -> None:
+    """Fit (or restore and fit) each Tuner of the study that the ledger says has work left.
+
+    MLflow gets the ledger live while the Tuners run (recorder.LiveRecord); Tune's
+    ResultGrids are not needed: `run`'s summary reads the ledger too.
+    """
+    with recorder.LiveRecord(spec.tracking, sweep_dir), _TermToInterrupt():
         for label, arm in tuner_names(study):
+            if resume and not _left_in(study, sweep_dir, label, retry_errored=True):
+                continue
             path = experiment_path(sweep_dir, label)
+            trainable = _trainable(spec, sweep_dir, label)
             if resume and tune.Tuner.can_restore(path):
-                set_aside_orphans(path)
-                # The RunConfig (tracking callback included) comes back from the experiment's tuner.pkl;
-                # the callback takes its settings from TuneCallback.use above.
+                # Tune decides which trials it resumes (unfinished and errored); the RunConfig,
+                # callbacks included, comes back from the experiment as it was saved.
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                            param_space=_param_space(study, arm))
             else:
+                callbacks: list = [LedgerEnds(sweep_dir, label)]
+                if not verbose:
+                    callbacks.append(progress.Progress(study.varied(), study.fixed["epochs"]))
                 tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
                                    tune_config=_tune_config(study, spec),
                                    run_config=_run_config(path, spec, callbacks, verbose))
-            grids.append(tuner.fit())
-            if _unfinished_in(study, path):  # interrupted: the next arm waits for `bnsweep resume`
+            tuner.fit()
+            if _left_in(study, sweep_dir, label):  # interrupted: the next arm waits for `bnsweep resume`
                 break
-    return grids
-
-
-ORPHANS_DIR = "orphaned"
-
-
-def set_aside_orphans(experiment: str) -> None:
-    """Before a restore: trial directories that Tune's saved state does not know.
-
-    Tune snapshots its state every TUNE_GLOBAL_CHECKPOINT_S. A driver killed
-    between a trial's start and the next snapshot leaves that trial's directory
-    behind, on storage and in the driver's local staging copy (in the Ray
-    session's folder, which a restore joining the same Ray reuses and uploads
-    again; a new local Ray starts with an empty one), while the restored state
-    generates the trial anew (same trial id) and Tune, finding the name taken,
-    writes it to a second directory. Such a
-    directory holds no result (the usual case: it is removed), or the first
-    epoch(s) of a run that now starts over (moved to <experiment>/orphaned/, so
-    nothing recorded is lost). Either way each trial keeps one directory.
-    """
-    from pyarrow import fs as pafs
-
-    trials = saved_trials(experiment)
-    if trials is None:
-        return
-    fs, root = filesystem(experiment)
-    known = {trial["relative_logdir"] for trial in trials}
-    done = _set_aside(fs, root, known)
-    staging = _driver_staging_path(trials)
-    if staging and os.path.isdir(staging):
-        done.update(_set_aside(pafs.LocalFileSystem(), staging, known))
-    for name, action in sorted(done.items()):
-        if action == "removed":
-            progress.echo(f"removed {name}: it started after the last saved sweep state and reported nothing; "
-                          "the trial runs again")
-        else:
-            progress.echo(f"moved {name} to {experiment}/{ORPHANS_DIR}/: it started after the last saved sweep "
-                          "state, so the trial runs again from its start; the epochs it reported are kept there")
-
-
-def _set_aside(fs, root: str, known: set[str]) -> dict[str, str]:
-    from pyarrow import fs as pafs
-
-    done = {}
-    for entry in fs.get_file_info(pafs.FileSelector(root)):
-        if entry.type != pafs.FileType.Directory or entry.base_name in known | {ORPHANS_DIR}:
-            continue
-        if fs.get_file_info(f"{entry.path}/params.json").type != pafs.FileType.File:
-            continue  # not a trial directory
-        results = fs.get_file_info(f"{entry.path}/result.json")
-        if results.type == pafs.FileType.File and results.size:
-            fs.create_dir(f"{root}/{ORPHANS_DIR}", recursive=True)
-            pafs.copy_files(entry.path, f"{root}/{ORPHANS_DIR}/{entry.base_name}",
-                            source_filesystem=fs, destination_filesystem=fs)
-            done[entry.base_name] = "moved"
-        else:
-            done[entry.base_name] = "removed"
-        fs.delete_dir(entry.path)
-    return done
-
-
-def _driver_staging_path(trials: list) -> str | None:
-    """The saved run's staging directory in the current Ray session's folder
-    (<session>/artifacts/<run start>/<name>); it exists only when the resume joined
-    the Ray the interrupted run used."""
-    from ray.tune.utils.serialization import TuneFunctionDecoder
-
-    if not trials:
-        return None
-    try:
-        # The trial's StorageContext, pickled by Tune; Tune's own restore unpickles the same file.
-        storage = json.loads(json.dumps(trials[0]["storage"]), cls=TuneFunctionDecoder, allow_cloudpickle=True)
-        return storage.experiment_driver_staging_path
-    except Exception:  # noqa: BLE001 — another Ray version's layout: storage was cleaned, which is what matters most
-        return None
 
 
 def n_unfinished(study: Study, sweep_dir: str) -> int:
-    """Trials that neither ended nor errored, counting those not started yet and
-    those of Tuners not reached: what `bnsweep resume` would run.
-
-    Read from the state Tune saves when it stops, not from the ResultGrid: after
-    Ctrl-C, Tune saves the running trials as RUNNING, then stops them and marks
-    them TERMINATED in memory, so an interrupted sweep would look finished.
-    """
-    return sum(_unfinished_in(study, experiment_path(sweep_dir, label)) for label, _ in tuner_names(study))
+    """Trials without an end in the ledger, counting those not started yet and those of
+    Tuners not reached: what `bnsweep resume` would run (besides errored trials, which it
+    retries)."""
+    return sum(_left_in(study, sweep_dir, label) for label, _ in tuner_names(study))
 
 
-def _unfinished_in(study: Study, experiment: str) -> int:
-    trials = saved_trials(experiment) or []
-    ended = sum(trial["status"] in ("TERMINATED", "ERROR") for trial in trials)
-    return max(0, study.n_trials() // len(tuner_names(study)) - ended)
+def _left_in(study: Study, sweep_dir: str, tuner: str, retry_errored: bool = False) -> int:
+    """A Tuner's trials still to run, from the ledger: its share of the study's trials less
+    those that ended (less those that ended other than errored, if retry_errored)."""
+    ends = [t.status for t in ledger.read_trials(sweep_dir) if t.tuner == tuner and t.status]
+    done = sum(1 for s in ends if not (retry_errored and s == "errored"))
+    return max(0, study.n_trials() // len(tuner_names(study)) - done)
 
 
 def sweep_dir_for(storage: str, study: Study) -> str:

@@ -1,11 +1,11 @@
 """MLflow's side of a sweep: where runs go, what they hold, each epoch once.
 
-Who writes: the sweep driver, from Tune's results (a Tune callback), not the
-trials. Tune's per-trial results on storage are the durable record; MLflow is
-the view for people. So a trial never waits on, or fails because of, MLflow; on
-a cluster only the head needs to reach the tracking server; a retried or
-resumed trial's repeated epochs are skipped by step; and `bnsweep sync`
-rebuilds whatever MLflow missed from the same results on storage.
+Who writes: the sweep driver, from bnsweep's ledger on storage (bnsweep/ledger.py,
+the durable record; bnsweep/recorder.py reads it), not the trials. MLflow is the
+view for people. So a trial never waits on, or fails because of, MLflow; on a
+cluster only the head needs to reach the tracking server; a retried or resumed
+trial's repeated epochs are recorded once (by epoch number, in the ledger); and
+`bnsweep sync` rebuilds whatever MLflow missed from the same ledger.
 
 Layout: one experiment per study (bnsweep-<study>), one parent run per sweep,
 one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
@@ -46,9 +46,9 @@ from bnsweep.trials import display_name, mark_diverged, trial_name  # noqa: E402
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 ROLE_TAG = "bnsweep.role"
-FAILURE_TAG = "failure_reason"  # why a trial failed beyond retrying (storage.write_failure)
+FAILURE_TAG = "failure_reason"  # why a trial failed (its ledger end's reason)
 TRIAL_TAG = "ray_trial_id"
-# Result keys the trainable adds to every result once, for the run's tags.
+# Keys the trainable adds to every epoch's record, for the run's tags.
 INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name", *EXECUTION_FACTS)
 
 

@@ -339,7 +339,15 @@ def sweep_dir_of(storage: Path) -> Path:
 
 
 def trial_dirs(sweep_dir: Path) -> list[Path]:
+    """Tune's own trial folders (a witness the tests read beside bnsweep's ledger)."""
     return sorted(p.parent for p in sweep_dir.glob("*/*/params.json"))
+
+
+def ledger_trials(sweep_dir: Path) -> list:
+    """bnsweep's record of the sweep's trials (bnsweep/ledger.py), as `run` and `sync` read it."""
+    from bnsweep.ledger import read_trials
+
+    return read_trials(str(sweep_dir))
 
 
 def results_of(trial_dir: Path) -> list[dict]:

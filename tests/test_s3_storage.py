@@ -136,7 +136,7 @@ def _first_reported(rows: list[dict]) -> dict[int, dict]:
     return by_epoch
 
 
-def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_path):
+def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_path, monkeypatch):
     space = write_space(tmp_path / "ons3.py", f"""
         SPACE = {{"bn": [True, False]}}
         FIXED = {{**{TINY}, "epochs": {EPOCHS}}}
@@ -190,12 +190,21 @@ def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_pa
         assert f"synced {sweep_uri} into {mlflow_server.uri}" in sync.stdout, sync.stdout[-2000:]
     assert "0 epoch(s) added" in sync.stdout and "had no record" not in sync.stdout, sync.stdout[-2000:]
 
-    # (b) MLflow: each trial once, each epoch once, the values those on S3.
+    # (b) bnsweep's ledger on S3 holds each trial's every epoch once, and each trial's end;
+    # MLflow: each trial once, each epoch once, the values those of the ledger.
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    from bnsweep.ledger import read_trials
+
+    trials = read_trials(sweep_uri)
+    assert len(trials) == 2 and all(t.status == "completed" for t in trials), [t.end for t in trials]
+    for t in trials:
+        assert [r["epoch"] for r in t.epochs] == list(range(1, EPOCHS + 1)), t.name
     uri = mlflow_server.uri
     runs = children(uri, "bnsweep-ons3")
     assert len(runs) == 2 and len({x.data.tags["ray_trial_id"] for x in runs}) == 2
     assert sorted(x.data.params["bn"] for x in runs) == ["False", "True"]
-    by_trial_id = {_first_reported(rows)[1]["trial_id"]: _first_reported(rows) for rows in results.values()}
+    by_trial_id = {t.trial_id: {r["epoch"]: r for r in t.epochs} for t in trials}
     for run in runs:
         assert run.info.status == "FINISHED"
         assert steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1))
@@ -207,12 +216,16 @@ def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_pa
     assert parent.data.tags["sweep_dir"] == sweep_uri
     assert parent.info.run_name == sweep_key.rsplit("/", 1)[1]
 
-    # (c) The objects on S3: sweep.json, Tune's state, each trial's params, results and checkpoints.
+    # (c) The objects on S3: sweep.json, the ledger (one object per fact), Tune's state, each
+    # trial's params, results and checkpoints.
     files = s3.files(f"{BUCKET}/{PREFIX}")
     assert all(key.startswith(f"{sweep_key}/") for key in files), sorted(files)  # the probe left nothing
     assert not [key for key in files if "?" in key or "endpoint_override" in key], sorted(files)
     record = json.loads(s3.read(f"{sweep_key}/sweep.json"))
     assert record["tracking"]["parent_run_id"] == parent.info.run_id and record["study_text"] == space.read_text()
+    for t in trials:
+        assert {k.rsplit("/", 1)[1] for k in files if k.startswith(f"{sweep_key}/ledger/{t.name}/")} == {
+            "trial.json", "end.json", *(f"epoch-{e:04d}.json" for e in range(1, EPOCHS + 1))}
     experiment = f"{sweep_key}/grid-{sweep_key.rsplit('/', 1)[1]}"
     assert f"{experiment}/tuner.pkl" in files
     assert [k for k in files if k.startswith(f"{experiment}/experiment_state-") and k.endswith(".json")]

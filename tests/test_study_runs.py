@@ -15,7 +15,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, bnsweep_env, free_port, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
+from conftest import (
+    VENV_BIN,
+    bnsweep_env,
+    free_port,
+    ledger_trials,
+    results_of,
+    run_bnsweep,
+    sweep_dir_of,
+    trial_dirs,
+    write_space,
+)
 from mlflow import MlflowClient
 from test_sweep import TINY, children, start_driver, wait_for_first_result
 
@@ -51,10 +61,9 @@ def test_tune_and_optuna_forms_run_in_smoke_mode(ray_address, tmp_path):
         r = run_bnsweep("run", str(space), "--smoke", "--no-tracking", "--storage", str(storage), env=env,
                         cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        trials = trial_dirs(sweep_dir_of(storage))
-        assert len(trials) == n_trials
-        params = [json.loads((t / "params.json").read_text()) for t in trials]
-        assert all(results_of(t) for t in trials)
+        trials = ledger_trials(sweep_dir_of(storage))
+        assert len(trials) == n_trials and all(t.status == "completed" and t.epochs for t in trials)
+        params = [t.config for t in trials]
         if space is search:  # sampled inside the ranges bnsweep checked, integers as integers
             for p in params:
                 assert 1e-3 <= p["lr"] <= 1e-1
@@ -83,8 +92,8 @@ def test_a_trial_that_cannot_succeed_is_not_retried(ray_address, mlflow_server, 
     assert "failed 1" in summary and "2 trial(s) failed for a reason another attempt cannot fix" in summary
     assert "CIFAR-10" in summary and "resume" not in summary, summary
     sweep_dir = sweep_dir_of(storage)
-    failures = sorted((sweep_dir / "failures").glob("*.json"))
-    assert len(failures) == 2
+    trials = ledger_trials(sweep_dir)
+    assert len(trials) == 2 and all(t.status == "failed" and "CIFAR-10" in t.end["reason"] for t in trials)
     for t in trial_dirs(sweep_dir):  # Tune retries only a trial that raised; these ended, with no error
         assert not (t / "error.txt").exists() and not results_of(t)
     runs = children(mlflow_server.uri, "bnsweep-nodata")
@@ -105,8 +114,8 @@ sys.exit(runner.run(study, args, {{}}))
                        cwd=tmp_path, timeout=600)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     assert "batch_size=1000000 is larger than the training set" in r.stdout.split("\nsummary\n")[1]
-    (failure,) = (sweep_dir_of(tmp_path / "results2") / "failures").glob("*.json")
-    assert "batch_size=1000000" in json.loads(failure.read_text())["reason"]
+    (trial,) = ledger_trials(sweep_dir_of(tmp_path / "results2"))
+    assert trial.status == "failed" and "batch_size=1000000" in trial.end["reason"]
 
 
 def _printed(out: str, pattern: str) -> str:

@@ -6,7 +6,7 @@ import json
 import math
 import signal
 
-from conftest import bnsweep_env, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
+from conftest import bnsweep_env, ledger_trials, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
 from mlflow import MlflowClient
 from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
 
@@ -21,20 +21,29 @@ def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
-def assert_mlflow_equals_tune(uri: str, experiment: str, sweep_dir) -> None:
-    runs = {r.data.tags["ray_trial_id"]: r for r in children(uri, experiment)}
-    trials = trial_dirs(sweep_dir)
-    assert len(runs) == len(trials)
+def assert_ledger_holds_every_epoch_once(sweep_dir) -> list:
+    """Each trial's epochs in the ledger are 1..n, each once; Tune's own results (an
+    independent witness) hold no epoch the ledger lacks, and end at the same n."""
+    trials = ledger_trials(sweep_dir)
+    tune_dirs = trial_dirs(sweep_dir)
     for t in trials:
-        rows = []  # an epoch re-run after an interruption: recorded once, as first reported
-        for r in results_of(t):
-            if r["epoch"] not in {x["epoch"] for x in rows}:
-                rows.append(r)
-        run = runs[rows[-1]["trial_id"]]
+        epochs = [r["epoch"] for r in t.epochs]
+        assert epochs == list(range(1, len(epochs) + 1)), (t.name, epochs)
+        seen = {r["epoch"] for d in tune_dirs if d.name.startswith(t.name) for r in results_of(d)}
+        assert seen <= set(epochs) and max(seen, default=0) == len(epochs), (t.name, seen, epochs)
+    return trials
+
+
+def assert_mlflow_equals_ledger(uri: str, experiment: str, sweep_dir) -> None:
+    runs = {r.data.tags["ray_trial_id"]: r for r in children(uri, experiment)}
+    trials = assert_ledger_holds_every_epoch_once(sweep_dir)
+    assert sorted(runs) == sorted(t.trial_id for t in trials)
+    for t in trials:
+        run = runs[t.trial_id]
         for key in EPOCH_METRICS:
             if key == "epoch":
                 continue
-            expected = [(r["epoch"], float(r[key])) for r in rows]
+            expected = [(r["epoch"], float(r[key])) for r in t.epochs]
             got = history(uri, run.info.run_id, key)
             assert [s for s, _ in got] == [s for s, _ in expected], (t.name, key)
             for (_, a), (_, b) in zip(got, expected):
@@ -83,7 +92,7 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
     for kid in kids:
         pairs.setdefault(kid.data.tags["pair_id"], []).append(kid.data.tags["arm"])
     assert sorted(map(sorted, pairs.values())) == [["bn", "no_bn"], ["bn", "no_bn"]]
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-rec", sweep_dir_of(tmp_path / "results"))
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-rec", sweep_dir_of(tmp_path / "results"))
 
 
 def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
@@ -104,11 +113,11 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
     assert driver.returncode == 0, out[-4000:]
     assert "bnsweep sync" in out
     sweep_dir = sweep_dir_of(storage)
-    assert all(results_of(t)[-1]["epoch"] == 3 for t in trial_dirs(sweep_dir))
+    assert all(t.epochs[-1]["epoch"] == 3 and t.status == "completed" for t in ledger_trials(sweep_dir))
 
     r = run_bnsweep("sync", str(sweep_dir), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-outage", sweep_dir)
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-outage", sweep_dir)
     runs = children(mlflow_server.uri, "bnsweep-outage")
     assert all(x.info.status == "FINISHED" for x in runs)
     snapshot = {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs}
@@ -144,7 +153,7 @@ def test_sweep_run_without_tracking_is_synced_then_resumed_into_mlflow(ray_addre
         assert len(history(mlflow_server.uri, run.info.run_id, "epochs_completed")) == 1
     r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-offline", sweep_dir)
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-offline", sweep_dir)
     runs = children(mlflow_server.uri, "bnsweep-offline")
     assert len(runs) == 2 and all(x.info.status == "FINISHED" for x in runs)
     assert all(steps(mlflow_server.uri, x.info.run_id) == [1, 2, 3, 4] for x in runs)
@@ -212,48 +221,68 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     assert parent.info.status == "KILLED"
     r = run_bnsweep("sync", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)  # the trial never started: no run
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(children(mlflow_server.uri, "bnsweep-stopme")) == len(trial_dirs(sweep_dir_of(storage))) < 3
+    assert len(children(mlflow_server.uri, "bnsweep-stopme")) == len(ledger_trials(sweep_dir_of(storage))) < 3
 
     r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = children(mlflow_server.uri, "bnsweep-stopme")
     assert len(runs) == 3 and all(x.info.status == "FINISHED" for x in runs)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-stopme", sweep_dir_of(storage))
-    for t in trial_dirs(sweep_dir_of(storage)):
-        params = json.loads((t / "params.json").read_text())
-        assert params["epochs"] == 4
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-stopme", sweep_dir_of(storage))
+    assert [t.config["epochs"] for t in ledger_trials(sweep_dir_of(storage))] == [4, 4, 4]
 
 
-def test_a_restored_callback_logs_where_the_driver_says_now(monkeypatch):
-    # Tune unpickles the callback that `run` pickled; where it logs is what the driver names
-    # with use() before the fit: another store after a sync, or nothing (resume --no-tracking).
-    import pickle
-
-    from bnsweep.recorder import TuneCallback
-
-    monkeypatch.setattr(TuneCallback, "_settings", {})
-    restored = pickle.loads(pickle.dumps(TuneCallback("/results/quick-1")))
-    assert restored.tracking is None
-    TuneCallback.use("/results/quick-1", {"uri": "http://new-store"})
-    assert restored.tracking == {"uri": "http://new-store"}
-    TuneCallback.use("/results/quick-1", None)
-    assert restored.tracking is None
-    # The one sweep of this driver, its folder reached by another path (moved, a symlink).
-    monkeypatch.setattr(TuneCallback, "_settings", {"/mnt/results/quick-1": {"uri": "http://store"}})
-    assert restored.tracking == {"uri": "http://store"}
-
-
-def test_an_epoch_reported_twice_is_logged_once_as_first_reported(tmp_path):
-    # An interrupted trial resumes from the checkpoint before its last epoch, so
-    # result.json may hold that epoch twice, with different timings.
-    from bnsweep.recorder import _read_results
+def test_the_ledger_keeps_each_epoch_once_as_first_reported(tmp_path):
+    # A trial retried from the checkpoint before its last epoch, or run again from its start,
+    # reports epochs a second time (other timings); the ledger keeps the first, as MLflow did.
+    from bnsweep import ledger
     from bnsweep.tracking import _metric_batch
 
-    rows = [{"epoch": 1, "val_acc": 0.2, "epoch_time_s": 1.0}, {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.1},
-            {"epoch": 2, "val_acc": 0.3, "epoch_time_s": 1.5}, {"epoch": 3, "val_acc": 0.4, "epoch_time_s": 1.2}]
-    (tmp_path / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    read = _read_results(tmp_path)
-    assert [(r["epoch"], r["epoch_time_s"]) for r in read] == [(1, 1.0), (2, 1.1), (3, 1.2)]
-    logged = [(m.key, m.step, m.value) for m in _metric_batch(rows, after_step=1) if m.key == "epoch_time_s"]
+    sweep = str(tmp_path / "sweep")
+    ledger.start_trial(sweep, "t1", "abc_00000", "grid", {"bn": True})
+    for epoch, seconds in ((1, 1.0), (2, 1.1), (2, 1.5), (3, 1.2), (1, 9.0)):
+        ledger.record_epoch(sweep, "t1", {"epoch": epoch, "val_acc": 0.1 * epoch, "epoch_time_s": seconds})
+    ledger.end_trial(sweep, "t1", "errored", "worker died")
+    (t,) = ledger.read_trials(sweep)
+    assert [(r["epoch"], r["epoch_time_s"]) for r in t.epochs] == [(1, 1.0), (2, 1.1), (3, 1.2)]
+    assert t.status == "errored" and t.end["reason"] == "worker died"
+    first_start = t.started
+    ledger.start_trial(sweep, "t1", "abc_00000", "grid", {"bn": True})  # resumed: running again
+    (t,) = ledger.read_trials(sweep)
+    assert t.end is None and t.started == first_start
+    ledger.end_trial(sweep, "t1", "completed")
+    # The driver's view comes second (sweep.LedgerEnds): it neither withdraws nor replaces that end.
+    ledger.start_trial(sweep, "t1", "abc_00000", "grid", {"bn": True}, attempt=False)
+    ledger.end_trial(sweep, "t1", "stopped", if_open=True)
+    assert ledger.read_trials(sweep)[0].status == "completed"
+    logged = [(m.key, m.step, m.value) for m in _metric_batch(t.epochs, after_step=1) if m.key == "epoch_time_s"]
     assert logged == [("epoch_time_s", 2, 1.1), ("epoch_time_s", 3, 1.2)]
+    assert sorted(p.name for p in (tmp_path / "sweep" / "ledger" / "t1").iterdir()) == [
+        "end.json", "epoch-0001.json", "epoch-0002.json", "epoch-0003.json", "trial.json"]  # no temporary left
+
+
+def test_no_module_reads_ray_tunes_own_files():
+    # Tune's saved state (experiment_state-*.json, tuner.pkl, result.json, params.json) and its
+    # private modules change with Ray's minor releases; bnsweep reads only its ledger and Tune's
+    # public API (Tuner, Tuner.restore / can_restore, tune.report / get_checkpoint, Callback).
+    import ast
+    from pathlib import Path
+
+    import bnsweep
+
+    private_files = ("experiment_state", "tuner.pkl", "result.json", "params.json", "progress.csv",
+                     "TuneFunctionDecoder", "cloudpickle")
+    found = []
+    for path in sorted(Path(bnsweep.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                found += [f"{path.name}: import {n}" for n in names if n.startswith("ray") and
+                          ("._" in n or n.startswith(("ray.tune.utils", "ray.tune.execution", "ray.train._")))]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [f"{path.name}: {node.value[:60]!r}" for name in private_files if name in node.value]
+    assert not found, found
