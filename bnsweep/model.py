@@ -16,6 +16,7 @@ Keras semantics reproduced here (docs/design.md §2, the study's notebook):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -95,18 +96,38 @@ class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, shift only (Keras scale=False)"
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """How every hidden layer is built, chosen once from the config and handed to the
+    models (timm's `norm_layer` pattern): Conv2D('same') or Dense, BN in the BN arm
+    (Keras's scale=False, its momentum convention), then ReLU."""
+
+    bn: bool = True
+    bias: bool = False  # conv_bias: a bias on the hidden convs and dense layer (Keras use_bias)
+    bn_momentum: float = 0.99  # Keras's convention: the weight of the old running statistic
+    bn_eps: float = 1e-3
+    fused_bn_relu: bool = False  # BN + ReLU as one op (bnsweep/bn_relu.py)
+
+    def conv(self, cin: int, cout: int, k: int) -> nn.Module:
+        """Conv k x k ('same') -> BN (BN arm) -> ReLU."""
+        return ConvUnit(cin, cout, k, self)
+
+    def norm(self, channels: int) -> nn.Module:
+        """The BN of a hidden layer in the BN arm; nothing (an identity) in the other."""
+        return ShiftOnlyBatchNorm(channels, self.bn_momentum, self.bn_eps) if self.bn else nn.Identity()
+
+
 class ConvUnit(nn.Sequential):
     # Conv2D('same') -> BatchNormalization (BN arm only) -> ReLU, as every conv in the study.
     # fused_bn_relu: BN and ReLU as one op (bnsweep/bn_relu.py); the same modules and
     # state, so checkpoints do not tell the two apart.
-    def __init__(self, cin: int, cout: int, k: int, *, bn: bool, conv_bias: bool,
-                 bn_momentum: float, bn_eps: float, fused_bn_relu: bool = False):
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=conv_bias)]
-        if bn:
-            layers.append(ShiftOnlyBatchNorm(cout, bn_momentum, bn_eps))
+    def __init__(self, cin: int, cout: int, k: int, blocks: Blocks):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=blocks.bias)]
+        if blocks.bn:
+            layers.append(blocks.norm(cout))
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
-        self.fused_bn_relu = bn and fused_bn_relu
+        self.fused_bn_relu = blocks.bn and blocks.fused_bn_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_bn_relu:
@@ -115,14 +136,14 @@ class ConvUnit(nn.Sequential):
 
 
 class InceptionModule(nn.Module):
-    def __init__(self, cin: int, filters: tuple[int, ...], **unit: Any):
+    def __init__(self, cin: int, filters: tuple[int, ...], blocks: Blocks):
         super().__init__()
         c1, r3, c3, r5, c5, cp = filters
-        self.branch1 = ConvUnit(cin, c1, 1, **unit)
-        self.branch3 = nn.Sequential(ConvUnit(cin, r3, 1, **unit), ConvUnit(r3, c3, 3, **unit))
-        self.branch5 = nn.Sequential(ConvUnit(cin, r5, 1, **unit), ConvUnit(r5, c5, 5, **unit))
+        self.branch1 = blocks.conv(cin, c1, 1)
+        self.branch3 = nn.Sequential(blocks.conv(cin, r3, 1), blocks.conv(r3, c3, 3))
+        self.branch5 = nn.Sequential(blocks.conv(cin, r5, 1), blocks.conv(r5, c5, 5))
         # 3x3 stride-1 'same' pooling: symmetric padding 1, padded cells never win.
-        self.branch_pool = nn.Sequential(TFSamePool(3, stride=1), ConvUnit(cin, cp, 1, **unit))
+        self.branch_pool = nn.Sequential(TFSamePool(3, stride=1), blocks.conv(cin, cp, 1))
         self.out_channels = c1 + c3 + c5 + cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,11 +160,8 @@ def _init_keras(model: nn.Module) -> None:
 
 
 class Inception(nn.Module):
-    def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
-                 conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
-                 num_classes: int = 10, fused_bn_relu: bool = False):
+    def __init__(self, blocks: Blocks = Blocks(), width: float = 1.0, dropout: float = 0.0, num_classes: int = 10):
         super().__init__()
-        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps, fused_bn_relu=fused_bn_relu)
         layers: list[nn.Module] = []
         cin = 3  # straight on the 32x32x3 image, no stem
         for entry in INCEPTION_PLAN:
@@ -151,7 +169,7 @@ class Inception(nn.Module):
                 layers.append(TFSamePool(3, 2))  # 32 -> 16 -> 8 px
                 continue
             _, filters = entry
-            module = InceptionModule(cin, tuple(scaled(c, width) for c in filters), **unit)
+            module = InceptionModule(cin, tuple(scaled(c, width) for c in filters), blocks)
             layers.append(module)
             cin = module.out_channels
         self.features = nn.Sequential(*layers)
@@ -168,25 +186,22 @@ class SimpleCNN(nn.Module):
     # See SIMPLE_BLOCKS above for the choice. The hidden layers (convs and dense 256)
     # follow the Inception's rules: bias only with conv_bias, BN after each in the BN
     # arm; the output dense layer always has its bias, as Keras's Dense.
-    def __init__(self, bn: bool = True, width: float = 1.0, dropout: float = 0.0,
-                 conv_bias: bool = False, bn_momentum: float = 0.99, bn_eps: float = 1e-3,
-                 num_classes: int = 10, fused_bn_relu: bool = False):
+    def __init__(self, blocks: Blocks = Blocks(), width: float = 1.0, dropout: float = 0.0, num_classes: int = 10):
         super().__init__()
-        unit = dict(bn=bn, conv_bias=conv_bias, bn_momentum=bn_momentum, bn_eps=bn_eps, fused_bn_relu=fused_bn_relu)
         layers: list[nn.Module] = []
         cin = 3
         for filters in SIMPLE_BLOCKS:
             c = scaled(filters, width)
             # Keras MaxPooling2D() defaults: 2x2, stride 2, 'valid'.
-            layers += [ConvUnit(cin, c, 3, **unit), ConvUnit(c, c, 3, **unit), nn.MaxPool2d(2)]
+            layers += [blocks.conv(cin, c, 3), blocks.conv(c, c, 3), nn.MaxPool2d(2)]
             cin = c
         self.features = nn.Sequential(*layers)
         flat = cin * (32 // 2 ** len(SIMPLE_BLOCKS)) ** 2
         hidden = scaled(SIMPLE_HIDDEN, width)
         drop = (lambda: nn.Dropout(dropout)) if dropout > 0 else nn.Identity
-        head: list[nn.Module] = [nn.Flatten(), drop(), nn.Linear(flat, hidden, bias=conv_bias)]
-        if bn:
-            head.append(ShiftOnlyBatchNorm(hidden, bn_momentum, bn_eps))
+        head: list[nn.Module] = [nn.Flatten(), drop(), nn.Linear(flat, hidden, bias=blocks.bias)]
+        if blocks.bn:
+            head.append(blocks.norm(hidden))
         head += [nn.ReLU(inplace=True), drop(), nn.Linear(hidden, num_classes)]
         self.classifier = nn.Sequential(*head)
         _init_keras(self)
@@ -204,5 +219,6 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
         cls = MODELS[cfg["model"]]
     except KeyError:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {cfg['model']!r}") from None
-    return cls(bn=cfg["bn"], width=cfg["width"], dropout=cfg["dropout"], conv_bias=cfg["conv_bias"],
-               bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"], fused_bn_relu=cfg["fused_bn_relu"])
+    blocks = Blocks(bn=cfg["bn"], bias=cfg["conv_bias"], bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"],
+                    fused_bn_relu=cfg["fused_bn_relu"])
+    return cls(blocks, width=cfg["width"], dropout=cfg["dropout"])

@@ -8,7 +8,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from bnsweep.config import make_config
-from bnsweep.model import Inception, ShiftOnlyBatchNorm, SimpleCNN, build_model
+from bnsweep.model import Blocks, Inception, ShiftOnlyBatchNorm, SimpleCNN, build_model
 
 # The study's filter table, typed in again from docs/design.md §2 so that the counts
 # below do not reuse the model's own table: (1x1, 3x3r, 3x3, 5x5r, 5x5, pool proj).
@@ -53,7 +53,7 @@ def _bn_modules(model):
 @pytest.fixture(scope="module")
 def reference_models():
     torch.manual_seed(0)
-    return {True: Inception(bn=True), False: Inception(bn=False)}
+    return {True: Inception(Blocks(bn=True)), False: Inception(Blocks(bn=False))}
 
 
 @pytest.mark.parametrize("bn", [True, False])
@@ -68,7 +68,7 @@ def test_inception_forward_flops_equal_analytic_count():
     convs, cin = _reference_convs()
     analytic = sum(2 * s * s * k * k * ci * co for k, ci, co, s in convs) + 2 * cin * 10
     with torch.device("meta"):
-        model = Inception(bn=False)
+        model = Inception(Blocks(bn=False))
         x = torch.empty(1, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
         model(x)
@@ -83,15 +83,15 @@ def test_simple_cnn_trainable_params():
     dense_hidden = 4 * 4 * 128 * 256
     no_bn = sum(9 * ci * co for ci, co in convs) + dense_hidden + 256 * 10 + 10
     shifts = sum(co for _, co in convs) + 256
-    assert _trainable(SimpleCNN(bn=False)) == no_bn
-    assert _trainable(SimpleCNN(bn=True)) == no_bn + shifts
+    assert _trainable(SimpleCNN(Blocks(bn=False))) == no_bn
+    assert _trainable(SimpleCNN(Blocks(bn=True))) == no_bn + shifts
 
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("width", [0.05, 0.25])
 def test_forward_shapes(cls, bn, width):
-    model = cls(bn=bn, width=width)
+    model = cls(Blocks(bn=bn), width=width)
     out = model(torch.rand(3, 3, 32, 32))
     assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
@@ -100,18 +100,18 @@ def test_forward_shapes(cls, bn, width):
 
 
 def test_width_scales_channels_and_keeps_at_least_one():
-    tiny = Inception(bn=False, width=0.001)
+    tiny = Inception(Blocks(bn=False), width=0.001)
     assert all(m.out_channels >= 1 for m in tiny.modules() if isinstance(m, nn.Conv2d))
     assert tiny(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    half = Inception(bn=False, width=0.5)
+    half = Inception(Blocks(bn=False), width=0.5)
     assert half.features[0].branch1[0].out_channels == 32  # 3a 1x1: 64 * 0.5
     assert half.classifier.in_features == (384 + 384 + 128 + 128) // 2
 
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
 def test_no_bn_arm_has_no_batchnorm_and_bn_arm_has_keras_bn(cls):
-    assert _bn_modules(cls(bn=False, width=0.1)) == []
-    bns = _bn_modules(cls(bn=True, width=0.1))
+    assert _bn_modules(cls(Blocks(bn=False), width=0.1)) == []
+    bns = _bn_modules(cls(Blocks(bn=True), width=0.1))
     assert bns and all(isinstance(m, ShiftOnlyBatchNorm) for m in bns)
     for m in bns:
         assert m.momentum == pytest.approx(0.01, abs=1e-12)  # Keras momentum 0.99
@@ -124,7 +124,7 @@ def test_no_bn_arm_has_no_batchnorm_and_bn_arm_has_keras_bn(cls):
 
 
 def test_bn_options_are_passed_through():
-    model = Inception(bn=True, width=0.1, bn_momentum=0.9, bn_eps=1e-5)
+    model = Inception(Blocks(bn=True, bn_momentum=0.9, bn_eps=1e-5), width=0.1)
     assert all(m.momentum == pytest.approx(0.1) and m.eps == 1e-5 for m in _bn_modules(model))
 
 
@@ -151,7 +151,7 @@ def test_bn_arm_trains_a_step_as_train_runs_it(cls, device):
     # CUDA's batch-norm backward rejected a missing gamma (torch 2.11, H200).
     on_cuda = device == "cuda"
     fmt = torch.channels_last if on_cuda else torch.contiguous_format
-    model = cls(bn=True, width=0.25).to(device).to(memory_format=fmt).train()
+    model = cls(Blocks(bn=True), width=0.25).to(device).to(memory_format=fmt).train()
     x = torch.rand(16, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
         loss = F.cross_entropy(model(x).float(), torch.arange(16, device=device) % 10)
@@ -163,16 +163,16 @@ def test_bn_arm_trains_a_step_as_train_runs_it(cls, device):
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
 def test_conv_bias_option(cls):
-    convs = [m for m in cls(bn=False, width=0.1).modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in cls(Blocks(bn=False), width=0.1).modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.bias is None for m in convs)
-    convs = [m for m in cls(bn=False, width=0.1, conv_bias=True).modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in cls(Blocks(bn=False, bias=True), width=0.1).modules() if isinstance(m, nn.Conv2d)]
     assert all(m.bias is not None and torch.all(m.bias == 0) for m in convs)
 
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
 def test_keras_glorot_uniform_init(cls):
     torch.manual_seed(0)
-    model = cls(bn=True, width=0.5)
+    model = cls(Blocks(bn=True), width=0.5)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for m in layers:
         w = m.weight
@@ -192,13 +192,13 @@ def test_dropout_only_when_requested(cls):
     def drops(model):
         return [m for m in model.modules() if isinstance(m, nn.Dropout)]
 
-    assert drops(cls(bn=False, width=0.1)) == []
-    present = drops(cls(bn=False, width=0.1, dropout=0.5))
+    assert drops(cls(Blocks(bn=False), width=0.1)) == []
+    present = drops(cls(Blocks(bn=False), width=0.1, dropout=0.5))
     assert present and all(m.p == 0.5 for m in present)
 
 
 def test_inception_dropout_sits_before_classifier():
-    model = Inception(bn=False, width=0.1, dropout=0.3)
+    model = Inception(Blocks(bn=False), width=0.1, dropout=0.3)
     assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == 0.3
     model.eval()  # dropout off in eval: deterministic logits
     x = torch.rand(2, 3, 32, 32)
