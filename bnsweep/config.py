@@ -139,12 +139,12 @@ EXECUTION_FACTS = (
 # Metric names of every epoch's result, defined once: train() reports them, tracking logs
 # them to MLflow, analysis reads them back.
 EPOCH_METRICS = (
-    "epoch",  # completed epochs, from 1
+    "epoch",  # the epoch's number, from 1 (= completed epochs); train()'s loop index is 0-based
     "train_loss",  # mean cross-entropy over the epoch's (augmented) training batches
     "train_acc",  # fraction correct on those batches, in training mode
     "val_loss",
     "val_acc",
-    "lr",  # learning rate used during this epoch
+    "scheduled_lr",  # the learning rate the step decay set for this epoch (the param `lr` is the initial one)
     "epoch_time_s",  # wall time of the epoch: training pass + validation, seconds
     "step_time_ms",  # training-pass wall time per optimizer step, milliseconds
     "images_per_s",  # training images per second of the training pass
@@ -297,11 +297,12 @@ def _did_you_mean(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def lr_at(cfg: Mapping[str, Any], epoch: int) -> float:
-    """Learning rate for `epoch` (counted from 0), the notebook's step decay.
+def lr_at(cfg: Mapping[str, Any], epoch_index: int) -> float:
+    """Learning rate for the epoch at `epoch_index` (0-based; the epoch numbered
+    epoch_index + 1 in results), the notebook's step decay.
 
-    lr0 * factor ** floor((epoch + 1) / period): with period 10 the first drop
+    lr0 * factor ** floor((epoch_index + 1) / period): with period 10 the first drop
     lands on the 10th epoch (epoch index 9), exactly as in the Keras callback.
     """
-    lr = cfg["lr"] * cfg["lr_drop_factor"] ** math.floor((epoch + 1) / cfg["lr_drop_period"])
+    lr = cfg["lr"] * cfg["lr_drop_factor"] ** math.floor((epoch_index + 1) / cfg["lr_drop_period"])
     return float(f"{lr:.12g}")  # 0.001, not 0.0010000000000000002, in logs and MLflow

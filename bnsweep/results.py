@@ -24,9 +24,6 @@ ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
 PARENT_TAG = "mlflow.parentRunId"
 # Per-epoch metrics (the history's columns) and the single-valued ones.
 HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
-# The trials table holds the config param `lr` (the initial learning rate); the
-# last epoch's scheduled learning rate, logged under the same metric name, is `lr_last`.
-LAST_LR = "lr_last"
 
 TRIAL_TAGS = ("arm", "pair_id", "ray_trial_id", "dataset_source", "dataset_fingerprint", "device_name",
               "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version", "optuna_version",
@@ -231,8 +228,7 @@ def _trial_row(run, history: pd.DataFrame, sweep_names: dict[str, str]) -> dict[
     for key in HISTORY_METRICS:  # the last epoch's value (NaN if that epoch lacks it)
         if key == "diverged":
             continue  # a flag, set from the tag and the whole history below
-        col = LAST_LR if key == "lr" else key
-        row[col] = float(history[key].iloc[-1]) if len(history) else metrics.get(key, math.nan)
+        row[key] = float(history[key].iloc[-1]) if len(history) else metrics.get(key, math.nan)
     for key in ("best_val_acc", "best_epoch"):  # the run's own running best, as last logged
         values = history[key].dropna()
         if len(values):

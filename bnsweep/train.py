@@ -55,10 +55,10 @@ def resolve_device(name: str) -> torch.device:
 DATA_STREAM, DROPOUT_STREAM = 0, 1
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+def _epoch_seed(seed: int, epoch_index: int, stream: int) -> int:
     # Reproducible per (seed, epoch, stream). The large odd multipliers keep
     # neighbouring seeds and epochs from sharing a stream.
-    return (seed * 1_000_003 + epoch + stream * 998_244_353) % (2**63 - 1)
+    return (seed * 1_000_003 + epoch_index + stream * 998_244_353) % (2**63 - 1)
 
 
 def train(
@@ -96,11 +96,13 @@ def train(
     amp = on_cuda and cfg["amp"]  # bf16 autocast, in training (TrainStep) and validation alike
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
 
-    start_epoch, time_total_s, history = 0, 0.0, []
+    # Epochs are numbered from 1 (results, checkpoints, MLflow steps); the loop's
+    # epoch_index, which the lr schedule and the data order read, counts from 0.
+    epochs_done, time_total_s, history = 0, 0.0, []
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        start_epoch = resume["epoch"]
+        epochs_done = resume["epoch"]
         time_total_s = resume["time_total_s"]
         history = list(resume["history"])
 
@@ -117,13 +119,14 @@ def train(
     train_step = TrainStep(model, optimizer, amp=amp, graph=on_cuda and cfg["cuda_graphs"])
     n_train = len(train_y)
     diverged = any(h["diverged"] for h in history)
-    for epoch in range(start_epoch, cfg["epochs"]):
+    for epoch_index in range(epochs_done, cfg["epochs"]):
         if diverged:
             break
-        lr = lr_at(cfg, epoch)
+        epoch = epoch_index + 1
+        lr = lr_at(cfg, epoch_index)
         set_lr(optimizer, lr)
-        gen = data_mod.make_generator(_epoch_seed(cfg["seed"], epoch, DATA_STREAM), device)
-        torch.manual_seed(_epoch_seed(cfg["seed"], epoch, DROPOUT_STREAM))  # dropout masks
+        gen = data_mod.make_generator(_epoch_seed(cfg["seed"], epoch_index, DATA_STREAM), device)
+        torch.manual_seed(_epoch_seed(cfg["seed"], epoch_index, DROPOUT_STREAM))  # dropout masks
 
         t0 = time.perf_counter()
         model.train()
@@ -157,12 +160,12 @@ def train(
         time_total_s += epoch_s
         images = min(steps_done * cfg["batch_size"], n_train)
         metrics = {
-            "epoch": epoch + 1,
+            "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": correct.item() / images,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": lr,
+            "scheduled_lr": lr,
             "epoch_time_s": epoch_s,
             "step_time_ms": 1000 * train_s / steps_done,
             "images_per_s": images / train_s,
@@ -177,7 +180,7 @@ def train(
                 "config": dict(cfg),  # what `bnsweep train --resume` continues
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
+                "epoch": epoch,  # completed epochs
                 "time_total_s": time_total_s,
                 "history": history,
             })

@@ -27,7 +27,7 @@ def test_lr_schedule_matches_the_reference_formula_at_every_epoch():
 def test_train_reports_the_schedule_it_used():
     seen = []
     train(make_config({**TINY, "epochs": 4, "lr_drop_period": 2, "lr": 0.05}), report=lambda m, s: seen.append(m))
-    assert [m["lr"] for m in seen] == pytest.approx([0.05, 0.005, 0.005, 0.0005])
+    assert [m["scheduled_lr"] for m in seen] == pytest.approx([0.05, 0.005, 0.005, 0.0005])
     assert [m["epoch"] for m in seen] == [1, 2, 3, 4]
     for m in seen:
         assert set(EPOCH_METRICS) <= set(m)
