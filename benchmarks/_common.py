@@ -107,20 +107,14 @@ def write_study(folder: Path, name: str, n_trials: int, fixed: dict, resources: 
     return path
 
 
-def run_args(storage: Path, tracking_uri: str | None = None) -> argparse.Namespace:
-    """What `bnsweep run FILE --storage S [--no-tracking | --tracking-uri U]` hands runner.run."""
-    return argparse.Namespace(no_tracking=tracking_uri is None, tracking_uri=tracking_uri, address=None,
-                              gpus_per_trial=None, storage=str(storage), smoke=False, experiment=None,
-                              verbose=False)
-
-
 def timed_sweep(study, storage: Path, log: Path, tracking_uri: str | None = None, verbose: bool = False) -> float:
-    """Wall seconds of bnsweep.runner.run (sweep.json, Tuner, trials, summary) on a started Ray."""
+    """Wall seconds of bnsweep.runner.run (sweep.json, Tuner, trials, summary) on a started Ray;
+    tracking_uri None: --no-tracking."""
     from bnsweep import runner
 
     t0 = time.perf_counter()
     with quiet(log, enabled=not verbose):
-        code = runner.run(study, run_args(storage, tracking_uri), overrides={})
+        code = runner.run(study, {}, storage=str(storage), tracking_uri=tracking_uri, mlflow=tracking_uri is not None)
         wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"the sweep ended with exit code {code}; see {log}")
@@ -128,15 +122,12 @@ def timed_sweep(study, storage: Path, log: Path, tracking_uri: str | None = None
 
 
 def trial_times(storage: Path) -> list[float]:
-    """time_total_s (train()'s own wall time, all epochs) of every trial under storage."""
-    import json
+    """time_total_s (train()'s own wall time, all epochs) of every trial under storage, from
+    each sweep's ledger."""
+    from bnsweep.ledger import read_trials
 
-    out = []
-    for path in sorted(storage.rglob("result.json")):
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        if lines:
-            out.append(float(json.loads(lines[-1])["time_total_s"]))
-    return out
+    return [float(t.epochs[-1]["time_total_s"]) for sweep in sorted(storage.iterdir()) if sweep.is_dir()
+            for t in read_trials(str(sweep)) if t.epochs]
 
 
 # About a minute per trial on one core of the 2-core dev machine, at the quick

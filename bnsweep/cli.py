@@ -284,13 +284,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bnsweep import runner
 
     study = _study(args)  # all validation happens before Ray starts or anything is written
-    return runner.run(study, args, config_overrides(args))
+    return runner.run(study, config_overrides(args), storage=args.storage, address=args.address,
+                      tracking_uri=args.tracking_uri, mlflow=not args.no_tracking, experiment=args.experiment,
+                      verbose=args.verbose)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from bnsweep import runner
 
-    return runner.resume(args)
+    return runner.resume(args.sweep_dir, address=args.address, mlflow=not args.no_tracking, verbose=args.verbose)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -304,7 +306,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from bnsweep import runner
 
-    return runner.sync(args)
+    return runner.sync(args.sweep_dir, tracking_uri=args.tracking_uri)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -69,8 +69,15 @@ def _row(trial, varied: list[str], epochs: int) -> dict[str, Any]:
     last = trial.last_result or {}
     if trial.status == "TERMINATED":
         # Every trial that trained reports epochs; one that ended without any failed for a
-        # reason no retry could fix (sweep.run_trial), and the summary gives the reason.
-        status = "diverged" if last.get("diverged") else ("done" if "epoch" in last else "failed")
+        # reason no retry could fix (sweep.run_trial), and the summary gives the reason. One
+        # that ended before its last epoch was stopped: by the scheduler (ASHA), or the
+        # sweep was interrupted (Ctrl-C, a full disk) and `bnsweep resume` continues it.
+        if "epoch" not in last:
+            status = "failed"
+        elif last.get("diverged"):
+            status = "diverged"
+        else:
+            status = "done" if last["epoch"] >= epochs else "stopped"
     else:
         status = {"ERROR": "error", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}.get(
             trial.status, trial.status.lower())
@@ -142,7 +149,8 @@ class Progress(Callback):
             return
         for trial in trials:  # a line per trial as it ends
             r = _row(trial, self.varied, self.epochs)
-            if r["status"] in ("done", "diverged", "failed", "error") and trial.trial_id not in self.reported:
+            ended = r["status"] in ("done", "stopped", "diverged", "failed", "error")
+            if ended and trial.trial_id not in self.reported:
                 self.reported.add(trial.trial_id)
                 echo(f"  {r['status']:<8} {r['arm']:<6} {r['settings']:<28} epoch {r['epoch']}/{r['epochs']}  "
                      f"val_acc {_acc(r['val_acc'])}  best {_acc(r['best'])}")

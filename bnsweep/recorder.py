@@ -1,5 +1,6 @@
 """MLflow's record of a sweep, made from the ledger (bnsweep/ledger.py): live while it
-runs, and replayed by `bnsweep sync`, by one function (record_ledger).
+runs, and replayed by `bnsweep sync`, by one function (record_ledger); and the two
+trackers `run` and `resume` drive, MLflow's and the null one of --no-tracking.
 
 Live: a thread of the driver brings MLflow up to the ledger every POLL_S seconds.
 A trial's run is created when its ledger record appears (started at the trial's start),
@@ -11,15 +12,15 @@ epoch once however often it runs.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from bnsweep import ledger
+from bnsweep import ledger, tracking
 from bnsweep.progress import echo
-from bnsweep.tracking import TrialRuns
+from bnsweep.tracking import SweepRecord, TrialRuns
 from bnsweep.trials import trial_tags
 
 # After a failed call, wait this long before talking to the server again, so an
@@ -46,7 +47,7 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
     for t in trials:
         if finished.get(t.trial_id) == t.end and t.end is not None:
             continue
-        runs.run_id(t.trial_id, t.config, trial_tags(t.config), start_ms=int(t.started * 1000))
+        runs.run_id(t.trial_id, t.config, trial_tags(t.config, t.tuner), start_ms=int(t.started * 1000))
         new = sum(1 for r in t.epochs if int(r["epoch"]) > runs.last_step.get(t.trial_id, 0))
         if new:  # else the run would be reopened only to be closed again
             runs.log_results(t.trial_id, t.epochs)
@@ -62,21 +63,21 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
     return added
 
 
-def sync_ledger(tracking: Mapping[str, Any], sweep_dir: str) -> int:
+def sync_ledger(record: SweepRecord, sweep_dir: str) -> int:
     """Replay a sweep's ledger into MLflow; return the number of epochs added. Reads only
     storage (a path or a URI): no Ray needed, so it runs anywhere the storage is readable."""
-    return record_ledger(TrialRuns(tracking), ledger.read_trials(sweep_dir), {}, close_open=True)
+    return record_ledger(TrialRuns(record), ledger.read_trials(sweep_dir), {}, close_open=True)
 
 
 class LiveRecord:
     """While the sweep runs: the ledger into MLflow on a thread of the driver.
 
     On leaving, one last pass; what MLflow still lacks then is reported with the `bnsweep
-    sync` command that replays it. `tracking` None: MLflow is off and this does nothing.
+    sync` command that replays it.
     """
 
-    def __init__(self, tracking: Mapping[str, Any] | None, sweep_dir: str):
-        self.tracking, self.sweep_dir = tracking, sweep_dir
+    def __init__(self, record: SweepRecord, sweep_dir: str):
+        self.record, self.sweep_dir = record, sweep_dir
         self.reader = ledger.Reader(sweep_dir)
         self.finished: dict[str, Any] = {}
         self.runs: TrialRuns | None = None
@@ -86,13 +87,10 @@ class LiveRecord:
         self._thread = threading.Thread(target=self._loop, name="bnsweep-mlflow", daemon=True)
 
     def __enter__(self) -> LiveRecord:
-        if self.tracking is not None:
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.tracking is None:
-            return
         self._stop.set()
         self._thread.join()
         self.retry_at = 0.0
@@ -112,14 +110,97 @@ class LiveRecord:
             return False
         try:
             if self.runs is None:
-                self.runs = TrialRuns(self.tracking)
+                self.runs = TrialRuns(self.record)
             record_ledger(self.runs, self.reader.trials(), self.finished)
             return True
         except Exception as e:  # noqa: BLE001 — MLflow trouble must never stop training
             self.retry_at = time.monotonic() + RETRY_AFTER_S
             self.runs = None
             if not self.warned:
-                echo(f"bnsweep: MLflow at {self.tracking['uri']} failed ({type(e).__name__}: {str(e)[:200]}); "
+                echo(f"bnsweep: MLflow at {self.record.uri} failed ({type(e).__name__}: {str(e)[:200]}); "
                      "training goes on, results are kept and sent when it is back")
                 self.warned = True
             return False
+
+
+# --------------------------------------------------------------- trackers ---
+
+class MlflowTracker:
+    """A sweep recorded in MLflow: its parent run opens and closes with the sweep, its
+    trials' runs follow the ledger live (LiveRecord)."""
+
+    def __init__(self, record: SweepRecord):
+        self.record = record
+
+    def live(self, sweep_dir: str) -> LiveRecord:
+        return LiveRecord(self.record, sweep_dir)
+
+    def check_recorded(self, sweep_dir: str) -> None:
+        tracking.check_sweep_recorded(self.record, sweep_dir)
+
+    def reopen(self) -> None:
+        tracking.reopen_sweep(self.record)
+
+    def end(self, status: str) -> None:
+        """Close the parent run: FINISHED, KILLED (interrupted) or FAILED (the driver failed)."""
+        tracking.end_sweep(self.record, status)
+
+    def start_lines(self) -> list[str]:
+        r = self.record
+        return [f"MLflow: {r.uri}  experiment {r.experiment}, parent run {r.parent_run_id}",
+                f"  runs: {tracking.ui_links(r)['runs']}   (+ unfolds the sweep's trials as they start)"]
+
+    def next_lines(self, sweep_dir: str) -> list[str]:
+        """Where to look at the runs, and the report command: each line pastes into a shell,
+        each link opens the sweep's runs in MLflow's UI."""
+        uri, experiment = self.record.uri, self.record.experiment
+        lines = [f"MLflow: experiment {experiment} at {uri}"]
+        if not uri.startswith(("http://", "https://")):
+            lines.append(f"  view:    {shlex.join(['mlflow', 'ui', '--backend-store-uri', uri])}   "
+                         "(then open a link below)")
+        try:
+            links = tracking.ui_links(self.record)
+            lines.append(f"  trials:  {links['trials']}   (this sweep's trials side by side, its summary first)")
+            lines.append(f"  runs:    {links['runs']}   (every sweep of the experiment; + unfolds a sweep's trials)")
+        except Exception as e:  # noqa: BLE001 — the links are a convenience; the runs are recorded
+            lines.append(f"  (no links: MLflow at {uri} did not answer: {type(e).__name__})")
+        report = ["bnsweep", "report", experiment]
+        if uri != tracking.resolve_tracking_uri():  # where report looks by default
+            report += ["--tracking-uri", uri]
+        lines.append(f"next: {shlex.join(report)}   (figures, tables and the study's claims judged from these trials)")
+        return lines
+
+
+class NullTracker:
+    """MLflow off (--no-tracking): the sweep runs the same; its ledger waits for `bnsweep sync`."""
+
+    record = None
+
+    def live(self, sweep_dir: str) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def check_recorded(self, sweep_dir: str) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+    def start_lines(self) -> list[str]:
+        return []
+
+    def next_lines(self, sweep_dir: str) -> list[str]:
+        return [f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
+                "then bnsweep report"]
+
+
+Tracker = MlflowTracker | NullTracker
+
+
+def tracker_for(record: SweepRecord | dict[str, Any] | None) -> Tracker:
+    """The tracker of a sweep recorded as `record` (sweep.json's "tracking"); None: the null one."""
+    if record is None:
+        return NullTracker()
+    return MlflowTracker(record if isinstance(record, SweepRecord) else SweepRecord.from_dict(record))

@@ -78,6 +78,7 @@ class Study:
     max_concurrent: int | None = None
     max_failures: int = 2
     experiment: str | None = None
+    smoke: bool = False  # loaded with its SMOKE overrides (--smoke)
 
     def varied(self) -> list[str]:
         """The config keys whose value differs between trials, seed included when repeated."""
@@ -376,6 +377,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         max_concurrent=_int(path, module, "MAX_CONCURRENT", None, minimum=1),
         max_failures=_int(path, module, "MAX_FAILURES", 2, minimum=0),
         experiment=getattr(module, "EXPERIMENT", None),
+        smoke=smoke,
     )
     if study.metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
         _fail(path, f"METRIC must be val_acc, val_loss, train_acc or train_loss, got {study.metric!r}")

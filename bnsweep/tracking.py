@@ -14,6 +14,7 @@ one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -39,7 +40,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.storage import split  # noqa: E402
-from bnsweep.trials import display_name, mark_diverged, trial_name  # noqa: E402
+from bnsweep.trials import display_name, mark_diverged  # noqa: E402
 
 # MLflow's INFO lines ("Creating initial MLflow database tables...", a "View run" link per
 # run) are about its own bookkeeping; bnsweep prints the links that open the runs.
@@ -54,6 +55,30 @@ INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "devic
 
 class TrackingError(BnsweepError):
     """MLflow cannot be used as asked; the message says what to do."""
+
+
+@dataclasses.dataclass
+class SweepRecord:
+    """Where and how a sweep is recorded in MLflow; sweep.json keeps it (as "tracking")."""
+
+    uri: str  # the tracking URI
+    experiment: str  # the experiment's name
+    experiment_id: str
+    parent_run_id: str  # the sweep's run; a child run per trial hangs under it
+    study: str  # the study file's stem
+    code: dict[str, str]  # git commit and library versions, tags of every run
+    varied: list[str]  # the keys the study varies, which name the children
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepRecord:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+    def at(self, uri: str) -> SweepRecord:
+        """The same record, read from another address of its store."""
+        return dataclasses.replace(self, uri=uri)
 
 
 def resolve_tracking_uri(flag: str | None = None) -> str:
@@ -178,17 +203,17 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return exp_id
 
 
-def ui_links(tracking: Mapping[str, Any]) -> dict[str, str]:
+def ui_links(record: SweepRecord) -> dict[str, str]:
     """Links that open the sweep in MLflow's UI (for a local store, where `mlflow ui`
     serves it by default). "runs": the experiment's runs table, in its model-training
     view whatever the browser chose last; MLflow 3.17 shows there one row per sweep, its
     trials folded under it, and ignores a search filter given in the link. "trials":
     MLflow's comparison of the sweep's parent run (its summary metrics) and every trial,
     which lists them all (measured in headless Chromium, tests/test_mlflow_ui.py)."""
-    uri = tracking["uri"]
+    uri = record.uri
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
-    exp = tracking["experiment_id"]
-    runs = [tracking["parent_run_id"], *(r.info.run_id for r in _children(MlflowClient(uri), tracking))]
+    exp = record.experiment_id
+    runs = [record.parent_run_id, *(r.info.run_id for r in _children(MlflowClient(uri), record))]
     query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([exp])},
                                    quote_via=urllib.parse.quote)
     return {"runs": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
@@ -196,9 +221,9 @@ def ui_links(tracking: Mapping[str, Any]) -> dict[str, str]:
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str, space_path: str,
-                space_text: str, shared: Mapping[str, Any], varied: Sequence[str]) -> dict[str, Any]:
+                space_text: str, shared: Mapping[str, Any], varied: Sequence[str]) -> SweepRecord:
     """Create the experiment and the sweep's parent run (its params: the config all trials
-    share); return the tracking settings for trials (`varied` names their runs)."""
+    share); return its record (`varied` names the trials' runs)."""
     check_reachable(uri)
     client = MlflowClient(uri)
     exp_id = experiment_id(client, experiment)
@@ -207,65 +232,65 @@ def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: s
     run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
     client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
-    return {"uri": uri, "experiment_id": exp_id, "experiment": experiment, "parent_run_id": run.info.run_id,
-            "study": study, "code": code, "varied": list(varied)}
+    return SweepRecord(uri=uri, experiment=experiment, experiment_id=exp_id, parent_run_id=run.info.run_id,
+                       study=study, code=code, varied=list(varied))
 
 
-def find_sweep(tracking: Mapping[str, Any] | None, uri: str) -> dict[str, Any] | None:
-    """The recorded tracking settings pointed at `uri`, if the sweep's parent run is there."""
-    if not tracking:
+def find_sweep(record: SweepRecord | None, uri: str) -> SweepRecord | None:
+    """The sweep's record read at `uri`, if its parent run is there."""
+    if record is None:
         return None
     try:
-        MlflowClient(uri).get_run(tracking["parent_run_id"])
+        MlflowClient(uri).get_run(record.parent_run_id)
     except mlflow.exceptions.MlflowException as e:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise TrackingError(f"MLflow at {uri} failed to look up the sweep's parent run: "
                             f"{(str(e).strip().splitlines() or [''])[0][:200]}") from None
-    return {**tracking, "uri": uri}
+    return record.at(uri)
 
 
-def check_sweep_recorded(tracking: Mapping[str, Any], sweep_dir: str) -> None:
+def check_sweep_recorded(record: SweepRecord, sweep_dir: str) -> None:
     """Before a resume: the store the sweep recorded into still holds its parent run."""
     resume_offline = shlex.join(["bnsweep", "resume", sweep_dir, "--no-tracking"])
     sync = shlex.join(["bnsweep", "sync", sweep_dir])
-    check_reachable(tracking["uri"], must_exist=True,
+    check_reachable(record.uri, must_exist=True,
                     hint=f", or resume without MLflow (`{resume_offline}`) and replay it later with `{sync}`")
-    if find_sweep(tracking, tracking["uri"]) is None:
-        raise TrackingError(f"{tracking['uri']} has no record of this sweep (parent run "
-                            f"{tracking['parent_run_id']}); run `{sync} --tracking-uri URI` "
+    if find_sweep(record, record.uri) is None:
+        raise TrackingError(f"{record.uri} has no record of this sweep (parent run "
+                            f"{record.parent_run_id}); run `{sync} --tracking-uri URI` "
                             "to record it into a store first, then resume")
 
 
-def reopen_sweep(tracking: Mapping[str, Any]) -> None:
-    MlflowClient(tracking["uri"]).update_run(tracking["parent_run_id"], status="RUNNING")
+def reopen_sweep(record: SweepRecord) -> None:
+    MlflowClient(record.uri).update_run(record.parent_run_id, status="RUNNING")
 
 
-def end_sweep(tracking: Mapping[str, Any], status: str) -> None:
+def end_sweep(record: SweepRecord, status: str) -> None:
     """Close the parent and any child still RUNNING (its trial is not running any more)."""
-    client = MlflowClient(tracking["uri"])
-    for run in _children(client, tracking, "attributes.status = 'RUNNING'"):
+    client = MlflowClient(record.uri)
+    for run in _children(client, record, "attributes.status = 'RUNNING'"):
         client.set_terminated(run.info.run_id, status="KILLED")
-    summarize(client, tracking)
-    client.set_terminated(tracking["parent_run_id"], status=status)
+    summarize(client, record)
+    client.set_terminated(record.parent_run_id, status=status)
 
 
-def close_parent(tracking: Mapping[str, Any]) -> None:
+def close_parent(record: SweepRecord) -> None:
     """After a sync: the parent is FINISHED when every child has ended (FINISHED, or FAILED
     after its retries, as `run` ends a sweep with failed trials), else KILLED."""
-    client = MlflowClient(tracking["uri"])
-    statuses = {run.info.status for run in _children(client, tracking)}
-    summarize(client, tracking)
+    client = MlflowClient(record.uri)
+    statuses = {run.info.status for run in _children(client, record)}
+    summarize(client, record)
     ended = statuses <= {"FINISHED", "FAILED"}
-    client.set_terminated(tracking["parent_run_id"], status="FINISHED" if ended else "KILLED")
+    client.set_terminated(record.parent_run_id, status="FINISHED" if ended else "KILLED")
 
 
-def summarize(client: MlflowClient, tracking: Mapping[str, Any]) -> None:
+def summarize(client: MlflowClient, record: SweepRecord) -> None:
     """The sweep's summary on its parent run, which is the row MLflow's runs table shows
     first: best val_acc per arm and the trials done / diverged / failed as metrics (so the
     chart view has something to draw), and the same as a table in its description."""
     rows: dict[str, dict[str, float]] = {}
-    for run in _children(client, tracking):
+    for run in _children(client, record):
         arm = run.data.tags.get("arm", "?")
         row = rows.setdefault(arm, {"trials": 0, "done": 0, "diverged": 0, "failed": 0, "best": float("nan")})
         row["trials"] += 1
@@ -285,16 +310,16 @@ def summarize(client: MlflowClient, tracking: Mapping[str, Any]) -> None:
     lines = ["| arm | trials | done | best val_acc | diverged | failed |", "|---|---|---|---|---|---|"]
     lines += [f"| {arm} | {r['trials']} | {r['done']} | {r['best']:.4f} | {r['diverged']} | {r['failed']} |"
               for arm, r in rows.items()]
-    note = (f"Sweep of study **{tracking['study']}**: {sum(r['trials'] for r in rows.values())} trials, "
+    note = (f"Sweep of study **{record.study}**: {sum(r['trials'] for r in rows.values())} trials, "
             "one child run each (expand this row to list them).\n\n" + "\n".join(lines))
-    client.log_batch(tracking["parent_run_id"], metrics=metrics, tags=[RunTag("mlflow.note.content", note)])
+    client.log_batch(record.parent_run_id, metrics=metrics, tags=[RunTag("mlflow.note.content", note)])
 
 
-def _children(client: MlflowClient, tracking: Mapping[str, Any], extra: str = "") -> Iterable:
-    filt = f"tags.`mlflow.parentRunId` = '{tracking['parent_run_id']}'" + (f" and {extra}" if extra else "")
+def _children(client: MlflowClient, record: SweepRecord, extra: str = "") -> Iterable:
+    filt = f"tags.`mlflow.parentRunId` = '{record.parent_run_id}'" + (f" and {extra}" if extra else "")
     token = None
     while True:
-        page = client.search_runs([tracking["experiment_id"]], filt, max_results=500, page_token=token)
+        page = client.search_runs([record.experiment_id], filt, max_results=500, page_token=token)
         yield from page
         token = page.token
         if not token:
@@ -319,9 +344,9 @@ def _metric_batch(results: Iterable[Mapping[str, Any]], after_step: int) -> list
 class TrialRuns:
     """The child runs of one sweep: find-or-create by trial id, log epochs after the last logged step."""
 
-    def __init__(self, tracking: Mapping[str, Any]):
-        self.tracking = dict(tracking)
-        self.client = MlflowClient(tracking["uri"])
+    def __init__(self, record: SweepRecord):
+        self.record = record
+        self.client = MlflowClient(record.uri)
         self.run_ids: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.names: dict[str, str] = {}
@@ -331,18 +356,17 @@ class TrialRuns:
         """The trial's run, found by its trial id or created (started at `start_ms`, else now)."""
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]
-        found = list(_children(self.client, self.tracking, f"tags.{TRIAL_TAG} = '{trial_id}'"))
+        found = list(_children(self.client, self.record, f"tags.{TRIAL_TAG} = '{trial_id}'"))
         if found:
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "val_acc")
             self.last_step[trial_id] = max((m.step for m in history), default=0)
             self.names[trial_id] = found[0].info.run_name
         else:
-            all_tags = {"mlflow.parentRunId": self.tracking["parent_run_id"], ROLE_TAG: "trial",
-                        TRIAL_TAG: trial_id, "study": self.tracking["study"], **self.tracking["code"], **tags}
-            # Sweeps recorded before run names listed the varied keys keep their old names.
-            name = display_name(cfg, self.tracking["varied"]) if "varied" in self.tracking else trial_name(cfg)
-            run = self.client.create_run(self.tracking["experiment_id"], run_name=name, tags=all_tags,
+            all_tags = {"mlflow.parentRunId": self.record.parent_run_id, ROLE_TAG: "trial",
+                        TRIAL_TAG: trial_id, "study": self.record.study, **self.record.code, **tags}
+            name = display_name(cfg, self.record.varied)
+            run = self.client.create_run(self.record.experiment_id, run_name=name, tags=all_tags,
                                          start_time=start_ms)
             run_id = run.info.run_id
             params = [Param(k, str(cfg[k])) for k in REFERENCE if k in cfg]

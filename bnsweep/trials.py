@@ -24,8 +24,19 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def arm_name(cfg: Mapping[str, Any]) -> str:
+    """A grid trial's arm: BN or not, and "+dropout" where the grid varies dropout as an
+    arm of its own (the dropout study's no_bn+dropout)."""
     arm = "bn" if cfg["bn"] else "no_bn"
     return f"{arm}+dropout" if cfg.get("dropout") else arm
+
+
+GRID_TUNER = "grid"  # the one Tuner of a grid study (sweep.tuner_names)
+
+
+def arm_of(cfg: Mapping[str, Any], tuner: str) -> str:
+    """The arm a trial belongs to: a grid's (arm_name), or the Optuna search it ran in
+    ("bn", "no_bn": the study's ARMS), where a tuned dropout is a setting, not an arm."""
+    return arm_name(cfg) if tuner == GRID_TUNER else tuner
 
 
 def pair_id(cfg: Mapping[str, Any]) -> str:
@@ -70,5 +81,5 @@ def trial_dirname(config: Mapping[str, Any], trial_id: str) -> str:
     return f"{trial_name(trial_config(config))}_{trial_id}"
 
 
-def trial_tags(cfg: Mapping[str, Any]) -> dict[str, str]:
-    return {"arm": arm_name(cfg), "pair_id": pair_id(cfg), "seed": str(cfg["seed"])}
+def trial_tags(cfg: Mapping[str, Any], tuner: str) -> dict[str, str]:
+    return {"arm": arm_of(cfg, tuner), "pair_id": pair_id(cfg), "seed": str(cfg["seed"])}

@@ -62,7 +62,8 @@ def test_tune_and_optuna_forms_run_in_smoke_mode(ray_address, tmp_path):
                         cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         trials = ledger_trials(sweep_dir_of(storage))
-        assert len(trials) == n_trials and all(t.status == "completed" and t.epochs for t in trials)
+        # The Optuna study runs under ASHA, which may stop a trial after its first epoch.
+        assert len(trials) == n_trials and all(t.status in ("completed", "stopped") and t.epochs for t in trials)
         params = [t.config for t in trials]
         if space is search:  # sampled inside the ranges bnsweep checked, integers as integers
             for p in params:
@@ -101,14 +102,12 @@ def test_a_trial_that_cannot_succeed_is_not_retried(ray_address, mlflow_server, 
     assert all("CIFAR-10" in x.data.tags["failure_reason"] for x in runs)
     # A config that reaches a trial invalid (here forced past the checks) fails the same way.
     script = f"""
-import argparse, sys
+import sys
 from bnsweep import runner
 from bnsweep.space import load_study
 study = load_study({str(write_space(tmp_path / 'badcfg.py', 'SPACE = {"bn": [True]}' + chr(10) + f'FIXED = {TINY}'))!r})
 study.fixed["batch_size"] = 10 ** 6
-args = argparse.Namespace(address={ray_address!r}, storage={str(tmp_path / 'results2')!r}, tracking_uri=None,
-                          no_tracking=True, smoke=False, experiment=None, verbose=False)
-sys.exit(runner.run(study, args, {{}}))
+sys.exit(runner.run(study, {{}}, address={ray_address!r}, storage={str(tmp_path / 'results2')!r}, mlflow=False))
 """
     r = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=600)

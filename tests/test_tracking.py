@@ -286,3 +286,16 @@ def test_no_module_reads_ray_tunes_own_files():
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
                 found += [f"{path.name}: {node.value[:60]!r}" for name in private_files if name in node.value]
     assert not found, found
+
+
+def test_arm_means_one_thing_a_tuned_dropout_is_a_setting():
+    # An Optuna search over dropout within the BN arm is still the BN arm; only a grid that
+    # varies dropout as an arm of its own (the dropout study) has a no_bn+dropout arm.
+    from bnsweep.config import make_config
+    from bnsweep.trials import trial_tags
+
+    with_dropout = make_config({"bn": True, "dropout": 0.3})
+    assert trial_tags(with_dropout, "bn")["arm"] == "bn"
+    assert trial_tags(make_config({"bn": False, "dropout": 0.3}), "no_bn")["arm"] == "no_bn"
+    assert trial_tags(make_config({"bn": False, "dropout": 0.5}), "grid")["arm"] == "no_bn+dropout"
+    assert trial_tags(make_config({"bn": True}), "grid")["arm"] == "bn"
