@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bnsweep.storage import delete, exists, join, list_names, read_text, write_text
+from bnsweep.storage import delete, exists, join, list_names, read_text, short_of_space, write_text
 
 LEDGER_DIR = "ledger"
 TRIAL_FILE = "trial.json"
@@ -100,6 +100,15 @@ def end_trial(sweep_dir: str, name: str, status: str, reason: str | None = None,
     write_text(path, json.dumps({"status": status, "reason": reason, "ended": time.time()}))
 
 
+def end_of(sweep_dir: str, name: str) -> dict[str, Any] | None:
+    """The trial's recorded end, or None."""
+    path = join(_trial_dir(sweep_dir, name), END_FILE)
+    try:
+        return json.loads(read_text(path))
+    except FileNotFoundError:
+        return None
+
+
 class Reader:
     """Reads a sweep's ledger, again and again if asked (MLflow's live record polls it),
     each immutable object once."""
@@ -140,3 +149,11 @@ class Reader:
 def read_trials(sweep_dir: str) -> list[TrialRecord]:
     """Every trial of the sweep with a record (a trial not started yet has none)."""
     return Reader(sweep_dir).trials()
+
+
+def shortage(sweep_dir: str, trials: list[TrialRecord] | None = None) -> str | None:
+    """Why the sweep's local disk is too full to go on (storage.short_of_space, counting the
+    largest checkpoint its epochs recorded), for a person; None while there is room."""
+    trials = read_trials(sweep_dir) if trials is None else trials
+    largest = max((int(r.get("checkpoint_bytes", 0)) for t in trials for r in t.epochs), default=0)
+    return short_of_space(sweep_dir, largest)

@@ -8,7 +8,6 @@ parent run, then sweep.json, then the Tuners.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -16,13 +15,16 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger
 from bnsweep.errors import UsageError
 from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_text
-from bnsweep.trials import arm_name
+from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_text, short_of_space
+from bnsweep.trials import arm_of
+
+if TYPE_CHECKING:
+    from bnsweep.recorder import Tracker
 
 DEFAULT_STORAGE = "bnsweep_results"
 EXIT_INTERRUPTED = 130
@@ -33,20 +35,29 @@ def _storage(flag: str | None) -> str:
     return storage if "://" in storage else os.path.abspath(storage)
 
 
-def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """`bnsweep run`: `overrides` are the CLI's config flags, saved so that resume applies them too."""
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    storage = _storage(args.storage)
+def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, address: str | None = None,
+        tracking_uri: str | None = None, mlflow: bool = True, experiment: str | None = None,
+        verbose: bool = False) -> int:
+    """`bnsweep run`: start a sweep of a checked study; return the exit code (0, 1: trials
+    failed, 130: interrupted). `overrides`: the CLI's config flags, saved so that resume
+    applies them too; storage: a folder or URI (default $BNSWEEP_STORAGE or ./bnsweep_results);
+    address: a Ray cluster (default $RAY_ADDRESS, else a local Ray); mlflow False: no
+    tracking (`sync` records the sweep later); experiment: the MLflow experiment's name.
+    Raises BnsweepError for a request that cannot start, before anything is recorded."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    storage = _storage(storage)
     check_storage(storage)
+    if short := short_of_space(storage):
+        raise UsageError(f"cannot start: {short}; free some space or pass --storage DIR_OR_URI")
     if not address and study.fixed["dataset"] == "cifar10":
         # On this machine the trials read the driver's data: a missing dataset is one clear
         # error now (or a download), not a failed trial each. On a cluster the nodes have their own.
         from bnsweep.data import load_cifar10
 
         load_cifar10(study.fixed["data_dir"], download=study.fixed["download"])
-    from bnsweep import sweep, tracking
+    from bnsweep import recorder, sweep, tracking
 
-    uri = None if args.no_tracking else tracking.resolve_tracking_uri(args.tracking_uri)
+    uri = tracking.resolve_tracking_uri(tracking_uri) if mlflow else None
     if uri:
         tracking.check_reachable(uri, hint=f"{tracking.UNSET_URI_HINT}, or pass --no-tracking and replay later "
                                            "with `bnsweep sync SWEEP_DIR`")
@@ -62,23 +73,24 @@ def run(study: Study, args: argparse.Namespace, overrides: dict[str, Any]) -> in
         sweep.check_fits_local(study.resources, "lower --cpus-per-trial / --gpus-per-trial (or RESOURCES in "
                                                 "the file), or join a cluster that has them with --address")
     sweep_dir = sweep.sweep_dir_for(storage, study)
-    experiment = study.experiment_name(args.experiment)  # kept in sweep.json for a later sync
-    tracking_info = None
+    experiment = study.experiment_name(experiment)  # kept in sweep.json for a later sync
+    record = None
     if uri:
-        tracking_info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
-                                             str(study.path), study.text, study.shared(), study.varied())
+        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
+                                      str(study.path), study.text, study.shared(), study.varied())
+    tracker = recorder.tracker_for(record)
     spec = SweepSpec(
-        study_path=str(study.path), study_text=study.text, smoke=args.smoke, overrides=overrides,
+        study_path=str(study.path), study_text=study.text, smoke=study.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
-        tracking=tracking_info, seeds=study.seeds, experiment=experiment, sweep_dir=sweep_dir)
+        tracking=record.to_dict() if record else None, seeds=study.seeds, experiment=experiment,
+        sweep_dir=sweep_dir)
     try:
         spec.write(sweep_dir)
     except BaseException:
-        if tracking_info:  # no parent run left RUNNING for a sweep that never started
-            tracking.end_sweep(tracking_info, "FAILED")
+        tracker.end("FAILED")  # no parent run left RUNNING for a sweep that never started
         raise
-    _print_start(study, spec, sweep_dir)
-    return _fit_and_summarize(study, spec, sweep_dir, resume=False, verbose=args.verbose)
+    _print_start(study, spec, sweep_dir, tracker)
+    return _fit_and_summarize(study, spec, sweep_dir, tracker, resume=False, verbose=verbose)
 
 
 def check_storage(storage: str) -> None:
@@ -111,26 +123,29 @@ def _sweep_dir(arg: str) -> str:
     return arg if "://" in arg else os.path.abspath(arg)
 
 
-def resume(args: argparse.Namespace) -> int:
-    sweep_dir = _sweep_dir(args.sweep_dir)
+def resume(sweep_dir: str, *, address: str | None = None, mlflow: bool = True, verbose: bool = False) -> int:
+    """`bnsweep resume`: run what an interrupted sweep has left (unfinished trials, and
+    errored ones again), recording into the MLflow store it recorded into (mlflow False:
+    none this time). Returns the exit code as `run` does."""
+    sweep_dir = _sweep_dir(sweep_dir)
     spec = _read_spec(sweep_dir)
     _check_not_moved(spec, sweep_dir)
+    if short := ledger.shortage(sweep_dir):
+        raise UsageError(f"cannot resume: {short}; free some space first")
     study = _study_from_spec(spec)
-    from bnsweep import sweep, tracking
+    from bnsweep import recorder, sweep
 
-    if spec.tracking and args.no_tracking:
+    if spec.tracking and not mlflow:
         print(f"MLflow is off for this resume (sweep.json keeps its record); replay the new epochs later with "
               f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}`", flush=True)
-        spec.tracking = None  # in this process only
-    if spec.tracking:
-        tracking.check_sweep_recorded(spec.tracking, sweep_dir)
-    sweep.init_ray(args.address)
-    if not (args.address or os.environ.get("RAY_ADDRESS")):
+    tracker = recorder.tracker_for(spec.tracking if mlflow else None)
+    tracker.check_recorded(sweep_dir)
+    sweep.init_ray(address)
+    if not (address or os.environ.get("RAY_ADDRESS")):
         sweep.check_fits_local(spec.resources, "resume it on a cluster that has them with --address")
-    if spec.tracking:  # only now: nothing above may leave the parent run RUNNING
-        tracking.reopen_sweep(spec.tracking)
+    tracker.reopen()  # only now: nothing above may leave the parent run RUNNING
     print(f"resuming {sweep_dir}", flush=True)
-    return _fit_and_summarize(study, spec, sweep_dir, resume=True, verbose=args.verbose)
+    return _fit_and_summarize(study, spec, sweep_dir, tracker, resume=True, verbose=verbose)
 
 
 def _check_not_moved(spec: SweepSpec, sweep_dir: str) -> None:
@@ -203,26 +218,27 @@ def _driver_log(sweep_dir: str, verbose: bool):
             write_text(join(sweep_dir, name), Path(path).read_text(errors="replace"))
 
 
-def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose: bool = False) -> int:
-    from bnsweep import sweep, tracking
+def _fit_and_summarize(study: Study, spec: SweepSpec, sweep_dir: str, tracker: Tracker, resume: bool,
+                       verbose: bool = False) -> int:
+    from bnsweep import sweep
 
     try:
-        with _driver_log(sweep_dir, verbose):
+        with _driver_log(sweep_dir, verbose), tracker.live(sweep_dir):
             sweep.run_tuners(study, spec, sweep_dir, resume=resume, verbose=verbose)
     except BaseException:
-        if spec.tracking:  # no parent run left RUNNING; what the trials reported is on storage
-            tracking.end_sweep(spec.tracking, "FAILED")
+        tracker.end("FAILED")  # no parent run left RUNNING; what the trials reported is in the ledger
         raise
     unfinished = sweep.n_unfinished(study, sweep_dir)
-    if spec.tracking:
-        try:
-            tracking.end_sweep(spec.tracking, "KILLED" if unfinished else "FINISHED")
-        except Exception as e:  # noqa: BLE001 — the results are on storage; say how to replay them
-            print(f"bnsweep: could not close the MLflow runs ({e}); run "
-                  f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}` later")
-    failed, failed_for_good = _print_summary(study, spec, sweep_dir)
+    try:
+        tracker.end("KILLED" if unfinished else "FINISHED")
+    except Exception as e:  # noqa: BLE001 — the results are on storage; say how to replay them
+        print(f"bnsweep: could not close the MLflow runs ({e}); run "
+              f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}` later")
+    failed, failed_for_good = _print_summary(study, sweep_dir, tracker)
     if unfinished:
-        print(f"\ninterrupted: {unfinished} trial(s) unfinished. Continue with:\n  "
+        short = ledger.shortage(sweep_dir)
+        why = f"stopped: {short}; free some space. " if short else "interrupted: "
+        print(f"\n{why}{unfinished} trial(s) unfinished. Continue with:\n  "
               f"{shlex.join(['bnsweep', 'resume', sweep_dir])}")
         return EXIT_INTERRUPTED
     if failed_for_good:
@@ -236,21 +252,16 @@ def _fit_and_summarize(study: Study, spec, sweep_dir: str, resume: bool, verbose
     return 1 if failed or failed_for_good else 0
 
 
-def _print_start(study: Study, spec, sweep_dir: str) -> None:
+def _print_start(study: Study, spec: SweepSpec, sweep_dir: str, tracker: Tracker) -> None:
     print(f"study {study.name}: {study.n_trials()} trials, {study.search} search, "
           f"{study.fixed['epochs']} epochs each; per trial {spec.resources['cpu']:g} CPU, "
           f"{spec.resources['gpu']:g} GPU", flush=True)
     print(f"results: {sweep_dir}", flush=True)
-    if spec.tracking:
-        from bnsweep.tracking import ui_links
-
-        print(f"MLflow: {spec.tracking['uri']}  experiment {spec.tracking['experiment']}, "
-              f"parent run {spec.tracking['parent_run_id']}", flush=True)
-        print(f"  runs: {ui_links(spec.tracking)['runs']}   (+ unfolds the sweep's trials as they start)",
-              flush=True)
+    for line in tracker.start_lines():
+        print(line, flush=True)
 
 
-def _print_summary(study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, int]]:
+def _print_summary(study: Study, sweep_dir: str, tracker: Tracker) -> tuple[int, dict[str, int]]:
     """Print each arm's trials, best val_acc, diverged and failed, from the ledger; return
     the number of trials that failed after their retries, and the reasons (with counts)
     of those that failed beyond retrying (sweep.run_trial)."""
@@ -259,79 +270,54 @@ def _print_summary(study: Study, spec, sweep_dir: str) -> tuple[int, dict[str, i
     # parameter, not an arm); a grid's BN / no BN / + dropout.
     arms: dict[str, list[ledger.TrialRecord]] = {}
     for t in trials:
-        arms.setdefault(t.tuner if study.search == "optuna" else arm_name(t.config), []).append(t)
+        arms.setdefault(arm_of(t.config, t.tuner), []).append(t)
     print("\nsummary")
     for arm, mine in arms.items():
-        done = [t for t in mine if t.status in ("completed", "diverged", "stopped") and t.epochs]
-        best = max((t.epochs[-1]["best_val_acc"] for t in done if _finite(t.epochs[-1].get("best_val_acc"))),
+        # Best so far over every trial that trained and did not fail (an interrupted one counts).
+        ran = [t for t in mine if t.status not in ("failed", "errored") and t.epochs]
+        best = max((t.epochs[-1]["best_val_acc"] for t in ran if _finite(t.epochs[-1].get("best_val_acc"))),
                    default=None)
         best_text = f"best val_acc {best:.4f}" if best is not None else "no result"
         diverged = sum(t.status == "diverged" for t in mine)
         failed = sum(t.status in ("failed", "errored") for t in mine)
         print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
-    if spec.tracking:
-        _print_next(spec.tracking)
-    else:
-        print(f"next: {shlex.join(['bnsweep', 'sync', sweep_dir])}   (records the trials into MLflow), "
-              "then bnsweep report")
+    print("\n".join(tracker.next_lines(sweep_dir)))
     reasons = [t.end["reason"] for t in trials if t.status == "failed"]
     return sum(t.status == "errored" for t in trials), {r: reasons.count(r) for r in dict.fromkeys(reasons)}
-
-
-def _print_next(tracking: dict[str, Any]) -> None:
-    """Where to look at the runs, and the report command: each line pastes into a shell,
-    each link opens the sweep's runs in MLflow's UI."""
-    from bnsweep.tracking import resolve_tracking_uri, ui_links
-
-    uri, experiment = tracking["uri"], tracking["experiment"]
-    print(f"MLflow: experiment {experiment} at {uri}")
-    if not uri.startswith(("http://", "https://")):
-        print(f"  view:    {shlex.join(['mlflow', 'ui', '--backend-store-uri', uri])}   (then open a link below)")
-    try:
-        links = ui_links(tracking)
-        print(f"  trials:  {links['trials']}   (this sweep's trials side by side, its summary first)")
-        print(f"  runs:    {links['runs']}   (every sweep of the experiment; + unfolds a sweep's trials)")
-    except Exception as e:  # noqa: BLE001 — the links are a convenience; the runs are recorded
-        print(f"  (no links: MLflow at {uri} did not answer: {type(e).__name__})")
-    report = ["bnsweep", "report", experiment]
-    if uri != resolve_tracking_uri():  # where report looks by default
-        report += ["--tracking-uri", uri]
-    print(f"next: {shlex.join(report)}   (figures, tables and the study's claims judged from these trials)")
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def sync(args: argparse.Namespace) -> int:
-    """Replay into MLflow what a sweep's results hold that MLflow lacks.
+def sync(sweep_dir: str, *, tracking_uri: str | None = None) -> int:
+    """Replay into MLflow what a sweep's ledger holds that MLflow lacks; return 0.
 
-    Into the store given (--tracking-uri), else the one the sweep recorded into,
-    else the default. Where that store has no record of the sweep (it ran with
-    --no-tracking, or the store was lost or is another one), the experiment and a
-    parent run are created first and sweep.json points at them from then on.
+    Into the store given (tracking_uri), else the one the sweep recorded into, else the
+    default. Where that store has no record of the sweep (it ran with --no-tracking, or
+    the store was lost or is another one), the experiment and a parent run are created
+    first and sweep.json points at them from then on.
     """
-    sweep_dir = _sweep_dir(args.sweep_dir)
+    sweep_dir = _sweep_dir(sweep_dir)
     spec = _read_spec(sweep_dir)
-    from bnsweep import tracking
+    from bnsweep import recorder, tracking
 
-    uri = tracking.resolve_tracking_uri(args.tracking_uri or (spec.tracking or {}).get("uri"))
+    was = tracking.SweepRecord.from_dict(spec.tracking) if spec.tracking else None
+    uri = tracking.resolve_tracking_uri(tracking_uri or (was.uri if was else None))
     tracking.check_reachable(uri, hint=", or pass --tracking-uri URI to record the sweep into another store")
-    info = tracking.find_sweep(spec.tracking, uri)
-    if info is None:
+    record = tracking.find_sweep(was, uri)
+    if record is None:
         study = _study_from_spec(spec)
-        experiment = (spec.tracking or {}).get("experiment") or spec.experiment or study.experiment_name()
-        info = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                    spec.study_text, study.shared(), study.varied())
-        spec.tracking = info
+        experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
+        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
+                                      spec.study_text, study.shared(), study.varied())
+        spec.tracking = record.to_dict()
         spec.write(sweep_dir)
-        print(f"{uri} had no record of this sweep: created parent run {info['parent_run_id']} in experiment "
+        print(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in experiment "
               f"{experiment} (sweep.json now points at it)")
-    from bnsweep.recorder import sync_ledger
-
-    added = sync_ledger(info, sweep_dir)
-    tracking.close_parent(info)
+    added = recorder.sync_ledger(record, sweep_dir)
+    tracking.close_parent(record)
     print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
-    _print_next(info)
+    print("\n".join(recorder.tracker_for(record).next_lines(sweep_dir)))
     return 0

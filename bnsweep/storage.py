@@ -42,6 +42,28 @@ class SweepSpec:
         write_text(join(sweep_dir, SWEEP_FILE), self.to_json())
 
 
+# A sweep stops (as on Ctrl-C) when its local results folder has less free space than
+# this, or than three of its trials' checkpoints if that is more: Tune must still save
+# its state, and each running trial its next checkpoint. Object stores do not fill up.
+RESERVE_BYTES = 64 * 2**20
+
+
+def short_of_space(sweep_dir: str, checkpoint_bytes: int = 0) -> str | None:
+    """Why a local sweep folder is too full to go on (for a person), or None."""
+    if "://" in sweep_dir:
+        return None
+    import shutil
+
+    folder = os.path.abspath(sweep_dir)
+    while not os.path.isdir(folder):  # a folder still to be created: the space of its parent's disk
+        folder = os.path.dirname(folder)
+    free, need = shutil.disk_usage(folder).free, max(RESERVE_BYTES, 3 * checkpoint_bytes)
+    if free >= need:
+        return None
+    return (f"{sweep_dir} has {free / 2**20:.0f} MB free, less than the {need / 2**20:.0f} MB a sweep keeps in "
+            "reserve for Tune's state and the trials' next checkpoints")
+
+
 def join(uri: str, *names: str) -> str:
     """uri/name/...: for a URI, the names go before its query, pyarrow's options
     (s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http), which must stay last."""

@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,13 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from bnsweep import ledger, progress, recorder, tracking  # noqa: E402
+from bnsweep import ledger, progress, tracking  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, join, split  # noqa: E402
-from bnsweep.trials import POINT_KEY, trial_config, trial_dirname  # noqa: E402
+from bnsweep.trials import GRID_TUNER, POINT_KEY, trial_config, trial_dirname  # noqa: E402
 
 
 class _Without(logging.Filter):
@@ -80,7 +81,8 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     checkpoint and a result for Tune.
 
     The ledger (bnsweep/ledger.py) gets the trial's start, each epoch before Tune hears
-    of it, and the end this process knows. A mistake another attempt would repeat (a
+    of it, and the end this process knows; a trial the ledger says has ended (other than
+    errored, which resume retries) is not run again. A mistake another attempt would repeat (a
     BnsweepError: a bad config, data this node lacks) ends the trial at once, failed,
     with its reason; raised, Tune would retry it MAX_FAILURES times. Anything else (a
     dead worker or node, a process killed for memory) reaches Tune, which retries it
@@ -88,6 +90,11 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     """
     sweep_dir, trial_id = sweep["sweep_dir"], tune.get_context().get_trial_id()
     name = trial_dirname(config, trial_id)
+    end = ledger.end_of(sweep_dir, name)
+    if end and end["status"] != "errored":
+        # Tune's saved state missed this trial's end (the driver was killed before Tune's next
+        # snapshot) and a restore runs it again; the ledger did not: nothing is left to run.
+        return
     ledger.start_trial(sweep_dir, name, trial_id, sweep["tuner"], trial_config(config))
     try:
         summary = _train_trial(config, sweep, name)
@@ -121,13 +128,15 @@ def _train_trial(config: dict[str, Any], sweep: dict[str, Any], name: str) -> di
         info.update({k: run_info[k] for k in tracking.INFO_KEYS})
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        ledger.record_epoch(sweep["sweep_dir"], name, {**metrics, **info})
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(state, Path(d) / CHECKPOINT_FILE)
+            # checkpoint_bytes: what a full disk must keep room for (ledger.shortage).
+            record = {**metrics, **info, "checkpoint_bytes": (Path(d) / CHECKPOINT_FILE).stat().st_size}
+            ledger.record_epoch(sweep["sweep_dir"], name, record)
             # Tune overwrites time_total_s with its own sum of time_this_iter_s, which by default is
             # the wall time between reports (trial start-up and restores included). Given the
             # epoch's time, its sum is train()'s time_total_s: one meaning of the name everywhere.
-            tune.report({**metrics, **info, "time_this_iter_s": metrics["epoch_time_s"]},
+            tune.report({**record, "time_this_iter_s": metrics["epoch_time_s"]},
                         checkpoint=tune.Checkpoint.from_directory(d))
 
     return train(cfg, report=report, resume=resume, on_start=on_start)
@@ -180,7 +189,7 @@ def tune_domain(domain: Domain):
 def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
     """(label, arm) of each Tuner: "grid", or an Optuna study's searches ("bn", "no_bn")."""
     if study.search == "grid":
-        return [("grid", None)]
+        return [(GRID_TUNER, None)]
     return [("_".join(("bn" if v else "no_bn") if k == "bn" else f"{k}={v}" for k, v in a.items()) or "all", a)
             for a in study.arm_list()]
 
@@ -238,6 +247,37 @@ class LedgerEnds(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, "errored", f"failed after {trial.num_failures} attempt(s); Tune's error file: "
                                     f"{trial.path}/error.txt")
+
+
+class _SpaceWatch:
+    """While the Tuners run: a local results disk running short of space stops the sweep
+    as Ctrl-C does (Tune saves its state, `bnsweep resume` continues), while there is
+    still room for that state and the trials' next checkpoints (ledger.shortage). A
+    thread of the driver, checking every CHECK_EVERY_S; object stores do not fill up."""
+
+    CHECK_EVERY_S = 2.0
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bnsweep-space", daemon=True)
+
+    def __enter__(self) -> _SpaceWatch:
+        if "://" not in self.sweep_dir:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        reader = ledger.Reader(self.sweep_dir)
+        while not self._stop.wait(self.CHECK_EVERY_S):
+            if ledger.shortage(self.sweep_dir, reader.trials()):
+                os.kill(os.getpid(), signal.SIGINT)  # Tune's own handler: save the state, stop the trials
+                return
 
 
 def _run_config(experiment: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
@@ -312,11 +352,8 @@ def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
 
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verbose: bool = False) -> None:
     """Fit (or restore and fit) each Tuner of the study that the ledger says has work left.
-
-    MLflow gets the ledger live while the Tuners run (recorder.LiveRecord); Tune's
-    ResultGrids are not needed: `run`'s summary reads the ledger too.
-    """
-    with recorder.LiveRecord(spec.tracking, sweep_dir), _TermToInterrupt():
+    Tune's ResultGrids are not needed: `run`'s summary reads the ledger."""
+    with _TermToInterrupt(), _SpaceWatch(sweep_dir):
         for label, arm in tuner_names(study):
             if resume and not _left_in(study, sweep_dir, label, retry_errored=True):
                 continue
