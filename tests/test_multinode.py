@@ -42,7 +42,7 @@ from conftest import (
 )
 from mlflow import MlflowClient
 from test_sweep import TINY, _wait_for, children, steps
-from test_tracking import assert_mlflow_equals_tune
+from test_tracking import assert_mlflow_equals_ledger
 
 # Node-failure detection in about 5 s, not Ray's default ~30 s (the GCS health-checks each raylet), with
 # room for a raylet slowed by a busy 2-core machine (a live node declared dead would be killed).
@@ -206,7 +206,7 @@ def test_smoke_sweep_runs_trials_on_both_nodes_and_records_them(smoke, cluster, 
     runs = children(mlflow_server.uri, "bnsweep-twonodes")
     assert len(runs) == 4 and len({r.data.tags["ray_trial_id"] for r in runs}) == 4
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-twonodes", smoke["sweep_dir"])
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-twonodes", smoke["sweep_dir"])
     parent = MlflowClient(mlflow_server.uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
 
@@ -290,6 +290,6 @@ def test_worker_node_killed_mid_sweep_its_trial_resumes_on_the_head(cluster, mlf
         assert steps(mlflow_server.uri, run.info.run_id) == list(range(1, epochs + 1))
         assert run.info.status == "FINISHED"
         assert run.data.metrics["epochs_completed"] == epochs
-    assert_mlflow_equals_tune(mlflow_server.uri, "bnsweep-nodeloss", sweep_dir)
+    assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-nodeloss", sweep_dir)
     parent = MlflowClient(mlflow_server.uri).get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
