@@ -241,7 +241,8 @@ from ray._raylet import GcsClient
 from ray.core.generated.gcs_pb2 import GcsNodeInfo
 gcs = GcsClient(address=sys.argv[1])
 nodes = [{"node_id": n.node_id.hex(), "alive": n.state == GcsNodeInfo.GcsNodeState.ALIVE,
-          "head": n.is_head_node, "address": n.node_manager_address, "session_dir": n.session_dir}
+          "head": n.is_head_node, "address": n.node_manager_address,
+          "session_dir": getattr(n, "session_dir", None)}  # not in Ray 2.50's GcsNodeInfo
          for n in gcs.get_all_node_info(timeout=30).values()]
 jobs = [{"driver_pid": j.driver_pid, "dead": j.is_dead, "entrypoint": j.entrypoint}
         for j in gcs.get_all_job_info(skip_submission_job_info_field=True, skip_is_running_tasks_field=True,
