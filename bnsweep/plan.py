@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bnsweep import data
+from bnsweep import augment, data
 from bnsweep.config import COST_KEYS, DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_available
 from bnsweep.model import build_model
 from bnsweep.space import Study
@@ -53,7 +53,7 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
     times = []
     for _ in range(PROBE_STEPS):
         t0 = time.perf_counter()
-        xb = data.augment(x, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"]) \
+        xb = augment.augment(x, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"]) \
             if cfg["augment"] else x
         loss, _ = step(xb.contiguous(memory_format=fmt), y)
         loss.item()  # waits for the step

@@ -47,7 +47,7 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
     for t in trials:
         if finished.get(t.trial_id) == t.end and t.end is not None:
             continue
-        runs.run_id(t.trial_id, t.config, trial_tags(t.config, t.tuner), start_ms=int(t.started * 1000))
+        runs.find_or_create(t.trial_id, t.config, trial_tags(t.config, t.tuner), start_ms=int(t.started * 1000))
         new = sum(1 for r in t.epochs if int(r["epoch"]) > runs.last_step.get(t.trial_id, 0))
         if new:  # else the run would be reopened only to be closed again
             runs.log_results(t.trial_id, t.epochs)

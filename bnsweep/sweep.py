@@ -280,8 +280,8 @@ class _SpaceWatch:
                 return
 
 
-def _run_config(experiment: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
-    storage, name = split(experiment)
+def _run_config(tune_dir: str, spec: SweepSpec, callbacks: list, verbose: bool) -> tune.RunConfig:
+    storage, name = split(tune_dir)
     return tune.RunConfig(
         name=name,
         storage_path=storage,
@@ -357,7 +357,7 @@ def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verb
         for label, arm in tuner_names(study):
             if resume and not _left_in(study, sweep_dir, label, retry_errored=True):
                 continue
-            path = experiment_path(sweep_dir, label)
+            path = tune_dir(sweep_dir, label)
             trainable = _trainable(spec, sweep_dir, label)
             if resume and tune.Tuner.can_restore(path):
                 # Tune decides which trials it resumes (unfinished and errored); the RunConfig,
@@ -397,8 +397,9 @@ def sweep_dir_for(storage: str, study: Study) -> str:
     return join(storage, f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
 
 
-def experiment_path(sweep_dir: str, label: str) -> str:
-    """The directory of one Tuner's experiment: <sweep_dir>/<label>-<sweep>.
+def tune_dir(sweep_dir: str, label: str) -> str:
+    """The folder of one Tuner's experiment (Tune's word; not an MLflow experiment):
+    <sweep_dir>/<label>-<sweep>.
 
     The sweep's own (unique) name is part of it because Ray stages each driver's
     files in <Ray session>/artifacts/<start second>/<experiment name>: two sweeps

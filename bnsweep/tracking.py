@@ -351,7 +351,7 @@ class TrialRuns:
         self.last_step: dict[str, int] = {}
         self.names: dict[str, str] = {}
 
-    def run_id(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str],
+    def find_or_create(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str],
                start_ms: int | None = None) -> str:
         """The trial's run, found by its trial id or created (started at `start_ms`, else now)."""
         if trial_id in self.run_ids:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bnsweep import augment
 from bnsweep import data as data_mod
 from bnsweep.config import EXECUTION_FACTS, lr_at
 from bnsweep.errors import BnsweepError
@@ -136,7 +137,7 @@ def train(
         for step, idx in enumerate(data_mod.batches(n_train, cfg["batch_size"], gen, device)):
             xb = data_mod.to_unit_float(train_x[idx])
             if cfg["augment"]:
-                xb = data_mod.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])
+                xb = augment.augment(xb, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"])
             xb = xb.contiguous(memory_format=memory_format)
             yb = train_y[idx]
             loss, logits = train_step(xb, yb)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnsweep import data
+from bnsweep import augment, data
 from bnsweep.config import ConfigError, make_config
 
 ndimage = pytest.importorskip("scipy.ndimage")
@@ -56,7 +56,7 @@ def keras_reference(img_hwc: np.ndarray, shear_deg: float, zx: float, zy: float,
     return x
 
 
-def reference_batch(x: torch.Tensor, draws: data.AugmentDraws) -> torch.Tensor:
+def reference_batch(x: torch.Tensor, draws: augment.AugmentDraws) -> torch.Tensor:
     out = []
     for i in range(x.shape[0]):
         img = x[i].permute(1, 2, 0).double().numpy()
@@ -66,14 +66,14 @@ def reference_batch(x: torch.Tensor, draws: data.AugmentDraws) -> torch.Tensor:
     return torch.stack(out).float()
 
 
-def extreme_draws() -> data.AugmentDraws:
+def extreme_draws() -> augment.AugmentDraws:
     # Range limits of the reference (shear ±0.2°, zoom 0.8/1.2) mixed, plus large
     # shears (±30°) so that a wrong sign, axis or centre would show clearly.
     shear = [0.2, -0.2, 0.2, -0.2, 30.0, -30.0, 0.0, 0.1, 12.0, -7.0]
     zx = [0.8, 1.2, 1.2, 0.8, 1.0, 0.9, 0.8, 1.0, 1.2, 1.13]
     zy = [1.2, 0.8, 1.2, 0.8, 1.0, 1.1, 0.8, 1.0, 0.85, 0.94]
     flip = [False, True, False, True, True, False, True, False, True, False]
-    return data.AugmentDraws(torch.tensor(shear), torch.tensor(zx), torch.tensor(zy), torch.tensor(flip))
+    return augment.AugmentDraws(torch.tensor(shear), torch.tensor(zx), torch.tensor(zy), torch.tensor(flip))
 
 
 @pytest.mark.parametrize("height,width", [(32, 32), (24, 32)])  # non-square catches a row/column mix-up
@@ -81,7 +81,7 @@ def test_augmentation_matches_keras_per_image(height, width):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(10, 3, height, width, generator=g)
     draws = extreme_draws()
-    got = data.apply_augmentation(x, draws)
+    got = augment.apply_augmentation(x, draws)
     want = reference_batch(x, draws)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
@@ -89,50 +89,50 @@ def test_augmentation_matches_keras_per_image(height, width):
 def test_random_draws_match_keras_per_image():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    draws = data.draw_augmentation(64, g, 0.2, 0.2, True, "cpu")
-    torch.testing.assert_close(data.apply_augmentation(x, draws), reference_batch(x, draws), atol=1e-4, rtol=0)
+    draws = augment.draw_augmentation(64, g, 0.2, 0.2, True, "cpu")
+    torch.testing.assert_close(augment.apply_augmentation(x, draws), reference_batch(x, draws), atol=1e-4, rtol=0)
 
 
 def test_augment_is_draw_then_apply_and_reproducible():
     x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    out1 = data.augment(x, torch.Generator().manual_seed(7), 0.2, 0.2, True)
-    out2 = data.augment(x, torch.Generator().manual_seed(7), 0.2, 0.2, True)
-    draws = data.draw_augmentation(32, torch.Generator().manual_seed(7), 0.2, 0.2, True, "cpu")
+    out1 = augment.augment(x, torch.Generator().manual_seed(7), 0.2, 0.2, True)
+    out2 = augment.augment(x, torch.Generator().manual_seed(7), 0.2, 0.2, True)
+    draws = augment.draw_augmentation(32, torch.Generator().manual_seed(7), 0.2, 0.2, True, "cpu")
     assert torch.equal(out1, out2)
-    assert torch.equal(out1, data.apply_augmentation(x, draws))
-    assert not torch.equal(out1, data.augment(x, torch.Generator().manual_seed(8), 0.2, 0.2, True))
+    assert torch.equal(out1, augment.apply_augmentation(x, draws))
+    assert not torch.equal(out1, augment.augment(x, torch.Generator().manual_seed(8), 0.2, 0.2, True))
 
 
 def test_draws_follow_keras_distributions():
-    draws = data.draw_augmentation(20_000, torch.Generator().manual_seed(0), 0.2, 0.2, True, "cpu")
+    draws = augment.draw_augmentation(20_000, torch.Generator().manual_seed(0), 0.2, 0.2, True, "cpu")
     assert draws.shear_deg.abs().max() <= 0.2 and draws.shear_deg.std() > 0.1  # U(-0.2, 0.2) degrees
     for z in (draws.zx, draws.zy):
         assert z.min() >= 0.8 and z.max() <= 1.2
     assert abs(np.corrcoef(draws.zx.numpy(), draws.zy.numpy())[0, 1]) < 0.05  # drawn independently
     assert 0.48 < draws.flip.float().mean() < 0.52
-    no_flip = data.draw_augmentation(100, torch.Generator().manual_seed(0), 0.2, 0.2, False, "cpu")
+    no_flip = augment.draw_augmentation(100, torch.Generator().manual_seed(0), 0.2, 0.2, False, "cpu")
     assert not no_flip.flip.any()
 
 
 def test_augment_without_transforms_is_identity():
     x = torch.rand(8, 3, 32, 32)
-    assert torch.equal(data.augment(x, torch.Generator().manual_seed(0), 0.0, 0.0, False), x)
+    assert torch.equal(augment.augment(x, torch.Generator().manual_seed(0), 0.0, 0.0, False), x)
 
 
 def test_augment_rejects_uint8():
     with pytest.raises(TypeError, match="to_unit_float"):
-        data.augment(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(), 0.2, 0.2, True)
+        augment.augment(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.Generator(), 0.2, 0.2, True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_augmentation_on_cuda_matches_keras():
     x = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     draws = extreme_draws()
-    on_gpu = data.AugmentDraws(*(t.cuda() for t in (draws.shear_deg, draws.zx, draws.zy, draws.flip)))
-    got = data.apply_augmentation(x.cuda(), on_gpu).cpu()
+    on_gpu = augment.AugmentDraws(*(t.cuda() for t in (draws.shear_deg, draws.zx, draws.zy, draws.flip)))
+    got = augment.apply_augmentation(x.cuda(), on_gpu).cpu()
     torch.testing.assert_close(got, reference_batch(x, draws), atol=1e-4, rtol=0)
     g = data.make_generator(0, "cuda")
-    assert data.augment(x.cuda(), g, 0.2, 0.2, True).device.type == "cuda"
+    assert augment.augment(x.cuda(), g, 0.2, 0.2, True).device.type == "cuda"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -142,7 +142,7 @@ def test_augmentation_never_waits_for_the_gpu():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        data.augment(x, g, 0.2, 0.2, True)
+        augment.augment(x, g, 0.2, 0.2, True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -84,10 +84,10 @@ def test_sweeps_started_in_the_same_second_share_no_folder(monkeypatch):
     studies = [load_study(REPO / "search_spaces" / f"{n}.py") for n in ("lr", "batch_size", "lr", "optuna")]
     dirs = [sweep.sweep_dir_for("/results", s) for s in studies]
     assert len(set(dirs)) == len(dirs), "one folder per sweep, also for one study twice in a second"
-    names = [sweep.experiment_path(d, label).rsplit("/", 1)[1]
+    names = [sweep.tune_dir(d, label).rsplit("/", 1)[1]
              for d, s in zip(dirs, studies) for label, _ in sweep.tuner_names(s)]
     assert len(names) == len(set(names)) == 5, names  # 3 grids + the Optuna study's 2 searches
-    assert all(sweep.experiment_path(d, "grid").startswith(d + "/") for d in dirs)
+    assert all(sweep.tune_dir(d, "grid").startswith(d + "/") for d in dirs)
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])

@@ -24,6 +24,7 @@ def test_lr_schedule_matches_the_reference_formula_at_every_epoch():
     assert [lr_at(cfg, e) for e in (0, 8, 9, 18, 19, 29)] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-5])
 
 
+@pytest.mark.slow  # 4 epochs of training: 17 s on 2 cores
 def test_train_reports_the_schedule_it_used():
     seen = []
     train(make_config({**TINY, "epochs": 4, "lr_drop_period": 2, "lr": 0.05}), report=lambda m, s: seen.append(m))
