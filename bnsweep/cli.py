@@ -67,7 +67,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
     mark = "  DIVERGED" if m["diverged"] else ""
     return (f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc {m['train_acc']:.4f}  "
-            f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['lr']:.2g}  "
+            f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['scheduled_lr']:.2g}  "
             f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} img/s{mark}")
 
 

@@ -235,7 +235,7 @@ def test_load_experiment_types_outcomes_and_history(lr_sweep):
             assert "diverged" not in run.data.tags and run.data.metrics == {"epochs_completed": 0.0}
             continue
         assert row.best_val_acc == pytest.approx(best_val_acc_direct(uri, row.run_id))
-        for key in ("train_acc", "val_acc", "step_time_ms", "time_total_s", "lr"):
+        for key in ("train_acc", "val_acc", "step_time_ms", "time_total_s", "scheduled_lr"):
             direct = direct_history(uri, row.run_id, key)
             assert h[key].to_dict() == pytest.approx(direct, nan_ok=True)
 

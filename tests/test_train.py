@@ -115,7 +115,7 @@ def test_checkpoint_restore_continue_equals_uninterrupted(tmp_path):
     train(cfg, report=lambda m, s: rest.append(m), resume=load_checkpoint(path))
     assert [m["epoch"] for m in rest] == [3, 4]
     for a, b in zip(full, first[:2] + rest):
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "scheduled_lr"):
             assert a[key] == b[key], (key, a["epoch"])
 
 
