@@ -122,13 +122,6 @@ class Reader:
             self._read[path] = json.loads(read_text(path))
         return self._read[path]
 
-    @staticmethod
-    def _end(path: str) -> dict[str, Any] | None:
-        try:  # not cached: an end is withdrawn when the trial runs again
-            return json.loads(read_text(path))
-        except FileNotFoundError:  # withdrawn between the listing and the read
-            return None
-
     def trials(self) -> list[TrialRecord]:
         """Every trial with a record, in the order they first started."""
         out = []
@@ -139,7 +132,8 @@ class Reader:
                 continue  # a trial whose first object is still being written
             head = self._load(join(path, TRIAL_FILE))
             epochs = [self._load(join(path, f)) for f in files if f.startswith("epoch-")]
-            end = self._end(join(path, END_FILE)) if END_FILE in files else None
+            # Not cached: an end is withdrawn when the trial runs again (None if it was since the listing).
+            end = end_of(self.sweep_dir, name) if END_FILE in files else None
             out.append(TrialRecord(name=name, trial_id=head["trial_id"], tuner=head["tuner"],
                                    config=head["config"], started=head["started"],
                                    epochs=sorted(epochs, key=lambda r: r["epoch"]), end=end))
