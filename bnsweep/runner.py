@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger
 from bnsweep.errors import UsageError
+from bnsweep.lock import SweepLock
 from bnsweep.space import Study, load_study
 from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_text, short_of_space
 from bnsweep.trials import arm_of
@@ -84,13 +85,16 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
         tracking=record.to_dict() if record else None, seeds=study.seeds, experiment=experiment,
         sweep_dir=sweep_dir)
+    lock = SweepLock(sweep_dir, "bnsweep run")
     try:
         spec.write(sweep_dir)
+        lock.acquire()  # a new folder, whose name nobody else has seen yet
     except BaseException:
         tracker.end("FAILED")  # no parent run left RUNNING for a sweep that never started
         raise
-    _print_start(study, spec, sweep_dir, tracker)
-    return _fit_and_summarize(study, spec, sweep_dir, tracker, resume=False, verbose=verbose)
+    with lock:
+        _print_start(study, spec, sweep_dir, tracker)
+        return _fit_and_summarize(study, spec, sweep_dir, tracker, resume=False, verbose=verbose)
 
 
 def check_storage(storage: str) -> None:
@@ -130,6 +134,11 @@ def resume(sweep_dir: str, *, address: str | None = None, mlflow: bool = True, v
     sweep_dir = _sweep_dir(sweep_dir)
     spec = _read_spec(sweep_dir)
     _check_not_moved(spec, sweep_dir)
+    with SweepLock(sweep_dir, "bnsweep resume"):
+        return _resume(sweep_dir, spec, address=address, mlflow=mlflow, verbose=verbose)
+
+
+def _resume(sweep_dir: str, spec: SweepSpec, *, address: str | None, mlflow: bool, verbose: bool) -> int:
     if short := ledger.shortage(sweep_dir):
         raise UsageError(f"cannot resume: {short}; free some space first")
     study = _study_from_spec(spec)
@@ -301,6 +310,11 @@ def sync(sweep_dir: str, *, tracking_uri: str | None = None) -> int:
     """
     sweep_dir = _sweep_dir(sweep_dir)
     spec = _read_spec(sweep_dir)
+    with SweepLock(sweep_dir, "bnsweep sync"):  # a live sweep's own process records it; sync after it ends
+        return _sync(sweep_dir, spec, tracking_uri)
+
+
+def _sync(sweep_dir: str, spec: SweepSpec, tracking_uri: str | None) -> int:
     from bnsweep import recorder, tracking
 
     was = tracking.SweepRecord.from_dict(spec.tracking) if spec.tracking else None

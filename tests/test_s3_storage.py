@@ -240,3 +240,31 @@ def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_pa
     from pyarrow import fs as pafs
 
     assert pafs.FileSystem.from_uri(run_log)[1] in logs, (run_log, sorted(logs))
+
+
+def test_the_lock_on_s3_lets_one_racing_process_in_and_a_silent_holder_goes_stale(s3, monkeypatch, capsys):
+    from bnsweep.lock import LOCK_FILE, STALE_S, LockedError, SweepLock
+    from bnsweep.storage import join, read_text, write_text
+
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    sweep_dir = s3.uri(f"{BUCKET}/locks/sweep-1")
+    race = ("import sys, time\nfrom bnsweep.lock import LockedError, SweepLock\n"
+            "time.sleep(float(sys.argv[2]) - time.time())\n"
+            "try:\n    with SweepLock(sys.argv[1], 'bnsweep sync'):\n        print('won', flush=True); time.sleep(4)\n"
+            "except LockedError:\n    print('refused', flush=True)\n")
+    start = str(time.time() + 4)
+    procs = [subprocess.Popen([sys.executable, "-c", race, sweep_dir, start], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **AWS}) for _ in range(3)]
+    assert sorted(p.communicate(timeout=60)[0].strip() for p in procs) == ["refused", "refused", "won"]
+    assert not s3.files(f"{BUCKET}/locks/sweep-1")  # released: the winner deleted its lock object
+    # A holder on another machine: refused while it beats, taken over once it has been silent too long.
+    lock = join(sweep_dir, LOCK_FILE)
+    other = {"host": "node-7", "pid": 1234, "started": time.time(), "command": "bnsweep run", "token": "abc"}
+    write_text(lock, json.dumps({**other, "beat": time.time()}))
+    with pytest.raises(LockedError, match="being written by `bnsweep run` \\(pid 1234 on node-7"):
+        SweepLock(sweep_dir, "bnsweep resume").acquire()
+    write_text(lock, json.dumps({**other, "beat": time.time() - STALE_S - 1}))
+    with SweepLock(sweep_dir, "bnsweep resume"):
+        assert "took over the lock" in capsys.readouterr().out
+        assert json.loads(read_text(lock))["pid"] == os.getpid()
