@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 from bnsweep import ledger
 from bnsweep.errors import UsageError
 from bnsweep.lock import SweepLock
-from bnsweep.space import Study, load_study
-from bnsweep.storage import SWEEP_FILE, SweepSpec, filesystem, join, read_text, short_of_space
+from bnsweep.space import SpaceError, Study, load_study
+from bnsweep.storage import DEFAULT_STORAGE, SWEEP_FILE, SweepSpec, filesystem, join, read_text, short_of_space
 from bnsweep.trials import arm_of
 
 if TYPE_CHECKING:
     from bnsweep.recorder import Tracker
 
-DEFAULT_STORAGE = "bnsweep_results"
 EXIT_INTERRUPTED = 130
 
 
@@ -189,12 +188,30 @@ def _read_spec(sweep_dir: str) -> SweepSpec:
 
 
 def _study_from_spec(spec) -> Study:
-    """The study exactly as it was run: from the file's text saved in sweep.json."""
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / Path(spec.study_path).name
-        path.write_text(spec.study_text)
+    """The study exactly as it was run. Its file itself where it is unchanged, imported as
+    `run` imported it (its folder, its __file__, the files it reads beside it); else the
+    text sweep.json saved, with one line saying so (a file that reads files beside it
+    then fails in one line naming them)."""
+    path = Path(spec.study_path)
+    try:
+        unchanged = path.is_file() and path.read_text() == spec.study_text
+    except OSError:
+        unchanged = False
+    if unchanged:
         study = load_study(path, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds)
-    study.path = Path(spec.study_path)
+    else:
+        print(f"note: {path} {'has changed' if path.is_file() else 'is gone'} since the sweep started; "
+              "using the text sweep.json recorded", flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / path.name
+            copy.write_text(spec.study_text)
+            try:
+                study = load_study(copy, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds)
+            except SpaceError as e:  # named by the file the user knows, not the folder they never saw
+                raise SpaceError(f"{str(e).replace(str(copy), str(path)).replace(d, '<recorded text>')} (the "
+                                 f"text sweep.json recorded; restore {path} as it was to run the file "
+                                 "itself)") from None
+    study.path = path
     study.resources, study.max_concurrent, study.max_failures = spec.resources, spec.max_concurrent, spec.max_failures
     return study
 

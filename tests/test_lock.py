@@ -121,8 +121,12 @@ def test_two_resumes_and_two_syncs_at_once_leave_one_record(ray_address, tmp_pat
 
     from bnsweep import ledger
 
+    # The study reads a file beside it, as researchers' studies do: resume must import it as run did.
+    (tmp_path / "arms.json").write_text('{"bn": [true, false]}')
     space = write_space(tmp_path / "twice.py", f"""
-        SPACE = {{"bn": [True, False]}}
+        import json
+        from pathlib import Path
+        SPACE = json.loads((Path(__file__).parent / "arms.json").read_text())
         FIXED = {{**{TINY!r}, "epochs": 3}}
         MAX_CONCURRENT = 1
     """)
