@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SWEEP_FILE = "sweep.json"
+DEFAULT_STORAGE = "bnsweep_results"  # where sweeps go without --storage or $BNSWEEP_STORAGE
 
 
 @dataclass
@@ -62,6 +63,33 @@ def short_of_space(sweep_dir: str, checkpoint_bytes: int = 0) -> str | None:
         return None
     return (f"{sweep_dir} has {free / 2**20:.0f} MB free, less than the {need / 2**20:.0f} MB a sweep keeps in "
             "reserve for Tune's state and the trials' next checkpoints")
+
+
+# What a name a user gave (an MLflow experiment name, free text) may keep when it becomes a
+# folder name: the portable file-name characters of POSIX (IEEE Std 1003.1, 3.282). Anything
+# else, "/" and "\\" included, could make it a path rather than a name.
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+MAX_NAME = 120  # characters; well under the 255 bytes of a file name on ext4, APFS and NTFS
+
+
+def folder_name(name: str) -> str:
+    """The one rule by which a name becomes a folder: a single path component inside the
+    folder it is meant for, never ".", "..", hidden or absolute. A name that passes as it
+    is stays itself ("bnsweep-lr"); any other gets its unsafe characters as "_" and a short
+    hash of the whole name, so that names differing in those characters get folders of
+    their own ("a/b", "a:b" and "a_b")."""
+    safe = "".join(c if c in NAME_CHARS else "_" for c in name).lstrip(".")[:MAX_NAME]
+    if safe == name and safe:
+        return safe
+    import hashlib
+
+    return f"{safe or '_'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def contains(folder: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies under it, both as the file system resolves them (links followed)."""
+    folder, path = os.path.realpath(folder), os.path.realpath(path)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def join(uri: str, *names: str) -> str:
