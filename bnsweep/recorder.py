@@ -16,12 +16,18 @@ import contextlib
 import shlex
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger, tracking
+from bnsweep.mlflow_store import restore_run_command
 from bnsweep.progress import echo
 from bnsweep.tracking import SweepRecord, TrialRuns
 from bnsweep.trials import trial_tags
+
+if TYPE_CHECKING:
+    from bnsweep.space import Study
+    from bnsweep.storage import SweepSpec
 
 # After a failed call, wait this long before talking to the server again, so an
 # outage costs one timeout per interval, not one per result.
@@ -47,7 +53,9 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
     for t in trials:
         if finished.get(t.trial_id) == t.end and t.end is not None:
             continue
-        runs.find_or_create(t.trial_id, t.config, trial_tags(t.config, t.tuner), start_ms=int(t.started * 1000))
+        if runs.find_or_create(t.trial_id, t.config, trial_tags(t.config, t.tuner),
+                               start_ms=int(t.started * 1000)) is None:
+            continue  # its run is in MLflow's trash: left there (runs.deleted)
         new = sum(1 for r in t.epochs if int(r["epoch"]) > runs.last_step.get(t.trial_id, 0))
         if new:  # else the run would be reopened only to be closed again
             runs.log_results(t.trial_id, t.epochs)
@@ -63,10 +71,22 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
     return added
 
 
-def sync_ledger(record: SweepRecord, sweep_dir: str) -> int:
-    """Replay a sweep's ledger into MLflow; return the number of epochs added. Reads only
-    storage (a path or a URI): no Ray needed, so it runs anywhere the storage is readable."""
-    return record_ledger(TrialRuns(record), ledger.read_trials(sweep_dir), {}, close_open=True)
+def deleted_lines(runs: TrialRuns, sweep_dir: str, already: set[str] = frozenset()) -> list[str]:
+    """A line for each trial whose run the user deleted (not in `already`): left deleted,
+    its new results not recorded, and how to bring it back."""
+    return [f"bnsweep: trial {trial}'s MLflow run {run_id} is deleted; bnsweep leaves it so and records nothing "
+            f"into it. To record it again: `{restore_run_command(runs.record.uri, run_id)}`, then "
+            f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}`"
+            for trial, run_id in runs.deleted.items() if trial not in already]
+
+
+def sync_ledger(record: SweepRecord, sweep_dir: str) -> tuple[int, list[str]]:
+    """Replay a sweep's ledger into MLflow; return the number of epochs added and a line per
+    trial whose run the user deleted. Reads only storage (a path or a URI): no Ray needed,
+    so it runs anywhere the storage is readable."""
+    runs = TrialRuns(record)
+    added = record_ledger(runs, ledger.read_trials(sweep_dir), {}, close_open=True)
+    return added, deleted_lines(runs, sweep_dir)
 
 
 class LiveRecord:
@@ -83,6 +103,7 @@ class LiveRecord:
         self.runs: TrialRuns | None = None
         self.retry_at = 0.0
         self.warned = False
+        self.told_deleted: set[str] = set()  # trials whose deleted run was named on the terminal
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bnsweep-mlflow", daemon=True)
 
@@ -112,6 +133,9 @@ class LiveRecord:
             if self.runs is None:
                 self.runs = TrialRuns(self.record)
             record_ledger(self.runs, self.reader.trials(), self.finished)
+            for line in deleted_lines(self.runs, self.sweep_dir, self.told_deleted):
+                echo(line)
+            self.told_deleted |= set(self.runs.deleted)
             return True
         except Exception as e:  # noqa: BLE001 — MLflow trouble must never stop training
             self.retry_at = time.monotonic() + RETRY_AFTER_S
@@ -125,17 +149,40 @@ class LiveRecord:
 
 # --------------------------------------------------------------- trackers ---
 
-class MlflowTracker:
-    """A sweep recorded in MLflow: its parent run opens and closes with the sweep, its
-    trials' runs follow the ledger live (LiveRecord)."""
+# What `run` can do instead of recording into an experiment the user deleted.
+RUN_ELSEWHERE = "record this sweep elsewhere: --experiment NAME, or --tracking-uri URI (another store)"
 
-    def __init__(self, record: SweepRecord):
-        self.record = record
+
+class MlflowTracker:
+    """A sweep recorded in MLflow at `uri`: checked before Ray starts, its parent run opened
+    with the sweep (or found again on resume) and closed with it, its trials' runs following
+    the ledger live (LiveRecord)."""
+
+    def __init__(self, uri: str, record: SweepRecord | None = None):
+        self.uri, self.record = uri, record
+
+    def check_can_start(self, experiment: str) -> None:
+        """Before Ray: the store answers and takes our credentials; the experiment is not deleted."""
+        tracking.check_can_start(self.uri, experiment, elsewhere=RUN_ELSEWHERE,
+                                 hint=f"{tracking.UNSET_URI_HINT}, or pass --no-tracking and replay later "
+                                      "with `bnsweep sync SWEEP_DIR`")
+
+    def start(self, study: Study, sweep_dir: str, experiment: str) -> None:
+        """The experiment (made if need be) and the sweep's parent run."""
+        self.record = tracking.start_sweep(self.uri, experiment, study.name, study.search, sweep_dir,
+                                           str(study.path), study.text, study.shared(), study.varied(),
+                                           elsewhere=RUN_ELSEWHERE)
+
+    def saved(self) -> dict[str, Any]:
+        """What sweep.json keeps of it (as "tracking"), for resume and sync."""
+        return self.record.to_dict()
 
     def live(self, sweep_dir: str) -> LiveRecord:
         return LiveRecord(self.record, sweep_dir)
 
     def check_recorded(self, sweep_dir: str) -> None:
+        """Before a resume's Ray: the store answers, takes our credentials and holds the
+        sweep's parent run, neither it nor its experiment deleted."""
         tracking.check_sweep_recorded(self.record, sweep_dir)
 
     def reopen(self) -> None:
@@ -143,7 +190,8 @@ class MlflowTracker:
 
     def end(self, status: str) -> None:
         """Close the parent run: FINISHED, KILLED (interrupted) or FAILED (the driver failed)."""
-        tracking.end_sweep(self.record, status)
+        if self.record is not None:  # None: the sweep never started
+            tracking.end_sweep(self.record, status)
 
     def start_lines(self) -> list[str]:
         r = self.record
@@ -176,6 +224,15 @@ class NullTracker:
 
     record = None
 
+    def check_can_start(self, experiment: str) -> None:
+        pass
+
+    def start(self, study: Study, sweep_dir: str, experiment: str) -> None:
+        pass
+
+    def saved(self) -> None:
+        return None
+
     def live(self, sweep_dir: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
@@ -199,8 +256,51 @@ class NullTracker:
 Tracker = MlflowTracker | NullTracker
 
 
-def tracker_for(record: SweepRecord | dict[str, Any] | None) -> Tracker:
-    """The tracker of a sweep recorded as `record` (sweep.json's "tracking"); None: the null one."""
-    if record is None:
+def tracker_for_run(tracking_uri: str | None, on: bool) -> Tracker:
+    """`run`'s tracker: MLflow at --tracking-uri / $MLFLOW_TRACKING_URI / ./mlflow.db, or
+    none (on False: --no-tracking)."""
+    return MlflowTracker(tracking.resolve_tracking_uri(tracking_uri)) if on else NullTracker()
+
+
+def tracker_for_resume(saved: dict[str, Any] | None, sweep_dir: str, on: bool) -> Tracker:
+    """`resume`'s tracker: the store and parent run sweep.json keeps (`saved`), or none
+    (the sweep ran without, or on False: --no-tracking this time, said in one line)."""
+    if saved and not on:
+        echo(f"MLflow is off for this resume (sweep.json keeps its record); replay the new epochs later with "
+             f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}`")
+    if not (saved and on):
         return NullTracker()
-    return MlflowTracker(record if isinstance(record, SweepRecord) else SweepRecord.from_dict(record))
+    record = SweepRecord.from_dict(saved)
+    return MlflowTracker(record.uri, record)
+
+
+def sync(spec: SweepSpec, sweep_dir: str, tracking_uri: str | None, load_study: Callable[[], Study]) -> list[str]:
+    """`bnsweep sync`: replay into MLflow what the sweep's ledger holds that MLflow lacks;
+    return the lines to print.
+
+    Into the store given (tracking_uri), else the one the sweep recorded into, else the
+    default. Where that store has no record of the sweep (it ran with --no-tracking, or the
+    store was lost or is another one), the experiment and a parent run are created first
+    (the study from `load_study`) and sweep.json points at them from then on. An experiment
+    or parent run the user deleted stops it with one line, before anything is written.
+    """
+    was = SweepRecord.from_dict(spec.tracking) if spec.tracking else None
+    uri = tracking.resolve_tracking_uri(tracking_uri or (was.uri if was else None))
+    command = shlex.join(["bnsweep", "sync", sweep_dir])
+    elsewhere = f"record the sweep into another store: `{command} --tracking-uri URI`"
+    tracking.check_reachable(uri, hint=", or pass --tracking-uri URI to record the sweep into another store")
+    record = tracking.find_sweep(was, uri, elsewhere)
+    lines = []
+    if record is None:
+        study = load_study()
+        experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
+        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
+                                      spec.study_text, study.shared(), study.varied(), elsewhere=elsewhere)
+        spec.tracking = record.to_dict()
+        spec.write(sweep_dir)
+        lines.append(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in experiment "
+                     f"{experiment} (sweep.json now points at it)")
+    added, deleted = sync_ledger(record, sweep_dir)
+    tracking.close_parent(record)
+    return [*lines, *deleted, f"synced {sweep_dir} into {uri}: {added} epoch(s) added",
+            *MlflowTracker(uri, record).next_lines(sweep_dir)]

@@ -22,6 +22,7 @@ from bnsweep.errors import BnsweepError
 
 ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
 PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "ray_trial_id"  # a trial's id on its run, as bnsweep/tracking.py writes it
 # Per-epoch metrics (the history's columns) and the single-valued ones.
 HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
 
@@ -52,7 +53,7 @@ class Results:
 def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
-    from bnsweep.tracking import check_reachable, resolve_tracking_uri
+    from bnsweep.mlflow_store import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri, must_exist=True)
@@ -140,6 +141,10 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     } for p in chosen])
     sweep_names = dict(zip(parents_df["run_id"], parents_df["run_name"]))
     histories = [_history(client, run) for run in children]
+    children, histories, repeats = _one_run_per_trial(children, histories)
+    if repeats:
+        note += (f"; {repeats} more run{'s' * (repeats != 1)} of a trial already counted left out "
+                 "(the one with the most epochs kept)")
     # Trials that never reported (failed at start) have no rows; leaving their empty
     # frames out of the concat keeps the metric columns float, not object.
     logged = [h for h in histories if len(h)]
@@ -152,6 +157,21 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
                    study=studies.pop() if len(studies) == 1 else None,
                    search=searches.pop() if len(searches) == 1 else None,
                    parents=parents_df, trials=trials, history=history, note=note)
+
+
+def _one_run_per_trial(children: list, histories: list[pd.DataFrame]) -> tuple[list, list[pd.DataFrame], int]:
+    """One run per trial of a sweep (tag ray_trial_id under one parent), in start order; and
+    how many were left out. bnsweep finds a trial's run whatever its lifecycle, but a store
+    written by an older bnsweep may hold a second run of a trial whose first was deleted and
+    later restored: the one with the most epochs is kept (ties: the first started)."""
+    best: dict[tuple, int] = {}
+    for i, run in enumerate(children):
+        trial = run.data.tags.get(TRIAL_TAG)
+        key = (run.data.tags.get(PARENT_TAG), trial) if trial else (run.info.run_id,)
+        if key not in best or len(histories[i]) > len(histories[best[key]]):
+            best[key] = i
+    keep = sorted(best.values())
+    return [children[i] for i in keep], [histories[i] for i in keep], len(children) - len(keep)
 
 
 _HISTORY_DTYPES = {"epoch": int, **{m: float for m in HISTORY_METRICS}}

@@ -36,13 +36,13 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from bnsweep import ledger, progress, tracking  # noqa: E402
+from bnsweep import ledger, progress  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, join, split  # noqa: E402
-from bnsweep.trials import GRID_TUNER, POINT_KEY, trial_config, trial_dirname  # noqa: E402
+from bnsweep.trials import GRID_TUNER, POINT_KEY, RUN_INFO_KEYS, trial_config, trial_dirname  # noqa: E402
 
 
 class _Without(logging.Filter):
@@ -125,7 +125,7 @@ def _train_trial(config: dict[str, Any], sweep: dict[str, Any], name: str) -> di
 
     def on_start(run_info: dict[str, Any]) -> None:
         # Strings MLflow gets as tags (dataset identity, device, what executed).
-        info.update({k: run_info[k] for k in tracking.INFO_KEYS})
+        info.update({k: run_info[k] for k in RUN_INFO_KEYS})
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:

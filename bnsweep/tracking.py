@@ -13,10 +13,9 @@ one child run per Tune trial (tag ray_trial_id), metrics with step = epoch.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
+import logging
 import shlex
 import subprocess
 import time
@@ -25,22 +24,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# A down or slow server must not stall Tune's event loop for minutes: MLflow's
-# defaults are 120 s per request and 7 retries with backoff.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag, ViewType
 
-import logging  # noqa: E402
-
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-
-from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE  # noqa: E402
-from bnsweep.errors import BnsweepError  # noqa: E402
-from bnsweep.storage import split  # noqa: E402
-from bnsweep.trials import display_name, mark_diverged  # noqa: E402
+from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_tracking_uri: tracking's surface too
+    UNSET_URI_HINT,
+    TrackingError,
+    check_experiment_active,
+    check_reachable,
+    check_run_active,
+    refused_as_error,
+    resolve_tracking_uri,
+)
+from bnsweep.storage import split
+from bnsweep.trials import RUN_INFO_KEYS, display_name, mark_diverged
 
 # MLflow's INFO lines ("Creating initial MLflow database tables...", a "View run" link per
 # run) are about its own bookkeeping; bnsweep prints the links that open the runs.
@@ -49,12 +48,6 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 ROLE_TAG = "bnsweep.role"
 FAILURE_TAG = "failure_reason"  # why a trial failed (its ledger end's reason)
 TRIAL_TAG = "ray_trial_id"
-# Keys the trainable adds to every epoch's record, for the run's tags.
-INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name", *EXECUTION_FACTS)
-
-
-class TrackingError(BnsweepError):
-    """MLflow cannot be used as asked; the message says what to do."""
 
 
 @dataclasses.dataclass
@@ -79,77 +72,6 @@ class SweepRecord:
     def at(self, uri: str) -> SweepRecord:
         """The same record, read from another address of its store."""
         return dataclasses.replace(self, uri=uri)
-
-
-def resolve_tracking_uri(flag: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else MLflow's default store in the working directory."""
-    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # Absolute, so that every process (Ray workers change directory) writes one file.
-        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
-    return uri
-
-
-UNSET_URI_HINT = ", or unset MLFLOW_TRACKING_URI to use ./mlflow.db"
-
-
-def check_reachable(uri: str, must_exist: bool = False, hint: str = UNSET_URI_HINT) -> None:
-    """Fail with one line, before anything is started, if `uri` is not a store MLflow can use.
-
-    must_exist: for readers (report, analysis), a sqlite file that is not there
-    is a wrong path, not a store to create. `hint` ends the message of an
-    unreachable server: what the caller can do instead.
-    """
-    if uri.startswith(("http://", "https://")):
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-        except OSError as e:
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({e}). Start it (e.g. `mlflow server --host 127.0.0.1 "
-                f"--port 5000`){hint}") from None
-        return
-    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise TrackingError(f"no MLflow store at {uri} (no such file); pass --tracking-uri or set "
-                            "MLFLOW_TRACKING_URI to the store your sweeps recorded into")
-    try:
-        with _store_creation_lock(uri):
-            MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 — an unknown scheme, a missing driver, a store that will not open
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        advice = "" if "://" in uri and uri.split("://")[0] in DATABASE_SCHEMES else \
-            ". Use an http(s):// server or a database URI such as sqlite:///mlflow.db"
-        raise TrackingError(f"cannot use MLflow tracking URI {uri}: {type(e).__name__}: {first}{advice}") from None
-
-
-DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
-@contextlib.contextmanager
-def _store_creation_lock(uri: str):
-    """For a sqlite store: one process at a time through MLflow's first use of it.
-
-    A new store's first use creates its tables, and two sweeps started together
-    in a folder without ./mlflow.db would both create them: one then fails with
-    "table already exists". Later uses find the tables and change nothing. The
-    lock is flock(2) on the database's folder, so it leaves no file behind and
-    is released when the process dies.
-    """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    folder = Path(uri[len("sqlite:///"):]).parent
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def code_version() -> dict[str, str]:
@@ -184,23 +106,28 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 LOCAL_UI = "http://127.0.0.1:5000"
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id, creating it (or restoring it from MLflow's trash) if need be,
-    marked as a model-training experiment."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        exp_id = exp.experiment_id
-    else:
+def experiment_id(client: MlflowClient, uri: str, name: str, elsewhere: str) -> str:
+    """The experiment's id, created if need be, marked as a model-training experiment. One the
+    user deleted stays deleted: bnsweep stops with one line (restore it, or `elsewhere`)."""
+    exp_id = check_experiment_active(client, uri, name, elsewhere)
+    if exp_id is None:
         try:
             exp_id = client.create_experiment(name)
         except mlflow.exceptions.MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            exp_id = client.get_experiment_by_name(name).experiment_id  # another sweep created it a moment ago
+            # Another sweep created it a moment ago (or the user deleted it meanwhile: said so).
+            exp_id = check_experiment_active(client, uri, name, elsewhere)
     client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     return exp_id
+
+
+def check_can_start(uri: str, experiment: str, hint: str, elsewhere: str) -> None:
+    """Before Ray starts: the store answers and takes this process's credentials, and the
+    experiment, if it exists, is not one the user deleted."""
+    check_reachable(uri, hint=hint)
+    with refused_as_error(uri):
+        check_experiment_active(MlflowClient(uri), uri, experiment, elsewhere)
 
 
 def ui_links(record: SweepRecord) -> dict[str, str]:
@@ -221,42 +148,43 @@ def ui_links(record: SweepRecord) -> dict[str, str]:
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str, space_path: str,
-                space_text: str, shared: Mapping[str, Any], varied: Sequence[str]) -> SweepRecord:
+                space_text: str, shared: Mapping[str, Any], varied: Sequence[str], elsewhere: str) -> SweepRecord:
     """Create the experiment and the sweep's parent run (its params: the config all trials
-    share); return its record (`varied` names the trials' runs)."""
+    share); return its record (`varied` names the trials' runs). `elsewhere`: what to do
+    instead should the experiment be one the user deleted."""
     check_reachable(uri)
     client = MlflowClient(uri)
-    exp_id = experiment_id(client, experiment)
-    code = code_version()
-    tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
-    run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
-    client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
+    with refused_as_error(uri):
+        exp_id = experiment_id(client, uri, experiment, elsewhere)
+        code = code_version()
+        tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
+        run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
+        client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return SweepRecord(uri=uri, experiment=experiment, experiment_id=exp_id, parent_run_id=run.info.run_id,
                        study=study, code=code, varied=list(varied))
 
 
-def find_sweep(record: SweepRecord | None, uri: str) -> SweepRecord | None:
-    """The sweep's record read at `uri`, if its parent run is there."""
+def find_sweep(record: SweepRecord | None, uri: str, elsewhere: str) -> SweepRecord | None:
+    """The sweep's record read at `uri`, if its parent run is there. Its parent run or
+    experiment deleted by the user stops bnsweep with one line (restore it, or `elsewhere`)."""
     if record is None:
         return None
-    try:
-        MlflowClient(uri).get_run(record.parent_run_id)
-    except mlflow.exceptions.MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise TrackingError(f"MLflow at {uri} failed to look up the sweep's parent run: "
-                            f"{(str(e).strip().splitlines() or [''])[0][:200]}") from None
-    return record.at(uri)
+    with refused_as_error(uri):
+        found = check_run_active(MlflowClient(uri), uri, record.parent_run_id, record.experiment, elsewhere)
+    return record.at(uri) if found else None
 
 
 def check_sweep_recorded(record: SweepRecord, sweep_dir: str) -> None:
-    """Before a resume: the store the sweep recorded into still holds its parent run."""
+    """Before a resume: the store the sweep recorded into answers, takes this process's
+    credentials, and still holds its parent run, neither it nor its experiment deleted."""
     resume_offline = shlex.join(["bnsweep", "resume", sweep_dir, "--no-tracking"])
     sync = shlex.join(["bnsweep", "sync", sweep_dir])
     check_reachable(record.uri, must_exist=True,
                     hint=f", or resume without MLflow (`{resume_offline}`) and replay it later with `{sync}`")
-    if find_sweep(record, record.uri) is None:
+    elsewhere = (f"resume without MLflow (`{resume_offline}`) and record the sweep into another store "
+                 f"later (`{sync} --tracking-uri URI`)")
+    if find_sweep(record, record.uri, elsewhere) is None:
         raise TrackingError(f"{record.uri} has no record of this sweep (parent run "
                             f"{record.parent_run_id}); run `{sync} --tracking-uri URI` "
                             "to record it into a store first, then resume")
@@ -315,11 +243,13 @@ def summarize(client: MlflowClient, record: SweepRecord) -> None:
     client.log_batch(record.parent_run_id, metrics=metrics, tags=[RunTag("mlflow.note.content", note)])
 
 
-def _children(client: MlflowClient, record: SweepRecord, extra: str = "") -> Iterable:
+def _children(client: MlflowClient, record: SweepRecord, extra: str = "",
+              view: int = ViewType.ACTIVE_ONLY) -> Iterable:
     filt = f"tags.`mlflow.parentRunId` = '{record.parent_run_id}'" + (f" and {extra}" if extra else "")
     token = None
     while True:
-        page = client.search_runs([record.experiment_id], filt, max_results=500, page_token=token)
+        page = client.search_runs([record.experiment_id], filt, run_view_type=view, max_results=500,
+                                  page_token=token)
         yield from page
         token = page.token
         if not token:
@@ -350,13 +280,21 @@ class TrialRuns:
         self.run_ids: dict[str, str] = {}
         self.last_step: dict[str, int] = {}
         self.names: dict[str, str] = {}
+        self.deleted: dict[str, str] = {}  # trial id -> its run, which the user deleted
 
     def find_or_create(self, trial_id: str, cfg: Mapping[str, Any], tags: Mapping[str, str],
-               start_ms: int | None = None) -> str:
-        """The trial's run, found by its trial id or created (started at `start_ms`, else now)."""
+                       start_ms: int | None = None) -> str | None:
+        """The trial's run, found by its trial id whatever its lifecycle, or created (started
+        at `start_ms`, else now). None: the user deleted it; it stays deleted and unrecorded
+        (`deleted` names it) until restored, and no second run stands in for it."""
         if trial_id in self.run_ids:
             return self.run_ids[trial_id]
-        found = list(_children(self.client, self.record, f"tags.{TRIAL_TAG} = '{trial_id}'"))
+        found = sorted(_children(self.client, self.record, f"tags.{TRIAL_TAG} = '{trial_id}'", ViewType.ALL),
+                       key=lambda run: run.info.lifecycle_stage == "deleted")  # an active one first
+        if found and found[0].info.lifecycle_stage == "deleted":
+            self.deleted[trial_id] = found[0].info.run_id
+            return None
+        self.deleted.pop(trial_id, None)
         if found:
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "val_acc")
@@ -381,7 +319,7 @@ class TrialRuns:
         run_id = self.run_ids[trial_id]
         metrics = _metric_batch(results, self.last_step.get(trial_id, 0))
         tags = [RunTag(k, str(results[-1][k]).lower() if isinstance(results[-1][k], bool) else str(results[-1][k]))
-                for k in INFO_KEYS if k in results[-1]]
+                for k in RUN_INFO_KEYS if k in results[-1]]
         tags.append(RunTag("diverged", str(bool(results[-1].get("diverged"))).lower()))
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")

@@ -11,9 +11,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bnsweep.config import EXECUTION_KEYS, REFERENCE
+from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE
 
 POINT_KEY = "point"  # Tune config key of an explicit grid point (a search space given as a list)
+# What train() says at its start that the trial's MLflow run carries as tags (dataset
+# identity, device, what executed): the trainable puts them in every epoch's result. Here,
+# not in tracking, so that a trial's process never imports mlflow.
+RUN_INFO_KEYS = ("dataset_verified", "dataset_source", "dataset_fingerprint", "device_name", *EXECUTION_FACTS)
 
 
 def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
