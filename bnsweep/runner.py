@@ -2,8 +2,9 @@
 
 The order matters: everything that can be wrong with the request is checked
 before Ray starts or anything is recorded (cli._study, the dataset, check_storage,
-tracking.check_reachable); then Ray and whether a trial fits it; then the MLflow
-parent run, then sweep.json, then the Tuners.
+the tracker's check of its store); then Ray and whether a trial fits it; then the
+MLflow parent run, then sweep.json, then the Tuners. MLflow is the tracker's business
+(bnsweep/recorder.py): the same steps run with it on or off.
 """
 
 from __future__ import annotations
@@ -55,12 +56,11 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
         from bnsweep.data import load_cifar10
 
         load_cifar10(study.fixed["data_dir"], download=study.fixed["download"])
-    from bnsweep import recorder, sweep, tracking
+    from bnsweep import recorder, sweep
 
-    uri = tracking.resolve_tracking_uri(tracking_uri) if mlflow else None
-    if uri:
-        tracking.check_reachable(uri, hint=f"{tracking.UNSET_URI_HINT}, or pass --no-tracking and replay later "
-                                           "with `bnsweep sync SWEEP_DIR`")
+    experiment = study.experiment_name(experiment)  # kept in sweep.json for a later sync
+    tracker = recorder.tracker_for_run(tracking_uri, on=mlflow)
+    tracker.check_can_start(experiment)  # the store answers, takes our credentials; the experiment not deleted
     sweep.init_ray(address)
     import ray
 
@@ -73,16 +73,11 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
         sweep.check_fits_local(study.resources, "lower --cpus-per-trial / --gpus-per-trial (or RESOURCES in "
                                                 "the file), or join a cluster that has them with --address")
     sweep_dir = sweep.sweep_dir_for(storage, study)
-    experiment = study.experiment_name(experiment)  # kept in sweep.json for a later sync
-    record = None
-    if uri:
-        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir,
-                                      str(study.path), study.text, study.shared(), study.varied())
-    tracker = recorder.tracker_for(record)
+    tracker.start(study, sweep_dir, experiment)
     spec = SweepSpec(
         study_path=str(study.path), study_text=study.text, smoke=study.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
-        tracking=record.to_dict() if record else None, seeds=study.seeds, experiment=experiment,
+        tracking=tracker.saved(), seeds=study.seeds, experiment=experiment,
         sweep_dir=sweep_dir)
     lock = SweepLock(sweep_dir, "bnsweep run")
     try:
@@ -143,11 +138,8 @@ def _resume(sweep_dir: str, spec: SweepSpec, *, address: str | None, mlflow: boo
     study = _study_from_spec(spec)
     from bnsweep import recorder, sweep
 
-    if spec.tracking and not mlflow:
-        print(f"MLflow is off for this resume (sweep.json keeps its record); replay the new epochs later with "
-              f"`{shlex.join(['bnsweep', 'sync', sweep_dir])}`", flush=True)
-    tracker = recorder.tracker_for(spec.tracking if mlflow else None)
-    tracker.check_recorded(sweep_dir)
+    tracker = recorder.tracker_for_resume(spec.tracking, sweep_dir, on=mlflow)
+    tracker.check_recorded(sweep_dir)  # the store, our credentials, the parent run and experiment not deleted
     sweep.init_ray(address)
     if not (address or os.environ.get("RAY_ADDRESS")):
         sweep.check_fits_local(spec.resources, "resume it on a cluster that has them with --address")
@@ -321,9 +313,7 @@ def sync(sweep_dir: str, *, tracking_uri: str | None = None) -> int:
     """Replay into MLflow what a sweep's ledger holds that MLflow lacks; return 0.
 
     Into the store given (tracking_uri), else the one the sweep recorded into, else the
-    default. Where that store has no record of the sweep (it ran with --no-tracking, or
-    the store was lost or is another one), the experiment and a parent run are created
-    first and sweep.json points at them from then on.
+    default (recorder.sync says how).
     """
     sweep_dir = _sweep_dir(sweep_dir)
     spec = _read_spec(sweep_dir)
@@ -332,23 +322,7 @@ def sync(sweep_dir: str, *, tracking_uri: str | None = None) -> int:
 
 
 def _sync(sweep_dir: str, spec: SweepSpec, tracking_uri: str | None) -> int:
-    from bnsweep import recorder, tracking
+    from bnsweep import recorder
 
-    was = tracking.SweepRecord.from_dict(spec.tracking) if spec.tracking else None
-    uri = tracking.resolve_tracking_uri(tracking_uri or (was.uri if was else None))
-    tracking.check_reachable(uri, hint=", or pass --tracking-uri URI to record the sweep into another store")
-    record = tracking.find_sweep(was, uri)
-    if record is None:
-        study = _study_from_spec(spec)
-        experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
-        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                      spec.study_text, study.shared(), study.varied())
-        spec.tracking = record.to_dict()
-        spec.write(sweep_dir)
-        print(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in experiment "
-              f"{experiment} (sweep.json now points at it)")
-    added = recorder.sync_ledger(record, sweep_dir)
-    tracking.close_parent(record)
-    print(f"synced {sweep_dir} into {uri}: {added} epoch(s) added")
-    print("\n".join(recorder.tracker_for(record).next_lines(sweep_dir)))
+    print("\n".join(recorder.sync(spec, sweep_dir, tracking_uri, lambda: _study_from_spec(spec))))
     return 0
