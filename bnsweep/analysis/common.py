@@ -1,6 +1,7 @@
 """What every analysis module shares: its command line, loading the experiment,
 the output folder, and saving figures (PNG + SVG + the CSV of the numbers drawn)
-and tables (CSV), each as an `Item` with the words a report needs around it.
+and tables (CSV, and LaTeX for a paper), each as an `Item` with the words a report
+needs around it.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +26,14 @@ DEFAULT_OUT = Path("reports")
 
 @dataclass
 class Item:
-    """One output of a module: a figure (PNG+SVG+CSV) or a table (CSV), with the words
+    """One output of a module: a figure (PNG+SVG+CSV) or a table (CSV+TeX), with the words
     a report needs around it."""
 
     kind: str  # "figure" or "table"
     name: str
     title: str
     caption: str
-    files: dict[str, Path] = field(default_factory=dict)  # "png", "svg", "csv" -> path
+    files: dict[str, Path] = field(default_factory=dict)  # "png", "svg", "csv", "tex" -> path
     table: pd.DataFrame | None = None  # tables shown inline in the report
     beside: bool = False  # a table the report shows right after the figure before it (the original's numbers)
 
@@ -135,10 +137,29 @@ def save_figure(fig, out: Path, name: str, data: pd.DataFrame, title: str, capti
 
 def save_table(out: Path, name: str, data: pd.DataFrame, title: str, caption: str,
                shown: pd.DataFrame | None = None, beside: bool = False) -> Item:
-    """A table as CSV (all of `data`); the report shows `shown` (default: `data`)."""
-    path = out / f"{name}.csv"
-    data.to_csv(path, index=False)
-    return Item("table", name, title, caption, {"csv": path}, shown if shown is not None else data, beside)
+    """A table as CSV (all of `data`) and as LaTeX (what the report shows: `shown`, default
+    `data`, whose columns are some of data's, renamed, on the same rows)."""
+    shown = shown if shown is not None else data
+    files = {"csv": out / f"{name}.csv", "tex": out / f"{name}.tex"}
+    data.to_csv(files["csv"], index=False)
+    files["tex"].write_text(latex_table(shown, title, caption))
+    return Item("table", name, title, caption, files, shown, beside)
+
+
+LATEX_WRAP = 40  # characters: a text column longer than this wraps in a paragraph column (p{}) of a page's width
+
+
+def latex_table(df: pd.DataFrame, title: str = "", caption: str = "") -> str:
+    """A LaTeX tabular (booktabs: \\toprule, \\midrule, \\bottomrule) through pandas, for
+    \\input{} into a paper: numbers to 4 significant digits, right-aligned; text escaped;
+    long text in wrapping columns. The title and caption come first, as comments."""
+    numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+    long = [c for c in df.columns if c not in numeric and df[c].astype(str).str.len().max() > LATEX_WRAP]
+    align = "".join("p{%.2f\\linewidth}" % (0.8 / len(long)) if c in long else "r" if c in numeric else "l"
+                    for c in df.columns)
+    body = df.to_latex(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}", column_format=align)
+    words = [f"% {line}" for line in textwrap.wrap(f"{title}. {caption}" if title else caption, 100)]
+    return "\n".join([*words, "% needs \\usepackage{booktabs}", body])
 
 
 def fmt_value(v) -> str:
