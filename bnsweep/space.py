@@ -26,13 +26,16 @@ Nothing here imports Ray: a bad file is rejected before any Ray process starts.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import math
+import numbers
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bnsweep import domains
@@ -151,6 +154,29 @@ def _import(path: Path):
     return module
 
 
+def _plain(value: Any) -> Any:
+    """A value as the plain Python it stands for, whatever a user's own code made it with:
+    numpy scalars and arrays (np.logspace, np.float32(0.1), np.True_), ranges, Fractions
+    and Decimals become the bool, int, float, str or list they hold; dicts, lists and
+    tuples are read through; anything else (a Tune or Optuna distribution) stays as it is
+    for the checks below to read or refuse."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()  # a numpy scalar: its Python scalar; an array: nested lists
+    if isinstance(value, range):
+        return list(value)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else value
+    return value
+
+
 def _check_dict(path: Path, name: str, value: Any) -> dict:
     if not isinstance(value, Mapping):
         _fail(path, f"{name} must be a dict, got {type(value).__name__}")
@@ -175,7 +201,7 @@ def _varied(space: Mapping[str, Any], arms: Mapping[str, Any], points: list[dict
 def _check_values(path: Path, name: str, key: str, values: list, base: dict, distinct: bool = True) -> list:
     where = name if name in ("SEEDS", "--seeds") else f"{name}[{key!r}]"  # seeds are their own list
     out = []
-    for v in values:
+    for v in map(_plain, values):
         try:
             out.append(make_config({key: v}, base=base, consistent=False)[key])
         except ConfigError as e:
@@ -206,8 +232,10 @@ def _grid_values(path: Path, name: str, key: str, entry: Any) -> list:
     if isinstance(entry, Mapping) and set(entry) == {"grid_search"}:
         entry = entry["grid_search"]
     if _is_distribution(entry):
-        _fail(path, f"{name}[{key!r}] = {_shown(entry)} is an Optuna distribution but SEARCH is 'grid'; "
-                    "a file is either a grid or an Optuna search")
+        where = "SEARCH is 'grid', which runs the values it lists" if name == "SPACE" else \
+            "ARMS lists the arms' values"
+        _fail(path, f"{name}[{key!r}] = {_shown(entry)} is a distribution to sample, but {where}: list them "
+                    "(e.g. [0.01, 0.1])" + (", or set SEARCH = 'optuna' to sample it" if name == "SPACE" else ""))
     if not isinstance(entry, (list, tuple)):
         _fail(path, f"{name}[{key!r}] must be a list of grid values, got {_shown(entry)}")
     if not entry:
@@ -221,6 +249,9 @@ def _check_domain(path: Path, key: str, entry: Any, base: dict) -> Domain:
         domain = domains.parse(entry)
     except DomainError as e:
         _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {e}")
+    # A Tune or Optuna object keeps the values it was given (numpy's, say): read them as plain ones.
+    domain = dataclasses.replace(domain, low=_plain(domain.low), high=_plain(domain.high), log=bool(domain.log),
+                                 step=_plain(domain.step), values=tuple(_plain(list(domain.values))))
     kind = value_kind(key)
     if domain.kind != "choice" and kind in ("bool", "choice", "str"):
         _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {key} takes {'true or false' if kind == 'bool' else 'a name'}, "
@@ -301,6 +332,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     module = _import(path)
     names = {n for n in vars(module) if n.isupper() and not n.startswith("_")}
+    module = SimpleNamespace(__doc__=module.__doc__, **{n: _plain(getattr(module, n)) for n in names})
     for unknown in sorted(names - KNOWN_NAMES):
         _fail(path, f"unknown name {unknown} (a search-space file may define {', '.join(sorted(KNOWN_NAMES))})")
     if "SPACE" not in names:

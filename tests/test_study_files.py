@@ -78,7 +78,7 @@ BAD = {
     "distribution_in_grid": ("""
         from ray import tune
         SPACE = {"lr": tune.loguniform(1e-3, 1.0), "bn": [True, False]}
-        """, [], "SPACE['lr'] = ray's Float is an Optuna distribution but SEARCH is 'grid'"),
+        """, [], "SPACE['lr'] = ray's Float is a distribution to sample, but SEARCH is 'grid'"),
     "range_on_a_bool": ("""
         import optuna
         SEARCH = "optuna"

@@ -314,7 +314,7 @@ BAD_FILES = {
     "emptygrid": ("SPACE = {'lr': []}\n", "SPACE['lr'] is an empty grid"),
     "batchzero": ("SPACE = {'batch_size': [0, 50]}\n", "SPACE['batch_size'] value 0: batch_size must be > 0"),
     "mixed": ("SEARCH = 'grid'\nSPACE = {'lr': ('loguniform', 1e-4, 1.0), 'bn': [True, False]}\n",
-              "SPACE['lr'] = ('loguniform', 0.0001, 1.0) is an Optuna distribution but SEARCH is 'grid'"),
+              "SPACE['lr'] = ('loguniform', 0.0001, 1.0) is a distribution to sample, but SEARCH is 'grid'"),
     "optunalist": ("SEARCH = 'optuna'\nSPACE = {'lr': [0.1, 0.01]}\n", "cannot be mixed with an Optuna search"),
     "badfixed": ("SPACE = {'lr': [0.1]}\nFIXED = {'epochs': -1}\n", "epochs must be > 0"),
     "epochsvaried": ("SPACE = {'epochs': [5, 10]}\n", "epochs is the budget of every trial, not a setting to vary"),
