@@ -12,7 +12,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from bnsweep.config import EXECUTION_KEYS, REFERENCE
+from bnsweep.config import EXECUTION_KEYS, REFERENCE, n_train_available
+from bnsweep.stats import mean_interval
 
 CHANCE = 0.1  # accuracy of guessing among CIFAR-10's 10 balanced classes
 # An arm "trains" at a setting when its best validation accuracy clears chance
@@ -52,14 +53,19 @@ def averaged(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc") -> pd.DataFrame:
-    """Mean, spread and counts of `value` over the trials (seeds) of each group."""
+    """Mean, spread, 95 % interval of the mean (t; from 2 or more runs) and counts of
+    `value` over the trials (seeds) of each group; `{value}_n` runs are averaged."""
     def agg(g: pd.DataFrame) -> pd.Series:
         done = averaged(g)
         v = done[value].astype(float)
+        low, high = mean_interval(v)
         return pd.Series({
             "n_trials": len(g),
             f"{value}_mean": v.mean(),
             f"{value}_std": v.std(ddof=1) if v.notna().sum() > 1 else 0.0 if v.notna().any() else math.nan,
+            f"{value}_n": int(v.notna().sum()),
+            f"{value}_ci_low": low,
+            f"{value}_ci_high": high,
             f"{value}_min": v.min(),
             f"{value}_max": v.max(),
             "n_diverged": int(g["diverged"].sum()),
@@ -73,7 +79,7 @@ def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc
     rows = [dict(zip(keys, k if isinstance(k, tuple) else (k,))) | agg(g).to_dict()
             for k, g in trials.groupby(keys, sort=True, dropna=False)]
     out = pd.DataFrame(rows)
-    for c in ("n_trials", "n_diverged", "n_failed", "n_unfinished"):
+    for c in ("n_trials", f"{value}_n", "n_diverged", "n_failed", "n_unfinished"):
         out[c] = out[c].astype(int)
     return out
 
@@ -120,12 +126,26 @@ def sort_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def epoch_stats(history: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
-    """Per epoch, mean and std over runs of each metric (and of the wall clock, time_total_s)."""
+    """Per epoch, mean, std and the 95 % interval of the mean (t) over runs of each metric
+    (and of the wall clock, time_total_s)."""
     metrics = list(dict.fromkeys([*metrics, "time_total_s"]))
     g = history.groupby("epoch")[metrics]
     out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
+    for m in metrics:
+        ci = history.groupby("epoch")[m].apply(lambda v: pd.Series(mean_interval(v), index=["low", "high"])).unstack()
+        out[f"{m}_ci_low"], out[f"{m}_ci_high"] = ci["low"], ci["high"]
     out["n_runs"] = history.groupby("epoch")["run_id"].nunique()
     return out.reset_index()
+
+
+def steps_per_epoch(trials: pd.DataFrame) -> pd.Series:
+    """Optimizer steps in one epoch of each trial, as train() takes them: ceil(training images / batch size)."""
+    def steps(row: pd.Series) -> int:
+        cfg = {k: (None if not isinstance(row[k], str) and pd.isna(row[k]) else row[k]) for k in REFERENCE if k in row}
+        cfg = {**REFERENCE, **{k: v for k, v in cfg.items() if v is not None}}
+        return math.ceil((int(cfg["n_train"]) if cfg["n_train"] else n_train_available(cfg)) / int(cfg["batch_size"]))
+
+    return trials.apply(steps, axis=1) if len(trials) else pd.Series(dtype=int)
 
 
 def run_step_times(history: pd.DataFrame) -> pd.Series:

@@ -369,8 +369,9 @@ def test_claim1_accuracy_and_speed_both_ways(lr_results):
 
     r = lr_results
     held = claim_accuracy_speed(r.trials, r.history)
-    # Two seeds: the claim leans one way but is not decided (a verdict needs 3, claims.EVIDENCE_RULE).
+    # Two seeds: the claim leans one way but is not decided (a verdict needs 3, docs/design.md §6).
     assert held.verdict == "suggestive, leans supported (2 seeds; a verdict needs 3)", held.evidence
+    assert [c.n for c in held.tests] == [2, 2] and all(c.test in ("paired t", "Welch t") for c in held.tests)
     assert held.numbers["bn_best_val_acc"] > held.numbers["no_bn_best_val_acc"]
     assert held.numbers["bn_epochs_to_target"] <= held.numbers["no_bn_epochs_to_target"]
     assert claim_accuracy_speed(_swap_arms(r.trials), r.history).lean == "refuted"
@@ -391,8 +392,14 @@ def test_claim2_step_time_both_ways(lr_results):
     pair = r.trials.set_index("run_id").loc[[slow, fast]].reset_index()
     pair["pair_id"], pair["device_name"] = "p", "cpu"
     pair["bn"] = [True, False]
+    # The tiny sweep's epochs have 10 steps (500 images, batch 50): too few to time a step.
+    assert claim_step_time(_tripled(pair), r.history).verdict == (
+        "undecided (trials too short to measure it: 10 steps per epoch; a step time needs 50)")
+    # The same step times, as if each epoch had taken 50 steps: the log ratios decide.
+    pair["n_train"] = 2500
     assert claim_step_time(pair, r.history).verdict == "suggestive, leans supported (1 matched pair; a verdict needs 3)"
-    assert claim_step_time(_tripled(pair), r.history).verdict == "supported"
+    held = claim_step_time(_tripled(pair), r.history)
+    assert held.verdict == "supported" and held.decisive.estimate == pytest.approx(step[slow] / step[fast])
     pair["bn"] = [False, True]
     refuted = claim_step_time(_tripled(pair), r.history)
     assert refuted.verdict == "refuted" and refuted.numbers["ratio_median"] == pytest.approx(step[fast] / step[slow])
@@ -407,7 +414,18 @@ def test_claim3_lr_range_both_ways(lr_results):
     assert held.verdict == "suggestive, leans supported (2 seeds; a verdict needs 3)", held.evidence
     assert held.numbers["bn_trains_at"] == "0.01;0.05" and held.numbers["no_bn_trains_at"] == ""
     assert claim_lr_range(_swap_arms(r.trials)).lean == "refuted"
-    assert claim_lr_range(_tripled(r.trials)).verdict == "supported"
+    # Six runs per lr: each arm at the end of BN's range (lr 0.05) against the 0.2 threshold.
+    # No BN there sits near it in these runs (0.1-0.2), so whether its interval clears 0.2
+    # varies from run to run: the verdict must follow the intervals either way.
+    tripled = claim_lr_range(_tripled(r.trials))
+    assert [c.what for c in tripled.tests[:2]] == ["BN's best val acc at lr 0.05", "no BN's best val acc at lr 0.05"]
+    if all(c.side == "holds" for c in tripled.tests):
+        assert tripled.verdict == "supported"
+    else:
+        d = tripled.decisive
+        assert d.low <= 0.2 <= d.high and tripled.verdict.startswith(f"undecided (the interval includes no effect: "
+                                                                     f"{d.what}")
+    assert claim_lr_range(_tripled(_swap_arms(r.trials))).verdict == "refuted"
     one_lr = r.trials[r.trials["lr"] == 0.05]
     assert "2 or more of the same learning rates" in claim_lr_range(one_lr).verdict
     # As an Optuna search would: each arm at learning rates of its own. Ranges over values
@@ -425,8 +443,10 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
     bn = t[t["bn"]].set_index("batch_size")["best_val_acc"]
     better, worse = bn.idxmax(), bn.idxmin()
     assert bn[better] - bn[worse] > 0.02  # the real runs differ, so the band decides
-    inside = t.assign(batch_size=t["batch_size"].map({better: 64, worse: 500}))
-    outside = t.assign(batch_size=t["batch_size"].map({better: 500, worse: 64}))
+    # Outside the band below it (30): above it (250+), the 500 synthetic images are too few
+    # steps for BN's running statistics to settle (claims.too_short).
+    inside = t.assign(batch_size=t["batch_size"].map({better: 64, worse: 30}))
+    outside = t.assign(batch_size=t["batch_size"].map({better: 30, worse: 64}))
     held = claim_batch_size(inside)
     assert held.lean == "supported" and not held.decided and held.numbers["best_inside_batch"] == 64  # one seed
     assert claim_batch_size(_tripled(inside)).verdict == "supported"
@@ -437,7 +457,7 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
 
 
 def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
-    from bnsweep.claims import ACC_TOLERANCE, REGULARISES_LIKE, claim_regularisation
+    from bnsweep.claims import REGULARISES_LIKE, claim_regularisation
     from bnsweep.results import load_experiment
 
     uri, experiment = dropout_sweep
@@ -450,10 +470,11 @@ def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
         gaps[row.arm] = train[max(train)] - val[max(val)]
     assert {a: real.numbers[f"{a}_gap"] for a in gaps} == pytest.approx(gaps)
     base = gaps["no_bn"]
-    expected = ("undecided (no BN does not overfit" if base <= ACC_TOLERANCE else
-                "undecided (dropout" if base - gaps["no_bn+dropout"] <= ACC_TOLERANCE else
+    # One seed: the premises (no BN overfits, dropout narrows its gap) by their sign, then a lean.
+    expected = ("undecided (no BN does not overfit" if base <= 0 else
+                "undecided (dropout" if base - gaps["no_bn+dropout"] <= 0 else
                 "suggestive, leans supported"
-                if base - gaps["bn"] > max(ACC_TOLERANCE, REGULARISES_LIKE * (base - gaps["no_bn+dropout"]))
+                if base - gaps["bn"] > REGULARISES_LIKE * (base - gaps["no_bn+dropout"])
                 else "suggestive, leans refuted")
     assert real.verdict.startswith(expected), real.evidence
     # Real runs cast in the three roles: the widest train-val gap as no BN, the narrowest as
@@ -461,7 +482,7 @@ def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
     runs = pd.concat([r.trials, lr_results.trials], ignore_index=True)
     runs = runs[runs["outcome"] == "completed"].assign(gap=lambda d: d["train_acc"] - d["val_acc"])
     wide, narrow = runs.loc[runs["gap"].idxmax()], runs.loc[runs["gap"].idxmin()]
-    assert wide["gap"] - narrow["gap"] > 0.05 and wide["gap"] > ACC_TOLERANCE  # no BN's role: it overfits
+    assert wide["gap"] - narrow["gap"] > 0.05 and wide["gap"] > 0  # no BN's role: it overfits
 
     def cast(bn_run, seeds=1):
         rows = []

@@ -118,12 +118,14 @@ def test_one_pair_or_seed_cannot_decide_a_claim():
 def test_a_claim_needs_a_difference_beyond_the_spread():
     from bnsweep.claims import claim_accuracy_speed
 
-    # Three seeds each, BN ahead by 0.02 on average but with an sd of 0.1: within the noise.
+    # Three seeds each, BN ahead by 0.02 on average but with an sd of 0.1: the paired t
+    # interval of the difference includes 0.
     rows = [trial(f"b{s}", True, s, best_val_acc=acc) for s, acc in enumerate((0.42, 0.52, 0.62))]
     rows += [trial(f"n{s}", False, s, best_val_acc=0.5) for s in range(3)]
     t = pd.DataFrame(rows)
     verdict = claim_accuracy_speed(t, history(t)).verdict
-    assert verdict.startswith("undecided (accuracies differ by 0.020, within noise (0.100))")
+    assert verdict.startswith("undecided (the interval includes no effect: best val acc, BN - no BN +0.02 "
+                              "(95% CI -0.228 to +0.268; paired t, n=3, p=0.76))")
 
 
 def test_best_configuration_is_never_one_that_diverged_or_failed():

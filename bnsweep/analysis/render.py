@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import Item, data_note
-from bnsweep.analysis.scale import scale_note, scale_rows
+from bnsweep.analysis.scale import scale_note, scale_rows, smoke_mode
 from bnsweep.claims import EVIDENCE_RULE, STUDY_CLAIMS, evaluate_claims
 from bnsweep.results import Results
 
@@ -49,7 +49,7 @@ def speaks_to(results: Results) -> str:
     ours = STUDY_CLAIMS.get(results.study, ())
     if not ours:
         return f"no claim declared for study {results.study!r}; each is judged below from what its trials hold"
-    claims = {c.number: c for c in evaluate_claims(results.trials, results.history)}
+    claims = {c.number: c for c in evaluate_claims(results.trials, results.history, smoke_mode(results))}
     return "; ".join(f"claim {n} ({claims[n].statement}): {claims[n].verdict}" for n in ours)
 
 
