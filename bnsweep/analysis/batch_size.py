@@ -1,7 +1,8 @@
 """Batch-size study: best validation accuracy per batch size for BN and no BN, with
 the total execution time and the time per step (claims 4 and 2).
 
-Left: bars of the best validation accuracy (mean over seeds, ±1 sd), and on the
+Left: bars of the best validation accuracy (mean over seeds, error bars its 95 %
+confidence interval), and on the
 second axis the total execution time of those trials (train + validation, all
 epochs). Right: median time per optimizer step, with the BN / no-BN ratio.
 
@@ -32,13 +33,16 @@ from bnsweep.analysis.common import (
 from bnsweep.analysis.plots import (
     ARM_MARKERS,
     DIVERGED_HATCH,
+    INTERVAL_WORDS,
     arm_color,
     chance_line,
+    interval_bars,
     log_scale,
     ours_first,
     plot_original,
 )
 from bnsweep.claims import MEDIUM_BATCH
+from bnsweep.stats import mean_interval
 from bnsweep.tables import arm_label, arms_present, averaged, run_step_times, trains_at
 
 NAME = "batch_size"
@@ -59,6 +63,8 @@ def batch_table(results) -> pd.DataFrame:
         stats["time_total_s_std"] = [r["time_total_s"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
         stats["step_time_ms_mean"] = [r["step_time_med"].mean() for r in runs]
         stats["step_time_ms_std"] = [r["step_time_med"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
+        stats["step_time_ms_ci_low"], stats["step_time_ms_ci_high"] = (
+            zip(*[mean_interval(r["step_time_med"]) for r in runs]) if runs else ((), ()))
         stats["epochs_completed_mean"] = [r["epochs_completed"].mean() for r in runs]
         stats.insert(0, "arm", arm)
         frames.append(stats)
@@ -91,7 +97,7 @@ def main(argv=None, results=None):
         x = np.array([pos[b] for b in rows["batch_size"]]) + (i - (len(arms) - 1) / 2) * width
         ax.bar(x, rows["best_val_acc_mean"], width, color=arm_color(arm), edgecolor="black", linewidth=0.6,
                label=f"{arm_label(arm)}: best val acc", zorder=2,
-               yerr=rows["best_val_acc_std"] if (rows["n_trials"] > 1).any() else None, capsize=2)
+               yerr=interval_bars(*(rows[f"best_val_acc_{k}"] for k in ("mean", "ci_low", "ci_high"))), capsize=2)
         for xi, (_, r) in zip(x, rows.iterrows()):
             if r["n_diverged"]:
                 ax.bar(xi, r["best_val_acc_mean"], width, color="none", edgecolor="black", hatch=DIVERGED_HATCH,
@@ -101,7 +107,7 @@ def main(argv=None, results=None):
         ax_time.plot(x, rows["time_total_s_mean"], color=arm_color(arm), marker="D", markeredgecolor="black",
                      linestyle=":", label=f"{arm_label(arm)}: total execution time")
         ax_step.errorbar([pos[b] for b in rows["batch_size"]], rows["step_time_ms_mean"],
-                         yerr=rows["step_time_ms_std"] if (rows["n_trials"] > 1).any() else None,
+                         yerr=interval_bars(*(rows[f"step_time_ms_{k}"] for k in ("mean", "ci_low", "ci_high"))),
                          color=arm_color(arm),
                          marker=ARM_MARKERS.get(arm, "o"), capsize=2, label=arm_label(arm))
     theirs = original.original_for(results, "batch_size")
@@ -136,10 +142,11 @@ def main(argv=None, results=None):
     title = "Batch size: best validation accuracy, execution time and time per step"
     devices = ", ".join(sorted(set(t["device_name"].dropna().astype(str))))
     finish(fig, title, results, f"device {devices}")
-    caption = ("Left: each arm's best validation accuracy per batch size (mean over seeds, error bar ±1 sd; "
-               "hatched: diverged) with, on the right-hand axis, the total execution time of the same trials "
+    caption = ("Left: each arm's best validation accuracy per batch size (mean over seeds; hatched: diverged) "
+               "with, on the right-hand axis, the total execution time of the same trials "
                "(training + validation over the epochs each ran; a diverged trial stops early). Right: time per "
                "optimizer step (median over epochs after the first, mean over seeds) with the BN/no-BN ratio. "
+               f"Error bars: {INTERVAL_WORDS}. "
                "Times are only comparable between trials that ran alone on the same kind of device. Dashed: "
                "chance (0.1).")
     if theirs:

@@ -4,7 +4,7 @@ wall-clock time, BN vs no BN (claim 1: accuracy and training speed).
 For each arm the curves of its best configuration (highest best validation
 accuracy, mean over seeds, among the settings none of whose trials diverged or
 failed: tables.best_config_per_arm); with several seeds, the line is the mean and
-the band ±1 sd.
+the band its 95 % confidence interval.
 
     python -m bnsweep.analysis.curves --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]
 """
@@ -12,7 +12,7 @@ the band ±1 sd.
 from __future__ import annotations
 
 from bnsweep.analysis.common import finish, load, new_figure, out_dir, run_script, save_figure, script_parser
-from bnsweep.analysis.plots import chance_line, curves_table, plot_curve_panel
+from bnsweep.analysis.plots import INTERVAL_WORDS, chance_line, curves_table, plot_curve_panel
 from bnsweep.tables import best_config_per_arm
 
 NAME = "curves"
@@ -41,7 +41,7 @@ def main(argv=None, results=None):
                "and validation accuracy (after each epoch), against the epoch and against the cumulative "
                "wall-clock time of training plus validation. Each arm shows its best configuration (legend), chosen "
                "among the settings that neither diverged nor failed wherever the arm has one; "
-               "lines are means over seeds, bands ±1 sd. Dashed: chance (0.1).")
+               f"lines are means over seeds, bands {INTERVAL_WORDS}. Dashed: chance (0.1).")
     return [save_figure(fig, out, NAME, table, title, caption)]
 
 

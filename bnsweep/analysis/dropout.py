@@ -3,7 +3,7 @@ no BN, no BN + dropout and BN (claim 5: BN regularises like dropout).
 
 Training curves are dashed, validation curves solid; the space between an arm's
 two lines is its train-validation gap. Each arm shows its best configuration;
-with several seeds, lines are means and bands ±1 sd.
+with several seeds, lines are means and bands their 95 % confidence intervals.
 
 Where the study is a dropout study (quick_dropout too), the original's result (all
 three arms near 0.30-0.35 validation accuracy, training accuracy near 1) is drawn
@@ -28,7 +28,14 @@ from bnsweep.analysis.common import (
     save_table,
     script_parser,
 )
-from bnsweep.analysis.plots import ORIGINAL_COLOR, chance_line, curves_table, ours_first, plot_curve_panel
+from bnsweep.analysis.plots import (
+    INTERVAL_WORDS,
+    ORIGINAL_COLOR,
+    chance_line,
+    curves_table,
+    ours_first,
+    plot_curve_panel,
+)
 from bnsweep.tables import arm_label, best_config_per_arm
 
 NAME = "dropout_curves"
@@ -70,8 +77,8 @@ def main(argv=None, results=None):
     title = "Dropout comparison: no BN, no BN + dropout, BN"
     finish(fig, title, results)
     caption = ("Per epoch, training (dashed; augmented batches, training mode, dropout active) and validation "
-               "(solid) accuracy and cross-entropy loss of each arm's best configuration; bands ±1 sd over "
-               "seeds. An arm that overfits has a widening gap between its dashed and solid lines; a "
+               f"(solid) accuracy and cross-entropy loss of each arm's best configuration; bands: {INTERVAL_WORDS}. "
+               "An arm that overfits has a widening gap between its dashed and solid lines; a "
                "regulariser narrows it. Dashed grey: chance accuracy (0.1). Diverged epochs have no loss value.")
     if theirs:
         caption += (" Grey band: the original study's final validation accuracy, 0.30-0.35 in all three "

@@ -2,7 +2,7 @@
 no BN side by side, one group of bars per lr tried (the study's lr figure; claims 1 and 3).
 
 Each bar is an arm's best configuration at that lr (mean over seeds; the dots are
-the seeds, the error bar ±1 sd). Diverged trials stay at the accuracy they
+the seeds, the error bar the 95 % confidence interval of the mean). Diverged trials stay at the accuracy they
 reached, hatched and labelled; failed or unfinished trials are drawn hollow, not
 averaged into the bar (their count is in the legend).
 Trials of other settings at the same lr (not the best) are counted in the legend.
@@ -31,7 +31,15 @@ from bnsweep.analysis.common import (
     save_table,
     script_parser,
 )
-from bnsweep.analysis.plots import DIVERGED_HATCH, arm_color, chance_line, ours_first, plot_original
+from bnsweep.analysis.plots import (
+    DIVERGED_HATCH,
+    INTERVAL_WORDS,
+    arm_color,
+    chance_line,
+    interval_bars,
+    ours_first,
+    plot_original,
+)
 from bnsweep.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
 
 NAME = "lr_accuracy"
@@ -74,16 +82,16 @@ def main(argv=None, results=None):
         left, right = centre - bar / 2, centre + bar / 2
         ax.bar(left, rows["best_val_acc_mean"], width=right - left, align="edge", color=arm_color(arm),
                edgecolor="black", linewidth=0.6, label=arm_label(arm), zorder=2)
-        for (_, r), c, lo, hi in zip(rows.iterrows(), centre, left, right):
+        for (idx, r), c, lo, hi in zip(rows.iterrows(), centre, left, right):
             if r["diverged"]:  # redraw hatched: the diverged marking
                 ax.bar(lo, r["best_val_acc_mean"], width=hi - lo, align="edge", color="none",
                        edgecolor="black", hatch=DIVERGED_HATCH, linewidth=0.6, zorder=3)
                 ax.annotate(f"diverged ({int(r['n_diverged'])}/{int(r['n_trials'])})", (c, r["best_val_acc_mean"]),
                             xytext=(0, 4), textcoords="offset points", rotation=90, ha="center", va="bottom",
                             fontsize=7, color="darkred")
-            if r["n_trials"] > 1:
-                ax.errorbar(c, r["best_val_acc_mean"], yerr=r["best_val_acc_std"], color="black", capsize=2,
-                            linewidth=0.8, zorder=4)
+            yerr = interval_bars(*(rows.loc[[idx], f"best_val_acc_{k}"] for k in ("mean", "ci_low", "ci_high")))
+            if yerr is not None:
+                ax.errorbar(c, r["best_val_acc_mean"], yerr=yerr, color="black", capsize=2, linewidth=0.8, zorder=4)
             seeds = t[t["run_id"].isin(r["run_ids"].split(";"))]
             done = seeds["outcome"].isin(["completed", "diverged"])
             ax.scatter(np.full(done.sum(), c), seeds.loc[done, "best_val_acc"], s=10, color="black", zorder=5)
@@ -121,8 +129,8 @@ def main(argv=None, results=None):
     title = "Best validation accuracy per learning rate, BN vs no BN"
     finish(fig, title, results, f"batch {'/'.join(map(str, sorted(t['batch_size'].unique())))}")
     caption = ("Bars: each arm's best validation accuracy over the epochs, at each initial learning rate "
-               "(mean over seeds; dots are single seeds, error bars ±1 sd). Hatched bars diverged (training "
-               "loss became NaN/inf) and show the accuracy reached before. Dashed: chance (0.1); dotted: the "
+               f"(mean over seeds; dots are single seeds; error bars: {INTERVAL_WORDS}). Hatched bars diverged "
+               "(training loss became NaN/inf) and show the accuracy reached before. Dashed: chance (0.1); dotted: the "
                f"threshold above which an arm counts as training ({CHANCE + TRAIN_MARGIN:.1f}, claim 3). "
                "Where other settings vary too, each bar is the best of them; the legend counts the trials of the "
                "others. The lr axis lists the values tried in order, equally spaced whatever their ratio.")

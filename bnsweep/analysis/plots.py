@@ -1,11 +1,13 @@
 """Drawing shared by the study modules: one colour and marker per arm, the chance
-line, log axes labelled in plain numbers, and training curves (mean ± sd over seeds).
+line, log axes labelled in plain numbers, training curves (mean over seeds with its 95 %
+interval), and error bars of 95 % intervals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import config_label
@@ -55,16 +57,29 @@ def ours_first(handles: list, labels: list[str]) -> tuple[list, list[str]]:
     return [handles[i] for i in order], [labels[i] for i in order]
 
 
-def plot_mean_band(ax, x: pd.Series, mean: pd.Series, std: pd.Series, n: pd.Series, *, color: str,
+# What the bands and error bars of every figure are, for its caption (bnsweep/stats.py).
+INTERVAL_WORDS = ("the 95% confidence interval of the mean over seeds (t; none from one seed, and wide from two: "
+                  "12.7 standard errors either side)")
+
+
+def plot_mean_band(ax, x: pd.Series, mean: pd.Series, low: pd.Series, high: pd.Series, *, color: str,
                    label: str, linestyle: str = "-", marker: str | None = "o") -> None:
-    """A mean line with a ±1 sd band where more than one run contributes."""
+    """A mean line with its 95 % interval as a band where two or more runs contribute."""
     ax.plot(x, mean, color=color, linestyle=linestyle, marker=marker, markersize=4, label=label)
-    if (n > 1).any():
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.18, linewidth=0)
+    if low.notna().any():
+        ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+
+
+def interval_bars(mean: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray | None:
+    """matplotlib's yerr (below, above the mean) for 95 % intervals; None where no point has one."""
+    if not low.notna().any():
+        return None
+    return np.vstack([(mean - low).fillna(0).clip(lower=0).to_numpy(),
+                      (high - mean).fillna(0).clip(lower=0).to_numpy()])
 
 
 def curves_table(results: Results, runs_by_arm: dict[str, pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per arm and epoch: mean and sd over seeds of `metrics` and of the cumulative wall time.
+    """Per arm and epoch: mean, sd and 95 % interval over seeds of `metrics` and of the cumulative wall time.
 
     Averages the completed and diverged runs of each arm (failed or unfinished ones only
     where there is nothing else); `config` names the setting, and says so where it diverged.
@@ -94,7 +109,7 @@ def plot_curve_panel(ax, table: pd.DataFrame, metric: str, x: str, linestyle: st
     """One panel of `metric` per arm against the epoch (x="epoch") or the cumulative wall time."""
     for arm, g in table.groupby("arm", sort=False):
         xs = g["epoch"] if x == "epoch" else g["time_total_s_mean"]
-        plot_mean_band(ax, xs, g[f"{metric}_mean"], g[f"{metric}_std"], g["n_runs"], color=arm_color(arm),
+        plot_mean_band(ax, xs, g[f"{metric}_mean"], g[f"{metric}_ci_low"], g[f"{metric}_ci_high"], color=arm_color(arm),
                        label=f"{arm_label(arm)}{label_suffix} ({g['config'].iloc[0]})", linestyle=linestyle,
                        marker=ARM_MARKERS.get(arm, "o"))
     if x == "epoch":
