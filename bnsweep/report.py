@@ -9,12 +9,15 @@ but bnsweep itself (a wheel works as well as a checkout).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
-from bnsweep.analysis.common import DEFAULT_OUT, Item, make_out_dir, save_table
+from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
 from bnsweep.analysis.render import render_html, render_markdown
+from bnsweep.errors import UsageError
 from bnsweep.results import Results, ResultsError, load_experiment
+from bnsweep.storage import DEFAULT_STORAGE, contains
 from bnsweep.tables import sort_trials, varied
 
 # Which modules answer which study (the search-space file stem). Studies not
@@ -74,7 +77,9 @@ def build_report(experiment: str, out_dir: str | Path | None = None, tracking_ur
     or not a bnsweep sweep; UsageError for an output folder that takes no file.
     """
     results = load_experiment(experiment, tracking_uri, parent_run_id, all_sweeps=all_sweeps)
-    out = make_out_dir(Path(out_dir) if out_dir is not None else DEFAULT_OUT / experiment)
+    out = Path(out_dir) if out_dir is not None else default_out(experiment)
+    check_out(out, results)
+    out = make_out_dir(out)
     argv = ["--experiment", experiment, "--tracking-uri", results.tracking_uri, "--out", str(out)]
     argv += ["--all-sweeps"] if all_sweeps else ["--sweep", str(results.parents["run_id"].iloc[0])]
     items: list[Item] = []
@@ -85,8 +90,45 @@ def build_report(experiment: str, out_dir: str | Path | None = None, tracking_ur
     (out / "report.md").write_text(render_markdown(results, items))
     (out / "report.html").write_text(render_html(results, items))
     if log_to_mlflow:
-        _log_artifacts(results, out)
+        written = [out / "report.md", out / "report.html", *(p for item in items for p in item.files.values())]
+        _log_artifacts(results, out, list(dict.fromkeys(written)))
     return out / "report.html"
+
+
+def check_out(out: Path, results: Results) -> None:
+    """Refuse, before anything is written, an output folder that holds what a report must never
+    overwrite or copy into MLflow: the working folder itself, the MLflow store's files and
+    artifacts, or a sweep's results. (A report in `.` once logged `./mlruns` into MLflow's
+    artifacts, inside `./mlruns`, until the path was too long to create.)"""
+    from mlflow import MlflowClient
+
+    keep = {"the working folder": os.getcwd()}
+    store = results.tracking_uri
+    if store.startswith("sqlite:///"):
+        keep["the MLflow store"] = store[len("sqlite:///"):]
+    artifacts = MlflowClient(store).get_experiment_by_name(results.experiment).artifact_location
+    for label, where in (("MLflow's artifact store", artifacts),
+                         ("the results storage", os.environ.get("BNSWEEP_STORAGE") or DEFAULT_STORAGE),
+                         *(("the sweep's results", d) for d in results.parents.get("sweep_dir", []))):
+        local = _local_path(where)
+        if local:
+            keep[label] = local
+    for label, path in keep.items():
+        if contains(out, path):
+            raise UsageError(f"--out {out} holds {label} ({path}); a report writes and uploads its own files "
+                             f"only: pass a folder of its own, e.g. --out {default_out(results.experiment)}")
+
+
+def _local_path(where) -> str | None:
+    """A local path from a path or a file:// URI; None for a remote store or nothing."""
+    from urllib.parse import unquote, urlparse
+
+    if not isinstance(where, str) or not where:
+        return None
+    scheme = urlparse(where).scheme
+    if scheme == "file":
+        return unquote(urlparse(where).path)
+    return None if scheme else os.path.abspath(where)  # s3://, mlflow-artifacts:/ (a server's), ...
 
 
 def overview_items(results: Results, out: Path) -> list[Item]:
@@ -104,12 +146,15 @@ def overview_items(results: Results, out: Path) -> list[Item]:
     return [save_table(out, "trials", data, "All trials", caption, trials)]
 
 
-def _log_artifacts(results: Results, out: Path) -> None:
+def _log_artifacts(results: Results, out: Path, files: list[Path]) -> None:
+    """The files this report wrote, and nothing else of `out`, as the parent run's report/ artifacts."""
     from mlflow import MlflowClient
 
     run_id = results.parents["run_id"].iloc[0]
     try:
-        MlflowClient(results.tracking_uri).log_artifacts(run_id, str(out), artifact_path="report")
+        client = MlflowClient(results.tracking_uri)
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path="report")
     except Exception as e:  # noqa: BLE001 — the files on disk are the report; MLflow only holds a copy
         print(f"warning: the report is in {out}, but logging it to MLflow run {run_id} failed: "
               f"{type(e).__name__}: {str(e)[:200]}", file=sys.stderr)

@@ -7,6 +7,7 @@ the header, the verdicts and the tables, on tables built here: tests/test_report
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 
@@ -110,6 +111,57 @@ def test_report_bad_input(lr_sweep, tmp_path):
         report.build_report(experiment, Path("/proc"), uri, log_to_mlflow=False)
     with pytest.raises(ResultsError, match="no analysis module 'nope'; there are lr, batch_size"):
         report.run_analysis("nope", [])
+
+
+def test_report_uploads_only_what_it_wrote_and_refuses_an_out_that_holds_the_record(lr_sweep, tmp_path,
+                                                                                     monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    from bnsweep import cli
+    from bnsweep.report import build_report
+    from bnsweep.results import load_experiment
+
+    uri, experiment = lr_sweep
+    out = tmp_path / "shared-folder"  # a folder that already holds files of the user's
+    (out / "secrets").mkdir(parents=True)
+    (out / "secrets" / ".env").write_text("TOKEN=never-uploaded\n")
+    (out / "other_experiment.png").write_bytes(b"\x89PNG stale")
+    build_report(experiment, out, uri)
+    parent = load_experiment(experiment, uri).parents["run_id"].iloc[0]
+    uploaded = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
+    written = {f"report/{p.name}" for p in out.iterdir() if p.is_file() and p.name != "other_experiment.png"}
+    assert written <= uploaded and "report/report.html" in uploaded
+    assert not uploaded & {"report/secrets", "report/other_experiment.png"}
+    # Folders that hold the working folder, the MLflow store or its artifacts: one line, exit 2, nothing written.
+    store = Path(uri.removeprefix("sqlite:///"))
+    artifacts = MlflowClient(uri).get_experiment_by_name(experiment).artifact_location.removeprefix("file://")
+    monkeypatch.chdir(tmp_path)
+    for bad in (".", str(tmp_path.parent), str(store.parent), str(Path(artifacts).parent)):
+        before = sorted(Path(bad).iterdir())
+        assert cli.main(["report", experiment, "--tracking-uri", uri, "--out", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {bad} holds" in err, err
+        assert sorted(Path(bad).iterdir()) == before
+
+
+def test_an_experiment_name_that_reads_as_a_path_gets_a_report_folder_under_reports(lr_sweep, tmp_path, monkeypatch):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from bnsweep.report import build_report
+
+    uri, experiment = lr_sweep
+    store = tmp_path / "copy.db"  # the session's store is only read: rename the experiment in a copy
+    shutil.copy(uri.removeprefix("sqlite:///"), store)
+    client = MlflowClient(f"sqlite:///{store}")
+    client.rename_experiment(client.get_experiment_by_name(experiment).experiment_id, "../../escaped-report")
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    page = build_report("../../escaped-report", None, f"sqlite:///{store}", log_to_mlflow=False)
+    assert page.resolve().parent.parent == work / "reports" and page.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "copy.db"] and os.listdir(work.parent) == ["b"]
 
 
 # ------------------------------------------------------- the quick studies ---

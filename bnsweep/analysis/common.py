@@ -19,6 +19,7 @@ import pandas as pd
 from bnsweep.analysis.scale import scale_tag
 from bnsweep.errors import BnsweepError, UsageError
 from bnsweep.results import Results, ResultsError, load_experiment
+from bnsweep.storage import folder_name
 from bnsweep.tables import varied
 
 DEFAULT_OUT = Path("reports")
@@ -57,8 +58,13 @@ def load(args: argparse.Namespace, experiment: str | None = None) -> Results:
                            all_sweeps=args.all_sweeps, study=args.study)
 
 
+def default_out(experiment: str) -> Path:
+    """reports/<experiment>, the name made a single folder (storage.folder_name: never outside reports/)."""
+    return DEFAULT_OUT / folder_name(experiment)
+
+
 def out_dir(args: argparse.Namespace, results: Results) -> Path:
-    return make_out_dir(args.out or DEFAULT_OUT / results.experiment)
+    return make_out_dir(args.out or default_out(results.experiment))
 
 
 def make_out_dir(out: Path) -> Path:
