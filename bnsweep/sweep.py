@@ -41,7 +41,7 @@ from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
-from bnsweep.storage import SweepSpec, join, split  # noqa: E402
+from bnsweep.storage import SweepSpec, folder_name, join, split  # noqa: E402
 from bnsweep.trials import GRID_TUNER, POINT_KEY, RUN_INFO_KEYS, trial_config, trial_dirname  # noqa: E402
 
 
@@ -407,4 +407,5 @@ def tune_dir(sweep_dir: str, label: str) -> str:
     that folder and each upload the other's trials and saved state
     (experiment_state-<second>.json, the same file name) to its own storage.
     """
-    return join(sweep_dir, f"{label}-{split(sweep_dir)[1]}")
+    # An arm's label holds the values of ARMS ("data_dir=/mnt/x" could be one): made one folder.
+    return join(sweep_dir, folder_name(f"{label}-{split(sweep_dir)[1]}"))

@@ -47,3 +47,14 @@ def test_contains_follows_links(tmp_path):
     assert contains(tmp_path / "link", tmp_path / "real" / "x")
     assert contains(tmp_path, tmp_path) and not contains(tmp_path / "real", tmp_path)
     assert not contains(tmp_path / "re", tmp_path / "real")  # a prefix of the name is not a parent
+
+
+@given(NAMES)
+def test_a_tuners_folder_stays_in_its_sweep_whatever_its_arms_values(label):
+    from bnsweep.sweep import tune_dir
+
+    sweep_dir = "/srv/results/lr-20261207-101500-3fa2"
+    folder = tune_dir(sweep_dir, label)
+    assert Path(folder).parent == Path(sweep_dir) and Path(folder).name not in (".", "..")
+    if folder_name(label) == label:  # today's labels ("grid", "bn", "no_bn") keep today's folders
+        assert folder == f"{sweep_dir}/{label}-lr-20261207-101500-3fa2"
