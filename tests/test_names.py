@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnsweep.analysis.common import DEFAULT_OUT, default_out
@@ -49,6 +49,7 @@ def test_contains_follows_links(tmp_path):
     assert not contains(tmp_path / "re", tmp_path / "real")  # a prefix of the name is not a parent
 
 
+@settings(deadline=None)  # the first example imports Ray
 @given(NAMES)
 def test_a_tuners_folder_stays_in_its_sweep_whatever_its_arms_values(label):
     from bnsweep.sweep import tune_dir
