@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger
 from bnsweep.errors import UsageError
+from bnsweep.formats import count
 from bnsweep.lock import SweepLock
 from bnsweep.space import SpaceError, Study, load_study
 from bnsweep.storage import DEFAULT_STORAGE, SWEEP_FILE, SweepSpec, filesystem, join, read_text, short_of_space
@@ -256,23 +257,23 @@ def _fit_and_summarize(study: Study, spec: SweepSpec, sweep_dir: str, tracker: T
     if unfinished:
         short = ledger.shortage(sweep_dir)
         why = f"stopped: {short}; free some space. " if short else "interrupted: "
-        print(f"\n{why}{unfinished} trial(s) unfinished. Continue with:\n  "
+        print(f"\n{why}{count(unfinished, 'trial')} unfinished. Continue with:\n  "
               f"{shlex.join(['bnsweep', 'resume', sweep_dir])}")
         return EXIT_INTERRUPTED
     if failed_for_good:
-        print(f"\n{sum(failed_for_good.values())} trial(s) failed for a reason another attempt cannot fix, "
+        print(f"\n{count(sum(failed_for_good.values()), 'trial')} failed for a reason another attempt cannot fix, "
               "so they were not retried:")
         for reason, n in failed_for_good.items():
             print(f"  {n} x {reason}")
     if failed:
-        print(f"\n{failed} trial(s) failed after their retries; their errors are in Tune's trial folders "
+        print(f"\n{count(failed, 'trial')} failed after their retries; their errors are in Tune's trial folders "
               f"under {sweep_dir} (error.txt). `{shlex.join(['bnsweep', 'resume', sweep_dir])}` retries them.")
     return 1 if failed or failed_for_good else 0
 
 
 def _print_start(study: Study, spec: SweepSpec, sweep_dir: str, tracker: Tracker) -> None:
-    print(f"study {study.name}: {study.n_trials()} trials, {study.search} search, "
-          f"{study.fixed['epochs']} epochs each; per trial {spec.resources['cpu']:g} CPU, "
+    print(f"study {study.name}: {count(study.n_trials(), 'trial')}, {study.search} search, "
+          f"{count(study.fixed['epochs'], 'epoch')} each; per trial {spec.resources['cpu']:g} CPU, "
           f"{spec.resources['gpu']:g} GPU", flush=True)
     print(f"results: {sweep_dir}", flush=True)
     for line in tracker.start_lines():
@@ -298,7 +299,7 @@ def _print_summary(study: Study, sweep_dir: str, tracker: Tracker) -> tuple[int,
         best_text = f"best val_acc {best:.4f}" if best is not None else "no result"
         diverged = sum(t.status == "diverged" for t in mine)
         failed = sum(t.status in ("failed", "errored") for t in mine)
-        print(f"  {arm:<14} {len(mine)} trials  {best_text}  diverged {diverged}  failed {failed}")
+        print(f"  {arm:<14} {count(len(mine), 'trial'):<10}  {best_text}  diverged {diverged}  failed {failed}")
     print(f"results on storage: {sweep_dir}")
     print("\n".join(tracker.next_lines(sweep_dir)))
     reasons = [t.end["reason"] for t in trials if t.status == "failed"]

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE
+from bnsweep.formats import number
 
 POINT_KEY = "point"  # Tune config key of an explicit grid point (a search space given as a list)
 # What train() says at its start that the trial's MLflow run carries as tags (dataset
@@ -59,7 +60,7 @@ def display_name(cfg: Mapping[str, Any], varied: Sequence[str]) -> str:
     """A trial's MLflow run name: its BN arm first, then the values the study varies
     (e.g. "no_bn lr=0.01"), short enough for the runs table's name column."""
     # Execution keys (where the data is, the device) say nothing about the experiment.
-    values = [f"{k}={_short(cfg[k])}" for k in varied if k != "bn" and k in cfg and k not in EXECUTION_KEYS]
+    values = [f"{k}={number(cfg[k])}" for k in varied if k != "bn" and k in cfg and k not in EXECUTION_KEYS]
     return " ".join(["bn" if cfg["bn"] else "no_bn", *values])
 
 
@@ -73,11 +74,6 @@ def mark_diverged(name: str) -> str:
 DIVERGED_MARK = "DIVERGED"
 
 
-def _short(value: Any) -> str:
-    # 3 significant digits, exponents without their plus sign and zeros: 1e6, 1e-5, 0.0123.
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def trial_dirname(config: Mapping[str, Any], trial_id: str) -> str:
