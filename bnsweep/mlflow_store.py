@@ -108,12 +108,14 @@ def raise_if_refused(uri: str, e: mlflow.exceptions.MlflowException) -> None:
         who = os.environ.get("MLFLOW_TRACKING_USERNAME")
         what = f"refused the account {who!r}" if who else "refused the credentials given"
         what += " the permission this needs (HTTP 403)"
+    elif given == ["MLFLOW_TRACKING_USERNAME"]:  # MLflow sends no login without both
+        what = "asks for a login (HTTP 401): MLFLOW_TRACKING_USERNAME is set but not MLFLOW_TRACKING_PASSWORD"
     elif given:
         what = f"refused the credentials in {' / '.join(given)} (HTTP 401)"
     else:
         what = "asks for a login (HTTP 401) and none was given"
     raise StoreStateError(f"MLflow at {uri} {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                          "(or MLFLOW_TRACKING_TOKEN) to an account of that server that may write to it")
+                          "(or MLFLOW_TRACKING_TOKEN) to an account of that server")
 
 
 @contextlib.contextmanager

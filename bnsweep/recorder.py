@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger, tracking
-from bnsweep.mlflow_store import restore_run_command
+from bnsweep.mlflow_store import refused_as_error, restore_run_command
 from bnsweep.progress import echo
 from bnsweep.tracking import SweepRecord, TrialRuns
 from bnsweep.trials import trial_tags
@@ -289,18 +289,19 @@ def sync(spec: SweepSpec, sweep_dir: str, tracking_uri: str | None, load_study: 
     command = shlex.join(["bnsweep", "sync", sweep_dir])
     elsewhere = f"record the sweep into another store: `{command} --tracking-uri URI`"
     tracking.check_reachable(uri, hint=", or pass --tracking-uri URI to record the sweep into another store")
-    record = tracking.find_sweep(was, uri, elsewhere)
     lines = []
-    if record is None:
-        study = load_study()
-        experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
-        record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                      spec.study_text, study.shared(), study.varied(), elsewhere=elsewhere)
-        spec.tracking = record.to_dict()
-        spec.write(sweep_dir)
-        lines.append(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in experiment "
-                     f"{experiment} (sweep.json now points at it)")
-    added, deleted = sync_ledger(record, sweep_dir)
-    tracking.close_parent(record)
+    with refused_as_error(uri):  # an account that may read this store but not write to it: one line
+        record = tracking.find_sweep(was, uri, elsewhere)
+        if record is None:
+            study = load_study()
+            experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
+            record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
+                                          spec.study_text, study.shared(), study.varied(), elsewhere=elsewhere)
+            spec.tracking = record.to_dict()
+            spec.write(sweep_dir)
+            lines.append(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in "
+                         f"experiment {experiment} (sweep.json now points at it)")
+        added, deleted = sync_ledger(record, sweep_dir)
+        tracking.close_parent(record)
     return [*lines, *deleted, f"synced {sweep_dir} into {uri}: {added} epoch(s) added",
             *MlflowTracker(uri, record).next_lines(sweep_dir)]
