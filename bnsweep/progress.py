@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from bnsweep.formats import seconds
+from bnsweep.ledger import ENDS
 from bnsweep.trials import display_name, trial_config
 
 STATUS_EVERY_S = 30.0  # seconds between the first status lines when the output is not a terminal
@@ -77,9 +79,9 @@ def _row(trial, varied: list[str], epochs: int) -> dict[str, Any]:
         elif last.get("diverged"):
             status = "diverged"
         else:
-            status = "done" if last["epoch"] >= epochs else "stopped"
-    else:
-        status = {"ERROR": "error", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}.get(
+            status = "completed" if last["epoch"] >= epochs else "stopped"
+    else:  # the ledger's word for an end (errored: its retries spent); Tune's for a trial under way
+        status = {"ERROR": "errored", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}.get(
             trial.status, trial.status.lower())
     name = display_name(cfg, varied) if "bn" in cfg else trial.trial_id
     arm, _, settings = name.partition(" ")
@@ -120,10 +122,20 @@ class Progress(Callback):
         stream = _terminal or sys.stdout
         return stream.isatty()
 
+    def _counts(self, trials) -> str:
+        """The clock and how many trials are in each state: `[1m05s] 2 completed, 1 running`."""
+        counts: dict[str, int] = {}
+        for trial in trials:
+            status = _row(trial, self.varied, self.epochs)["status"]
+            counts[status] = counts.get(status, 0) + 1
+        return f"[{seconds(time.monotonic() - self.started)}] " + ", ".join(
+            f"{n} {s}" for s, n in sorted(counts.items()))
+
     def _table(self, trials):
         from rich.table import Table
 
-        table = Table(box=None, pad_edge=False, header_style="bold")
+        table = Table(box=None, pad_edge=False, header_style="bold", caption=self._counts(trials),
+                      caption_justify="left")
         for column in ("arm", "settings", "epoch", "val_acc", "best val_acc", "status"):
             table.add_column(column, justify="right" if column in ("epoch", "val_acc", "best val_acc") else "left")
         rows = [_row(t, self.varied, self.epochs) for t in trials]
@@ -149,22 +161,17 @@ class Progress(Callback):
             return
         for trial in trials:  # a line per trial as it ends
             r = _row(trial, self.varied, self.epochs)
-            ended = r["status"] in ("done", "stopped", "diverged", "failed", "error")
+            ended = r["status"] in ENDS
             if ended and trial.trial_id not in self.reported:
                 self.reported.add(trial.trial_id)
-                echo(f"  {r['status']:<8} {r['arm']:<6} {r['settings']:<28} epoch {r['epoch']}/{r['epochs']}  "
+                echo(f"  {r['status']:<9} {r['arm']:<6} {r['settings']:<28} epoch {r['epoch']}/{r['epochs']}  "
                      f"val_acc {_acc(r['val_acc'])}  best {_acc(r['best'])}")
         # Every STATUS_EVERY_S at first, then every tenth of the time so far: a few dozen
         # lines for a sweep of hours.
         elapsed = time.monotonic() - self.started
         if time.monotonic() - self.last_status >= max(STATUS_EVERY_S, elapsed / 10):
             self.last_status = time.monotonic()
-            counts: dict[str, int] = {}
-            for trial in trials:
-                status = _row(trial, self.varied, self.epochs)["status"]
-                counts[status] = counts.get(status, 0) + 1
-            minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
-            echo(f"  [{minutes}m{seconds:02d}s] " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            echo(f"  {self._counts(trials)}")
 
     def on_experiment_end(self, trials, **info):
         self.on_step_end(0, trials)

@@ -62,7 +62,7 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
     experiment = study.experiment_name(experiment)  # kept in sweep.json for a later sync
     tracker = recorder.tracker_for_run(tracking_uri, on=mlflow)
     tracker.check_can_start(experiment)  # the store answers, takes our credentials; the experiment not deleted
-    sweep.init_ray(address)
+    _start_ray(address)
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -90,6 +90,15 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
     with lock:
         _print_start(study, spec, sweep_dir, tracker)
         return _fit_and_summarize(study, spec, sweep_dir, tracker, resume=False, verbose=verbose)
+
+
+def _start_ray(address: str | None) -> None:
+    """Ray, with a line first: starting it takes seconds in which nothing else would show."""
+    from bnsweep import sweep
+
+    where = address or os.environ.get("RAY_ADDRESS")
+    print(f"starting Ray ({'joining ' + where if where else 'a local instance'}) ...", flush=True)
+    sweep.init_ray(address)
 
 
 def check_storage(storage: str) -> None:
@@ -141,7 +150,7 @@ def _resume(sweep_dir: str, spec: SweepSpec, *, address: str | None, mlflow: boo
 
     tracker = recorder.tracker_for_resume(spec.tracking, sweep_dir, on=mlflow)
     tracker.check_recorded(sweep_dir)  # the store, our credentials, the parent run and experiment not deleted
-    sweep.init_ray(address)
+    _start_ray(address)
     if not (address or os.environ.get("RAY_ADDRESS")):
         sweep.check_fits_local(spec.resources, "resume it on a cluster that has them with --address")
     tracker.reopen()  # only now: nothing above may leave the parent run RUNNING

@@ -123,7 +123,8 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
     if space.stem == "lr":  # the transcript fits a screen or two and gives every trial's val_acc
         transcript = (r.stdout + r.stderr).splitlines()
         assert len(transcript) < 100, "\n".join(transcript)
-        ends = [line for line in transcript if line.lstrip().startswith(("done ", "diverged ")) and "val_acc" in line]
+        ends = [line for line in transcript
+                if line.lstrip().startswith(("completed ", "diverged ")) and "val_acc" in line]
         assert len(ends) == 14, "\n".join(transcript)
         assert not [line for line in transcript if "Current best trial" in line or "tensorboard" in line.lower()]
         log = sorted(sweep_dir_of(tmp_path / "results").glob("logs/driver-*.log"))
