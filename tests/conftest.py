@@ -373,3 +373,28 @@ def compile_for_hopper(kernel, constants: dict, types: dict) -> None:
     signature = {n: "constexpr" if n in constants else types.get(n, "i32") for n in names}
     constexprs = {(names.index(n),): v for n, v in constants.items()}
     triton.compile(ASTSource(kernel, signature, constexprs=constexprs, attrs={}), target=GPUTarget("cuda", 90, 32))
+
+
+def on_terminal(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> tuple[int, str]:
+    """(exit code, everything shown) of a bnsweep command run on a real pseudo-terminal,
+    24 x 120 (a new one is 0 x 0, where tqdm and rich draw nothing)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen(bnsweep_cmd(*args), stdin=follower, stdout=follower, stderr=follower, env=env, cwd=cwd)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the program closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    return proc.wait(timeout=timeout), screen.decode(errors="replace")

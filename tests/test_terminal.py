@@ -3,12 +3,9 @@ the live table with a clock and the ledger's words for how trials ended."""
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import subprocess
 
-from conftest import bnsweep_cmd, bnsweep_env, write_space
+from conftest import bnsweep_env, on_terminal, write_space
 
 TINY = {"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "batch_size": 50, "augment": False,
         "epochs": 2}
@@ -19,22 +16,10 @@ def test_a_sweep_on_a_terminal_shows_ray_starting_then_a_table_with_a_clock(ray_
         SPACE = {{"bn": [True, False]}}
         FIXED = {TINY!r}
     """)
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(tmp_path / "results"), "--no-tracking"),
-                            env={**bnsweep_env(RAY_ADDRESS=ray_address), "COLUMNS": "120", "TERM": "xterm"},
-                            cwd=tmp_path, stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the program closed its end
-            break
-        if not chunk:
-            break
-        screen += chunk
-    assert proc.wait(timeout=600) == 0, screen.decode(errors="replace")[-3000:]
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    code, screen = on_terminal(["run", str(space), "--storage", str(tmp_path / "results"), "--no-tracking"],
+                               bnsweep_env(RAY_ADDRESS=ray_address), tmp_path)
+    assert code == 0, screen[-3000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
     assert f"starting Ray (joining {ray_address}) ..." in text
     assert text.index("starting Ray") < text.index("arm")  # the line comes before the table
     assert re.search(r"\[\d+s\] (\d+ (completed|running|pending),? ?)+", text), text[-3000:]

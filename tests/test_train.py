@@ -301,30 +301,10 @@ def test_a_cpu_run_reports_what_it_executed_not_what_was_asked():
 def test_train_shows_a_progress_bar_within_an_epoch_on_a_terminal(tmp_path):
     # On a terminal (a pseudo-terminal here) each epoch has a bar with images/s and the loss;
     # into a pipe, only the epoch lines (the other CLI tests read those).
-    import fcntl
-    import os
-    import pty
-    import struct
-    import termios
+    from conftest import bnsweep_env, on_terminal
 
-    from conftest import bnsweep_cmd, bnsweep_env
-
-    master, slave = pty.openpty()
-    # A terminal 24 x 120 (a new pseudo-terminal is 0 x 0, where tqdm draws nothing).
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    proc = subprocess.Popen(bnsweep_cmd("train", "--dataset", "synthetic", "--width", "0.0625", "--epochs", "1",
-                                        "--n-train", "300", "--n-val", "50", "--batch-size", "10", "--device", "cpu"),
-                            stdout=slave, stderr=slave, env=bnsweep_env(), cwd=tmp_path)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    assert proc.wait(timeout=120) == 0, out.decode(errors="replace")[-2000:]
-    text = out.decode(errors="replace")
+    code, text = on_terminal(["train", "--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--n-train",
+                              "300", "--n-val", "50", "--batch-size", "10", "--device", "cpu"], bnsweep_env(), tmp_path,
+                             timeout=120)
+    assert code == 0, text[-2000:]
     assert "img/s" in text and "loss=" in text and "epoch   1/1" in text, text[-2000:]
