@@ -18,9 +18,15 @@ import ast
 import copy
 import ipaddress
 import itertools
+import os
 import re
 import shlex
+import signal
 import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,6 +213,7 @@ def mlflow_problems(server_args: list[str], env: dict[str, str]) -> list[str]:
     if not backend or not expand(backend[-1], env).startswith(DB_BACKENDS):
         problems.append(f"MLflow backend store {backend[-1] if backend else '(default)'}: give --backend-store-uri "
                         "a database (sqlite:////abs/path.db or postgresql://...), not the file store")
+    problems += ui_link_problems(opts, env.get("MLFLOW_TRACKING_URI", ""))
     if "--no-serve-artifacts" in opts:
         problems.append("MLflow server does not proxy artifacts (--no-serve-artifacts): "
                         "clients would write to their own local paths")
@@ -215,6 +222,44 @@ def mlflow_problems(server_args: list[str], env: dict[str, str]) -> list[str]:
         where = expand(dest[-1], env) if dest else "./mlartifacts (default)"
         problems.append(f"MLflow artifacts go to {where}: use --artifacts-destination s3://..., "
                         "storage that outlives the head and every node can reach")
+    return problems
+
+
+# A browser on the laptop through docs/cluster.md's SSH tunnel (ssh -L 5000:...).
+TUNNEL = "localhost:5000"
+SAMPLE_HEAD_IP = "10.0.0.10"  # stands for $BNSWEEP_HEAD_IP, which the head computes: a private IP
+
+
+def with_head_ip(text: str) -> str:
+    return text.replace("${BNSWEEP_HEAD_IP}", SAMPLE_HEAD_IP).replace("$BNSWEEP_HEAD_IP", SAMPLE_HEAD_IP)
+
+
+def ui_link_problems(opts: dict[str, list[str | None]], tracking_uri: str) -> list[str]:
+    """What MLflow's security middleware would refuse of a browser opening the links bnsweep
+    prints (the tracking URI's origin, from a VPN or a bastion) or the SSH tunnel's localhost:
+    the UI's POSTs (it lists runs by POST) by origin, any request by its Host header. Decided
+    by the functions the server itself runs (mlflow.server.security_utils, MLflow 3.17)."""
+    from mlflow.server.security_utils import (
+        get_default_allowed_hosts,
+        is_allowed_host_header,
+        should_block_cors_request,
+    )
+
+    def listed(flag: str) -> list[str] | None:
+        given = [v for v in opts.get(flag, []) if v]
+        return [x.strip() for x in with_head_ip(given[-1]).split(",")] if given else None
+
+    if not tracking_uri:
+        return ["the head exports no MLFLOW_TRACKING_URI: the links bnsweep prints would not be the server's"]
+    link = urllib.parse.urlsplit(with_head_ip(tracking_uri))
+    origins, hosts = listed("--cors-allowed-origins"), listed("--allowed-hosts") or get_default_allowed_hosts()
+    problems = []
+    for origin, host in ((f"{link.scheme}://{link.netloc}", link.netloc), (f"http://{TUNNEL}", TUNNEL)):
+        if should_block_cors_request(origin, "POST", origins):
+            problems.append(f"MLflow's UI opened at {origin} cannot list runs (its POSTs get 403): "
+                            f"--cors-allowed-origins must admit {origin}")
+        if not is_allowed_host_header(hosts, host):
+            problems.append(f"MLflow refuses the Host {host} (403): --allowed-hosts must admit it")
     return problems
 
 
@@ -353,6 +398,12 @@ MUTATIONS = {
         "--port 5000", "--port 5000 --allowed-hosts '*'")),
     "mlflow without security middleware": ("security-middleware", _replace_in_commands(
         "--port 5000", "--port 5000 --disable-security-middleware")),
+    "mlflow refuses the printed links' POSTs": ("cannot list runs", _replace_in_commands(
+        '--cors-allowed-origins "http://$BNSWEEP_HEAD_IP:5000"', "")),
+    "mlflow hosts without the head's address": ("refuses the Host 10.0.0.10:5000", _replace_in_commands(
+        '"$BNSWEEP_HEAD_IP:5000,localhost:*,127.0.0.1:*"', '"localhost:*,127.0.0.1:*"')),
+    "mlflow hosts without the tunnel": ("refuses the Host localhost:5000", _replace_in_commands(
+        '"$BNSWEEP_HEAD_IP:5000,localhost:*,127.0.0.1:*"', '"$BNSWEEP_HEAD_IP:5000"')),
     "mlflow file store": ("backend store", _replace_in_commands(SQLITE, "file:///home/ubuntu/mlruns")),
     "mlflow default backend": ("backend store", _replace_in_commands(f"--backend-store-uri {SQLITE}", "")),
     "mlflow artifacts on the head's disk": ("artifacts go to", _replace_in_commands(
@@ -447,3 +498,61 @@ def test_the_on_premise_example_in_the_docs_is_valid():
     problems = security_problems(cfg)
     # On premise there is no S3 unless you have one; everything else holds as on AWS.
     assert [p for p in problems if "artifacts go to" not in p] == []
+
+
+@pytest.mark.slow  # a real `mlflow server` (about 20 s to start)
+def test_the_servers_own_flags_let_the_printed_links_list_runs(prepared, tmp_path):
+    """cluster.yaml's `mlflow server` security flags on a real server on loopback, asked with
+    the Host and Origin a browser sends: from a printed link (http://<head IP>:5000, inside
+    the network) and through the SSH tunnel its UI lists runs (a POST); another site's page
+    or Host is still refused. Only 127.0.0.1 is ever connected to."""
+    from conftest import VENV_BIN, free_port
+
+    head_cmds, _ = node_commands(prepared)
+    (server,) = [args for cmd in head_cmds for args in invocations(cmd, ("mlflow", "server"))]
+    opts = options(server)
+    flags = [word for flag in ("--allowed-hosts", "--cors-allowed-origins") for value in opts.get(flag, [])
+             for word in (flag, with_head_ip(value))]
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
+         str(tmp_path / "artifacts"), *flags],
+        stdout=open(tmp_path / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", proc, tmp_path / "server.log")
+        link = urllib.parse.urlsplit(with_head_ip(exports(head_cmds)["MLFLOW_TRACKING_URI"])).netloc
+
+        def ask(host: str, origin: str, method: str = "POST") -> tuple[int, str | None]:
+            path = "/ajax-api/2.0/mlflow/runs/search" if method == "POST" else "/ajax-api/2.0/mlflow/experiments/get"
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}" + ("" if method == "POST" else "?experiment_id=0"),
+                data=b'{"experiment_ids": ["0"]}' if method == "POST" else None, method=method,
+                headers={"Host": host, "Origin": origin, "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, r.headers.get("access-control-allow-origin")
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers.get("access-control-allow-origin")
+
+        assert ask(link, f"http://{link}")[0] == 200  # a printed link, from inside the network
+        assert ask(TUNNEL, f"http://{TUNNEL}")[0] == 200  # through the tunnel
+        assert ask(link, "http://other.example")[0] == 403  # another site's page may not write
+        assert ask(link, "http://other.example", "GET") == (200, None)  # nor read: no CORS header for it
+        assert ask("other.example:5000", "http://other.example:5000")[0] == 403  # a rebound name
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for_health(uri: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until the `mlflow server` at uri answers /health; its log's end if it dies or takes 2 minutes."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2).read()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.5)

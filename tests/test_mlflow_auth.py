@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import VENV_BIN, bnsweep_env, free_port, run_bnsweep, sweep_dir_of, write_space
 from mlflow import MlflowClient
+from test_cluster_config import wait_for_health
 from test_sweep import TINY
 
 pytestmark = pytest.mark.slow  # a real server (and, for the right password, a sweep on Ray)
@@ -41,16 +40,7 @@ def auth_server(tmp_path_factory):
          "--artifacts-destination", str(root / "artifacts")],
         env=env, stdout=open(root / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (root / "server.log").read_text()[-2000:]
-                raise RuntimeError(f"the basic-auth server did not start: {log}") from None
-            time.sleep(0.5)
+    wait_for_health(uri, proc, root / "server.log")
     yield uri
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
