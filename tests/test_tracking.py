@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
+import sys
 
+import pytest
 from conftest import bnsweep_env, ledger_trials, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
 from mlflow import MlflowClient
 from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
@@ -299,3 +302,16 @@ def test_arm_means_one_thing_a_tuned_dropout_is_a_setting():
     assert trial_tags(make_config({"bn": False, "dropout": 0.3}), "no_bn")["arm"] == "no_bn"
     assert trial_tags(make_config({"bn": False, "dropout": 0.5}), "grid")["arm"] == "no_bn+dropout"
     assert trial_tags(make_config({"bn": True}), "grid")["arm"] == "bn"
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch and Ray: about 5 s
+def test_a_trial_process_never_imports_mlflow():
+    # Only the driver writes to MLflow. A trial's process imports the trainable's module (Ray
+    # pickles sweep.run_trial by reference) and what the trial imports as it starts (train);
+    # none of it may pull in mlflow (seconds of import and its threads in every worker).
+    code = ("import sys, bnsweep.sweep, bnsweep.train\n"
+            "assert bnsweep.sweep.run_trial.__module__ == 'bnsweep.sweep'\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout
