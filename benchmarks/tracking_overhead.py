@@ -57,12 +57,12 @@ from bnsweep.space import load_study
 
 
 def synthetic_result(epoch: int) -> dict:
-    from bnsweep import tracking
     from bnsweep.config import EPOCH_METRICS
+    from bnsweep.trials import RUN_INFO_KEYS
 
     result = {key: 0.5 + 0.01 * epoch for key in EPOCH_METRICS}
     result.update(epoch=epoch, diverged=0.0)
-    result.update({key: "bench" for key in tracking.INFO_KEYS})
+    result.update({key: "bench" for key in RUN_INFO_KEYS})
     return result
 
 
@@ -81,7 +81,8 @@ def micro(uri: str, n_trials: int, n_epochs: int, fixed: dict, log: Path, folder
     sweep_dir = str(folder / "bench-sweep")
     t0 = time.perf_counter()
     record = tracking.start_sweep(uri, "bnsweep-benchmark-tracking", "benchmark", "grid", sweep_dir,
-                                  "bench.py", '"""benchmark"""\n', fixed, ["seed"])
+                                  "bench.py", '"""benchmark"""\n', fixed, ["seed"],
+                                  elsewhere="delete the benchmark's store and run again")
     start_s = time.perf_counter() - t0
     runs, reader, finished = tracking.TrialRuns(record), ledger.Reader(sweep_dir), {}
     write, first, later, complete = [], [], [], []
