@@ -171,7 +171,7 @@ class MlflowTracker:
         """The experiment (made if need be) and the sweep's parent run."""
         self.record = tracking.start_sweep(self.uri, experiment, study.name, study.search, sweep_dir,
                                            str(study.path), study.text, study.shared(), study.varied(),
-                                           elsewhere=RUN_ELSEWHERE)
+                                           elsewhere=RUN_ELSEWHERE, asks=study.asks)
 
     def saved(self) -> dict[str, Any]:
         """What sweep.json keeps of it (as "tracking"), for resume and sync."""
@@ -296,7 +296,8 @@ def sync(spec: SweepSpec, sweep_dir: str, tracking_uri: str | None, load_study: 
             study = load_study()
             experiment = (was.experiment if was else None) or spec.experiment or study.experiment_name()
             record = tracking.start_sweep(uri, experiment, study.name, study.search, sweep_dir, spec.study_path,
-                                          spec.study_text, study.shared(), study.varied(), elsewhere=elsewhere)
+                                          spec.study_text, study.shared(), study.varied(), elsewhere=elsewhere,
+                                          asks=study.asks)
             spec.tracking = record.to_dict()
             spec.write(sweep_dir)
             lines.append(f"{uri} had no record of this sweep: created parent run {record.parent_run_id} in "

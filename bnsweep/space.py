@@ -14,6 +14,7 @@ A file defines module-level names the loader reads:
     RESOURCES = {"cpu": 1, "gpu": 0}, MAX_CONCURRENT, MAX_FAILURES   (CLI may override)
     SMOKE  = {...}   overrides for `--smoke`, small enough that tests run every file in seconds
     EXPERIMENT = "..."   MLflow experiment (default bnsweep-<file stem>; --experiment overrides)
+    CLAIMS, FIGURES, ORIGINAL   what the study asks of its report (bnsweep/asks.py; optional)
 
 A key is set in one place only: SPACE, ARMS or FIXED (and SMOKE or a flag may not
 change a key the study varies). Every value a study can produce is checked here:
@@ -38,13 +39,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bnsweep import domains
+from bnsweep import asks, domains
 from bnsweep.config import CONSISTENCY_KEYS, REFERENCE, ConfigError, make_config, value_kind
 from bnsweep.domains import Domain, DomainError
 from bnsweep.errors import UsageError
 
 KNOWN_NAMES = {"SEARCH", "SPACE", "FIXED", "SEEDS", "ARMS", "NUM_SAMPLES", "METRIC", "SCHEDULER",
-               "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT"}
+               "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT",
+               *asks.NAMES}
 SCHEDULERS = ("asha", "fifo")
 # MLflow's limits on names (mlflow/utils/validation.py and its SQL schema, MLflow 3.17): an
 # experiment name of up to 500 characters passes its check, but its SQL stores keep 256
@@ -81,6 +83,7 @@ class Study:
     max_concurrent: int | None = None
     max_failures: int = 2
     experiment: str | None = None
+    asks: dict[str, Any] = field(default_factory=dict)  # CLAIMS, FIGURES, ORIGINAL as declared (bnsweep/asks.py)
     smoke: bool = False  # loaded with its SMOKE overrides (--smoke)
 
     def varied(self) -> list[str]:
@@ -410,6 +413,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         max_failures=_int(path, module, "MAX_FAILURES", 2, minimum=0),
         experiment=getattr(module, "EXPERIMENT", None),
         smoke=smoke,
+        asks=_asks(path, module),
     )
     if study.metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
         _fail(path, f"METRIC must be val_acc, val_loss, train_acc or train_loss, got {study.metric!r}")
@@ -423,6 +427,13 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     else:
         _check_combinations(path, arms, checked_space, base)
     return study
+
+
+def _asks(path: Path, module) -> dict[str, Any]:
+    try:
+        return asks.check_asks({n: getattr(module, n) for n in asks.NAMES if hasattr(module, n)})
+    except asks.AsksError as e:
+        _fail(path, str(e))
 
 
 def _points(path: Path, value: list) -> list[dict[str, Any]]:

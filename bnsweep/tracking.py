@@ -28,6 +28,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from bnsweep.asks import ASKS_TAG
 from bnsweep.config import EPOCH_METRICS, REFERENCE
 from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_tracking_uri: tracking's surface too
     UNSET_URI_HINT,
@@ -148,16 +149,19 @@ def ui_links(record: SweepRecord) -> dict[str, str]:
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str, space_path: str,
-                space_text: str, shared: Mapping[str, Any], varied: Sequence[str], elsewhere: str) -> SweepRecord:
+                space_text: str, shared: Mapping[str, Any], varied: Sequence[str], elsewhere: str,
+                asks: Mapping[str, Any] | None = None) -> SweepRecord:
     """Create the experiment and the sweep's parent run (its params: the config all trials
     share); return its record (`varied` names the trials' runs). `elsewhere`: what to do
-    instead should the experiment be one the user deleted."""
+    instead should the experiment be one the user deleted. `asks`: what the study asks of its
+    report (bnsweep/asks.py), kept as a tag so that a report learns it from MLflow alone."""
     check_reachable(uri)
     client = MlflowClient(uri)
     with refused_as_error(uri):
         exp_id = experiment_id(client, uri, experiment, elsewhere)
         code = code_version()
-        tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code}
+        tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code,
+                **({ASKS_TAG: json.dumps(dict(asks))} if asks else {})}
         run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
         client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
