@@ -232,6 +232,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="apply the file's SMOKE overrides (seconds per trial)")
     p.add_argument("--seeds", metavar="S,S,...", help="run every point once per seed, e.g. 0,1,2 (replaces the "
                                                      "file's SEEDS; BN and no-BN trials share each seed)")
+    p.add_argument("--confirm-seeds", metavar="N", type=_non_negative_int,
+                   help="Optuna: run each arm's best configuration again on N seeds the search did not use, "
+                        "and compare the arms on those runs (replaces the file's CONFIRM_SEEDS, default 3; 0: none)")
     g = p.add_argument_group("resources (default: the file's RESOURCES / MAX_CONCURRENT / MAX_FAILURES)")
     g.add_argument("--cpus-per-trial", metavar="N")
     g.add_argument("--gpus-per-trial", metavar="N", help="fractions such as 0.25 let trials share a GPU")
@@ -263,7 +266,8 @@ def _study(args: argparse.Namespace):
         seeds = [s.strip() for s in args.seeds.split(",")]
         if not all(seeds):
             raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got {args.seeds!r}")
-    study = load_study(resolve_study_file(args.file), smoke=args.smoke, overrides=config_overrides(args), seeds=seeds)
+    study = load_study(resolve_study_file(args.file), smoke=args.smoke, overrides=config_overrides(args), seeds=seeds,
+                       confirm_seeds=args.confirm_seeds)
     if args.experiment is not None and experiment_problem(args.experiment):
         raise UsageError(f"--experiment (the MLflow experiment name) {experiment_problem(args.experiment)}")
     for key, flag in (("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial)):

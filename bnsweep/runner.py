@@ -79,7 +79,7 @@ def run(study: Study, overrides: dict[str, Any], *, storage: str | None = None, 
         study_path=str(study.path), study_text=study.text, smoke=study.smoke, overrides=overrides,
         resources=study.resources, max_concurrent=study.max_concurrent, max_failures=study.max_failures,
         tracking=tracker.saved(), seeds=study.seeds, experiment=experiment,
-        sweep_dir=sweep_dir)
+        sweep_dir=sweep_dir, confirm_seeds=study.confirm_seeds if study.search == "optuna" else None)
     lock = SweepLock(sweep_dir, "bnsweep run")
     try:
         spec.write(sweep_dir)
@@ -200,7 +200,8 @@ def _study_from_spec(spec) -> Study:
     except OSError:
         unchanged = False
     if unchanged:
-        study = load_study(path, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds)
+        study = load_study(path, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds,
+                           confirm_seeds=spec.confirm_seeds)
     else:
         print(f"note: {path} {'has changed' if path.is_file() else 'is gone'} since the sweep started; "
               "using the text sweep.json recorded", flush=True)
@@ -208,7 +209,8 @@ def _study_from_spec(spec) -> Study:
             copy = Path(d) / path.name
             copy.write_text(spec.study_text)
             try:
-                study = load_study(copy, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds)
+                study = load_study(copy, smoke=spec.smoke, overrides=spec.overrides, seeds=spec.seeds,
+                                   confirm_seeds=spec.confirm_seeds)
             except SpaceError as e:  # named by the file the user knows, not the folder they never saw
                 raise SpaceError(f"{str(e).replace(str(copy), str(path)).replace(d, '<recorded text>')} (the "
                                  f"text sweep.json recorded; restore {path} as it was to run the file "

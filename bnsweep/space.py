@@ -11,6 +11,8 @@ A file defines module-level names the loader reads:
     SEEDS  = [0]     grid: repeats every grid point per seed; optuna: seed of every trial
     ARMS   = {"bn": [True, False]}   optuna: searched separately, equal NUM_SAMPLES each
     NUM_SAMPLES, SMOKE_NUM_SAMPLES, METRIC, SCHEDULER   optuna only
+    CONFIRM_SEEDS = 3, SMOKE_CONFIRM_SEEDS   optuna only: each arm's best configuration run again on
+                     this many fresh seeds (0: none); --smoke takes SMOKE_CONFIRM_SEEDS where given
     RESOURCES = {"cpu": 1, "gpu": 0}, MAX_CONCURRENT, MAX_FAILURES   (CLI may override)
     SMOKE  = {...}   overrides for `--smoke`, small enough that tests run every file in seconds
     EXPERIMENT = "..."   MLflow experiment (default bnsweep-<file stem>; --experiment overrides)
@@ -46,6 +48,7 @@ from bnsweep.errors import UsageError
 
 KNOWN_NAMES = {"SEARCH", "SPACE", "FIXED", "SEEDS", "ARMS", "NUM_SAMPLES", "METRIC", "SCHEDULER",
                "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT",
+               "CONFIRM_SEEDS", "SMOKE_CONFIRM_SEEDS",
                *asks.NAMES}
 SCHEDULERS = ("asha", "fifo")
 # MLflow's limits on names (mlflow/utils/validation.py and its SQL schema, MLflow 3.17): an
@@ -85,6 +88,9 @@ class Study:
     experiment: str | None = None
     asks: dict[str, Any] = field(default_factory=dict)  # CLAIMS, FIGURES, ORIGINAL as declared (bnsweep/asks.py)
     smoke: bool = False  # loaded with its SMOKE overrides (--smoke)
+    # Optuna: each arm's best configuration trained again on this many seeds the search did not
+    # use (sweep.confirm_seeds), so the arms are compared on unbiased scores (docs/design.md §6).
+    confirm_seeds: int = 0
 
     def varied(self) -> list[str]:
         """The config keys whose value differs between trials, seed included when repeated."""
@@ -125,7 +131,7 @@ class Study:
     def n_trials(self) -> int:
         if self.search == "grid":
             return len(self.seeds) * max(1, len(self.points)) * math.prod(len(v) for v in self.space.values())
-        return self.num_samples * len(self.arm_list())
+        return (self.num_samples + self.confirm_seeds) * len(self.arm_list())
 
 
 def _fail(path: Path, message: str):
@@ -326,11 +332,12 @@ def _check_exclusive(path: Path, fixed: dict, smoke: dict, overrides: dict, arms
 
 
 def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
-               seeds: list | None = None) -> Study:
+               seeds: list | None = None, confirm_seeds: int | None = None) -> Study:
     """Import and validate a search-space file; raise SpaceError naming file and key.
 
     `overrides`: config keys the command line sets; `seeds`: replaces the file's SEEDS
-    (`--seeds`), so that a shipped file runs more seeds without an edit.
+    (`--seeds`), so that a shipped file runs more seeds without an edit; `confirm_seeds`:
+    replaces CONFIRM_SEEDS (`--confirm-seeds`).
     """
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     module = _import(path)
@@ -401,6 +408,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     num_samples = _int(path, module, "NUM_SAMPLES", 1, minimum=1)
     if smoke:
         num_samples = _int(path, module, "SMOKE_NUM_SAMPLES", num_samples, minimum=1)
+    confirm = _confirm_seeds(path, module, search, smoke, confirm_seeds)
     study = Study(
         path=path, name=path.stem, text=path.read_text(), question=(module.__doc__ or "").strip(),
         search=search, fixed=base, space=checked_space, seeds=seeds, arms=arms, points=points,
@@ -412,7 +420,7 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         max_concurrent=_int(path, module, "MAX_CONCURRENT", None, minimum=1),
         max_failures=_int(path, module, "MAX_FAILURES", 2, minimum=0),
         experiment=getattr(module, "EXPERIMENT", None),
-        smoke=smoke,
+        smoke=smoke, confirm_seeds=confirm,
         asks=_asks(path, module),
     )
     if study.metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
@@ -444,6 +452,29 @@ def _points(path: Path, value: list) -> list[dict[str, Any]]:
         if "seed" in point:
             _fail(path, f"SPACE[{i}]: vary seeds with SEEDS, not in a point")
     return [dict(p) for p in value]
+
+
+CONFIRM_SEEDS = 3  # the default: the fewest runs a verdict rests on (stats.MIN_REPLICATES, docs/design.md §6)
+
+
+def _confirm_seeds(path: Path, module, search: str, smoke: bool, flag: int | None) -> int:
+    """How many fresh seeds each Optuna arm's best configuration is confirmed on: --confirm-seeds,
+    else (with --smoke) SMOKE_CONFIRM_SEEDS, else CONFIRM_SEEDS, else 3. A grid has none:
+    its SEEDS repeat every point already."""
+    given = [n for n in ("CONFIRM_SEEDS", "SMOKE_CONFIRM_SEEDS") if hasattr(module, n)]
+    if search != "optuna":
+        if given or flag is not None:
+            _fail(path, f"{(given or ['--confirm-seeds'])[0]} is for Optuna searches; a grid repeats its points "
+                        "with SEEDS (or --seeds)")
+        return 0
+    n = _int(path, module, "CONFIRM_SEEDS", CONFIRM_SEEDS, minimum=0)
+    if smoke:
+        n = _int(path, module, "SMOKE_CONFIRM_SEEDS", n, minimum=0)
+    if flag is not None:
+        if isinstance(flag, bool) or not isinstance(flag, int) or flag < 0:
+            _fail(path, f"--confirm-seeds must be a whole number >= 0, got {flag!r}")
+        n = flag
+    return n
 
 
 def _int(path: Path, module, name: str, default, minimum: int):

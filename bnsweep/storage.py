@@ -31,6 +31,7 @@ class SweepSpec:
     seeds: list[int] | None = None  # the seeds run (--seeds or the file's SEEDS); None in older sweep.json
     experiment: str | None = None  # the MLflow experiment asked for, even with --no-tracking (sync uses it)
     sweep_dir: str | None = None  # where `run` started it: the one place it resumes (runner.resume)
+    confirm_seeds: int | None = None  # Optuna: the confirmation seeds per arm run (None: a grid, or older)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)
