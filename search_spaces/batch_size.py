@@ -21,4 +21,10 @@ SPACE = {
 }
 SEEDS = [0]
 
+# What the report shows (README, "study files"): the claims this study tests, its figures, and the
+# original's published numbers beside ours.
+CLAIMS = [4, 2]
+FIGURES = ["batch_size", "curves"]
+ORIGINAL = "batch_size"
+
 SMOKE = {"width": 0.0625, "n_train": 250, "n_val": 200, "epochs": 1}

@@ -29,4 +29,10 @@ SPACE = [  # explicit points: the study compares three arms, not the 2x2 grid
 FIXED = {"model": "simple", "n_train": 5000, "epochs": 60, "lr_drop_period": 20}
 SEEDS = [0]
 
+# What the report shows (README, "study files"): the claims this study tests, its figures, and the
+# original's published numbers beside ours.
+CLAIMS = [5]
+FIGURES = ["dropout"]
+ORIGINAL = "dropout"
+
 SMOKE = {"width": 0.125, "n_train": 200, "n_val": 200, "epochs": 1, "batch_size": 50}

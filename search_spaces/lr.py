@@ -19,5 +19,11 @@ SPACE = {
 }
 SEEDS = [0]
 
+# What the report shows (README, "study files"): the claims this study tests, its figures, and the
+# original's published numbers beside ours.
+CLAIMS = [3, 1]
+FIGURES = ["lr", "curves"]
+ORIGINAL = "lr"
+
 # Seconds per trial, for tests: a 1/16-width model on 500 images for 1 epoch.
 SMOKE = {"width": 0.0625, "n_train": 500, "n_val": 500, "epochs": 1, "batch_size": 50}

@@ -18,6 +18,10 @@ SPACE = {
     "dropout": ("uniform", 0.0, 0.5),
 }
 NUM_SAMPLES = 16  # per arm
+
+# What the report shows (README, "study files"): the claims this study tests, its figures.
+CLAIMS = [1]
+FIGURES = ["optuna"]
 METRIC = "val_acc"
 SCHEDULER = "asha"
 

@@ -62,5 +62,11 @@ FIXED = {"width": 0.0625, "n_train": 6000, "n_val": 2000, "epochs": 5, "lr": 0.1
          "eval_batch_size": 250}
 SEEDS = [0]
 
+# What the report shows (README, "study files"): the claims this study tests, its figures, and the
+# original's published numbers beside ours.
+CLAIMS = [4, 2]
+FIGURES = ["batch_size", "curves"]
+ORIGINAL = "batch_size"
+
 # Seconds per trial, for tests: 200 images, 1 epoch (40 steps at batch 5).
 SMOKE = {"n_train": 200, "n_val": 200, "epochs": 1}

@@ -66,5 +66,11 @@ FIXED = {"model": "simple", "width": 0.5, "n_train": 1000, "n_val": 3000, "batch
          "lr": 0.05, "lr_drop_period": 50, "eval_batch_size": 250}
 SEEDS = [0]
 
+# What the report shows (README, "study files"): the claims this study tests, its figures, and the
+# original's published numbers beside ours.
+CLAIMS = [5]
+FIGURES = ["dropout"]
+ORIGINAL = "dropout"
+
 # Seconds per trial, for tests: 200 images, 2 epochs.
 SMOKE = {"n_train": 200, "n_val": 200, "epochs": 2}
