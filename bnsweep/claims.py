@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnsweep.asks import CLAIM_NUMBERS
 from bnsweep.config import EXECUTION_FACTS
 from bnsweep.stats import (  # noqa: F401 — MIN_REPLICATES: the claims' reader asks it here
     LEVEL,
@@ -107,18 +108,16 @@ STATEMENTS = {
     5: "BN regularises like dropout",
 }
 
-# The claims each study under search_spaces/ was designed to test (the question of
-# its docstring), by the file's stem: its report names them first. Every claim is
-# still judged from whatever the trials hold; a study not listed here declares none.
-STUDY_CLAIMS = {
-    "quick": (1,),
-    "lr": (3, 1),
-    "batch_size": (4, 2),
-    "quick_batch_size": (4, 2),
-    "dropout": (5,),
-    "quick_dropout": (5,),
-    "optuna": (1,),
-}
+assert tuple(STATEMENTS) == CLAIM_NUMBERS  # the vocabulary a study file's CLAIMS draws on (bnsweep/asks.py)
+
+
+def speaks_to(claims: list[Claim], declared: Iterable[int] | None) -> list[int]:
+    """The claims a study speaks to: those it declares (its CLAIMS, in its order), else every
+    claim its trials could compare (one that made a comparison; one whose trials lack what it
+    compares, e.g. batch sizes inside and outside 50-100, made none)."""
+    if declared is not None:
+        return list(declared)
+    return [c.number for c in claims if c.tests]
 
 
 def undecided(why: str) -> str:
@@ -417,7 +416,7 @@ def evaluate_claims(trials: pd.DataFrame, history: pd.DataFrame, smoke: bool | N
 def claims_table(claims: list[Claim], speaks_to: Iterable[int] = ()) -> pd.DataFrame:
     """One row per claim: its verdict and the comparison that verdict rests on (n, estimate,
     95 % interval, test, two-sided p); speaks_to marks those the study was designed to test
-    (STUDY_CLAIMS); the n: columns hold each claim's own numbers."""
+    (its CLAIMS, or claims.speaks_to); the n: columns hold each claim's own numbers."""
     ours = set(speaks_to)
     rows = []
     for c in claims:

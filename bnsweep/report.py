@@ -1,46 +1,37 @@
-"""`bnsweep report`: run the analysis modules a study needs (bnsweep/analysis/) on
-one experiment and write report.md and report.html beside their PNG, SVG and CSV
-files, then log the folder to the sweep's parent run in MLflow.
-
-The modules are imported from the installed package, so a report needs nothing
-but bnsweep itself (a wheel works as well as a checkout).
+"""`bnsweep report`: the figures a study asks for (its FIGURES, else those its data
+supports; bnsweep/analysis/), its claims judged once, report.md and report.html beside
+their PNG, SVG and CSV files, then the folder logged to the sweep's parent run in MLflow.
+Everything comes from the sweep's record in MLflow (bnsweep/asks.py: what the study
+asked, as the sweep ran); nothing depends on the study file's name.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
 
+from bnsweep.analysis import batch_size, curves, dropout, lr, original, summary
 from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
 from bnsweep.analysis.render import render_html, render_markdown
+from bnsweep.analysis.scale import smoke_mode
+from bnsweep.asks import FIGURES
+from bnsweep.claims import evaluate_claims
 from bnsweep.errors import UsageError
 from bnsweep.results import Results, ResultsError, load_experiment
 from bnsweep.storage import DEFAULT_STORAGE, contains
 from bnsweep.tables import sort_trials, varied
 
-# Which modules answer which study (the search-space file stem). Studies not
-# listed get the modules their data supports (see scripts_for). summary runs last, always.
-STUDY_SCRIPTS = {
-    "quick": ("curves",),
-    "lr": ("lr", "curves"),
-    "batch_size": ("batch_size", "curves"),
-    "quick_batch_size": ("batch_size", "curves"),
-    "dropout": ("dropout",),
-    "quick_dropout": ("dropout",),
-    "optuna": ("optuna",),
-}
-MODULES = ("lr", "batch_size", "curves", "dropout", "optuna", "summary")  # bnsweep.analysis.<name>
+MODULES = (*FIGURES, "summary")  # bnsweep.analysis.<name>; summary runs last, always
 
 
-def scripts_for(results: Results) -> list[str]:
-    """The analysis modules that answer this study; for a study bnsweep does not know,
-    those its data supports."""
-    if results.study in STUDY_SCRIPTS:
-        return [*STUDY_SCRIPTS[results.study], "summary"]
+def figures_for(results: Results) -> list[str]:
+    """The figures the study asks for (its FIGURES, as the sweep recorded them); for a study
+    that declares none, those its data supports."""
+    if "figures" in results.asks:
+        return list(results.asks["figures"])
     if results.search == "optuna":  # each trial its own lr and batch size: no grid figure to draw
-        return ["optuna", "curves", "summary"]
+        return ["optuna", "curves"]
     t = results.trials
     chosen = []
     if t["lr"].nunique() > 1:
@@ -49,14 +40,37 @@ def scripts_for(results: Results) -> list[str]:
         chosen.append("batch_size")
     if (t["dropout"].fillna(0) > 0).any() and (t["arm"] == "no_bn").any():
         chosen.append("dropout")
-    return [*chosen, "curves", "summary"]
+    return [*chosen, "curves"]
 
 
-def run_analysis(name: str, argv: list[str], results: Results | None = None) -> list[Item]:
-    """bnsweep.analysis.<name>.main(argv, results): the module's figures and tables."""
-    if name not in MODULES:
-        raise ResultsError(f"no analysis module {name!r}; there are {', '.join(MODULES)}")
-    return importlib.import_module(f"bnsweep.analysis.{name}").main(argv, results=results)
+def scripts_for(results: Results) -> list[str]:
+    """The analysis modules a report of `results` runs, in order."""
+    return [*figures_for(results), "summary"]
+
+
+def cannot_draw(name: str, results: Results) -> str | None:
+    """Why the trials cannot give figure `name` (a study may ask for one its trials cannot fill), or None."""
+    t = results.trials
+    if name == "optuna" and results.search != "optuna":
+        return "needs an Optuna search"
+    if name == "dropout" and not (t["dropout"].fillna(0) > 0).any():
+        return "needs trials with dropout"
+    if name in ("curves", "dropout") and results.history.empty:
+        return "no trial has logged an epoch"
+    return None
+
+
+def draw(name: str, results: Results, out: Path, theirs: original.PublishedSet | None = None) -> list[Item]:
+    """bnsweep.analysis.<name>'s figures and tables of `results` into `out`."""
+    if name not in FIGURES:
+        raise ResultsError(f"no analysis figure {name!r}; there are {', '.join(FIGURES)}")
+    if name == "optuna":  # its module is still a script (issue 18 is rewriting it): hand it its command line
+        from bnsweep.analysis import optuna
+
+        return optuna.main(["--experiment", results.experiment, "--out", str(out)], results=results)
+    if name == "curves":
+        return curves.analyse(results, out)
+    return {"lr": lr, "batch_size": batch_size, "dropout": dropout}[name].analyse(results, out, theirs)
 
 
 def _reading_order(item: Item) -> int:
@@ -66,29 +80,46 @@ def _reading_order(item: Item) -> int:
     return 1 if item.kind == "figure" or item.beside else 2
 
 
-def build_report(experiment: str, out_dir: str | Path | None = None, tracking_uri: str | None = None, *,
-                 parent_run_id: str | None = None, all_sweeps: bool = False, log_to_mlflow: bool = True) -> Path:
-    """Run the study's analysis modules on `experiment` (its latest sweep unless told
-    otherwise), write report.md and report.html with the figures and CSVs into
-    out_dir (default reports/<experiment>), log the folder as artifacts (report/) of
-    the sweep's parent run, and return the path of report.html.
+def build_report(experiment: str | list[str], out_dir: str | Path | None = None, tracking_uri: str | None = None,
+                 *, parent_run_id: str | None = None, all_sweeps: bool = False, log_to_mlflow: bool = True) -> Path:
+    """Draw the figures the study asks for on `experiment` (its latest sweep unless told
+    otherwise), judge its claims once, write report.md and report.html with the figures and
+    CSVs into out_dir (default reports/<experiment>), log the folder as artifacts (report/) of
+    the sweep's parent run, and return the path of report.html. Two or more experiments:
+    one report that sets them side by side (bnsweep/analysis/compare.py).
 
     Raises ResultsError (a BnsweepError) for an experiment that is missing, empty
     or not a bnsweep sweep; UsageError for an output folder that takes no file.
     """
+    if not isinstance(experiment, str):
+        if len(experiment) > 1:
+            from bnsweep.analysis.compare import build_comparison
+
+            return build_comparison(list(experiment), out_dir, tracking_uri, all_sweeps=all_sweeps)
+        experiment = experiment[0]
     results = load_experiment(experiment, tracking_uri, parent_run_id, all_sweeps=all_sweeps)
     out = Path(out_dir) if out_dir is not None else default_out(experiment)
     check_out(out, results)
     out = make_out_dir(out)
-    argv = ["--experiment", experiment, "--tracking-uri", results.tracking_uri, "--out", str(out)]
-    argv += ["--all-sweeps"] if all_sweeps else ["--sweep", str(results.parents["run_id"].iloc[0])]
+    claims = evaluate_claims(results.trials, results.history, smoke_mode(results))  # once, for every reader
+    theirs = original.published(results.asks)
     items: list[Item] = []
-    for name in scripts_for(results):
-        items.extend(run_analysis(name, argv, results=results))
+    notes = []
+    wanted = figures_for(results)
+    for name in wanted:
+        why = cannot_draw(name, results)
+        if why:
+            notes.append(f"{name}: {why}")
+            continue
+        items.extend(draw(name, results, out, theirs))
+    if theirs is not None and theirs.figure not in wanted:
+        notes.append(f"{theirs.name} (ORIGINAL): drawn on the {theirs.figure} figure, which the study does not ask for")
+    items.extend(summary.analyse(results, out, claims))
     items.sort(key=_reading_order)  # stable: a figure's companion table stays right after it
     items += overview_items(results, out)
-    (out / "report.md").write_text(render_markdown(results, items))
-    (out / "report.html").write_text(render_html(results, items))
+    extra = [("not drawn", "; ".join(notes))] if notes else []
+    (out / "report.md").write_text(render_markdown(results, items, claims, extra))
+    (out / "report.html").write_text(render_html(results, items, claims, extra))
     if log_to_mlflow:
         written = [out / "report.md", out / "report.html", *(p for item in items for p in item.files.values())]
         _log_artifacts(results, out, list(dict.fromkeys(written)))

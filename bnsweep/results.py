@@ -11,12 +11,13 @@ from them, bnsweep/claims.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bnsweep.asks import ASKS_TAG, from_tag
 from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE
 from bnsweep.errors import BnsweepError
 
@@ -48,6 +49,7 @@ class Results:
     trials: pd.DataFrame  # one row per trial (see _trial_row)
     history: pd.DataFrame  # one row per (run_id, epoch), HISTORY_METRICS as columns
     note: str = ""  # which sweep(s) were read, for a person
+    asks: dict[str, Any] = field(default_factory=dict)  # what the (latest) sweep's study asks: bnsweep/asks.py
 
 
 def _client(tracking_uri: str | None):
@@ -156,7 +158,8 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     return Results(experiment=experiment, tracking_uri=uri,
                    study=studies.pop() if len(studies) == 1 else None,
                    search=searches.pop() if len(searches) == 1 else None,
-                   parents=parents_df, trials=trials, history=history, note=note)
+                   parents=parents_df, trials=trials, history=history, note=note,
+                   asks=from_tag(chosen[0].data.tags.get(ASKS_TAG)))
 
 
 def _one_run_per_trial(children: list, histories: list[pd.DataFrame]) -> tuple[list, list[pd.DataFrame], int]:

@@ -48,6 +48,9 @@ SPACE += [{{"lr": 0.05, "bn": True, **{FAILING}}}]
 SEEDS = [0, 1]
 FIXED = {_fixed("lr", "dataset")}
 MAX_FAILURES = 0
+CLAIMS = [3, 1]  # as search_spaces/lr.py declares: the report learns them from the sweep, not the name
+FIGURES = ["lr", "curves"]
+ORIGINAL = "lr"
 """,
     "batch_size": f"""
 SPACE = {{"batch_size": [25, 100], "bn": [True, False]}}

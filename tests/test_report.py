@@ -78,23 +78,20 @@ def test_report_for_lr_study(lr_sweep, tmp_path):
     assert {"report/report.md", "report/report.html", "report/lr_accuracy.png", "report/claims.csv"} <= logged
 
 
-def test_scripts_follow_the_study(lr_sweep):
+def test_scripts_follow_what_the_study_asks_never_its_name(lr_sweep):
     from bnsweep.report import scripts_for
     from bnsweep.results import load_experiment
 
     r = load_experiment(lr_sweep[1], lr_sweep[0])
+    assert r.asks == {"claims": [3, 1], "figures": ["lr", "curves"], "original": "lr"}  # recorded by the sweep
     assert scripts_for(r) == ["lr", "curves", "summary"]
-    r.study = "dropout"
-    assert scripts_for(r) == ["dropout", "summary"]
-    r.study = "quick_batch_size"  # the quick studies get their full-size study's treatment
-    assert scripts_for(r) == ["batch_size", "curves", "summary"]
-    r.study = "quick_dropout"
-    assert scripts_for(r) == ["dropout", "summary"]
-    r.study = "quick"
-    assert scripts_for(r) == ["curves", "summary"]
-    r.study = "my_lr_grid"  # not a known study: what its data supports (here lr varies, nothing else)
+    r.study = "dropout"  # a name means nothing
     assert scripts_for(r) == ["lr", "curves", "summary"]
-    r.study, r.search = "my_search", "optuna"  # sampled settings: no grid figure, whatever the name
+    r.asks = {"figures": ["dropout"]}
+    assert scripts_for(r) == ["dropout", "summary"]
+    r.asks = {}  # declares nothing: what its data supports (here lr varies, nothing else)
+    assert scripts_for(r) == ["lr", "curves", "summary"]
+    r.search = "optuna"  # sampled settings: no grid figure, whatever the name
     assert scripts_for(r) == ["optuna", "curves", "summary"]
 
 
@@ -109,8 +106,8 @@ def test_report_bad_input(lr_sweep, tmp_path):
     # A folder that exists but takes no file (as root, /proc stands in for a read-only one).
     with pytest.raises(UsageError, match="cannot write the report to /proc"):
         report.build_report(experiment, Path("/proc"), uri, log_to_mlflow=False)
-    with pytest.raises(ResultsError, match="no analysis module 'nope'; there are lr, batch_size"):
-        report.run_analysis("nope", [])
+    with pytest.raises(ResultsError, match="no analysis figure .nope.; there are lr, batch_size"):
+        report.draw("nope", None, tmp_path)
 
 
 def test_report_uploads_only_what_it_wrote_and_refuses_an_out_that_holds_the_record(lr_sweep, tmp_path,

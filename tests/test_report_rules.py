@@ -39,7 +39,7 @@ def history(trials: pd.DataFrame, step_ms: dict[str, float] | None = None) -> pd
     return pd.DataFrame(rows)
 
 
-def results(rows: list[dict], tmp_path, smoke: bool | None = False, study: str = "lr"):
+def results(rows: list[dict], tmp_path, smoke: bool | None = False, study: str = "lr", asks: dict | None = None):
     from bnsweep.results import Results
 
     sweep_dir = tmp_path / "sweep"
@@ -48,7 +48,8 @@ def results(rows: list[dict], tmp_path, smoke: bool | None = False, study: str =
         (sweep_dir / "sweep.json").write_text(json.dumps({"smoke": smoke}))
     trials = pd.DataFrame(rows)
     parents = pd.DataFrame([{"run_id": "parent", "run_name": "lr-sweep", "sweep_dir": str(sweep_dir)}])
-    return Results("bnsweep-test", "sqlite:///test.db", study, "grid", parents, trials, history(trials))
+    return Results("bnsweep-test", "sqlite:///test.db", study, "grid", parents, trials, history(trials),
+                   asks=asks or {})
 
 
 # -------------------------------------------------------------- the scale ---
@@ -178,16 +179,23 @@ def test_the_originals_numbers_beside_ours():
 
 
 def test_shape_only_unless_at_the_reference(tmp_path):
-    from bnsweep.analysis.original import original_for, shape_note
+    from bnsweep.analysis.original import SETS, published, shape_note
 
     at_ref = results([trial(f"{a}{lr}", a == "b", lr=lr) for a in "bn" for lr in (0.01, 0.1)], tmp_path)
     assert "numbers compare directly" in shape_note(at_ref, "lr")
     small = results([trial(f"{a}{lr}", a == "b", lr=lr, width=0.25) for a in "bn" for lr in (0.01, 0.1)], tmp_path)
     assert "the comparison is of shape only" in shape_note(small, "lr")
     assert "shape only" in shape_note(at_ref, "dropout")  # their dropout setting was never published
-    for study, kind in (("quick_batch_size", "batch_size"), ("quick_dropout", "dropout"), ("lr", "lr")):
-        assert original_for(results([trial("b", True)], tmp_path, study=study), kind)
-    assert not original_for(results([trial("b", True)], tmp_path, study="my_grid"), "lr")
+    # What a study asks for, by its ORIGINAL (recorded with the sweep), never by its name.
+    for kind in ("batch_size", "dropout", "lr"):
+        assert published({"original": kind}) is SETS[kind] and SETS[kind].figure == kind
+    assert published({}) is None
+    mine = published({"original": {"figure": "lr", "source": "Smith et al. (table 2)", "about": "ResNet-20, one seed",
+                                    "values": {"lr": [0.01, 0.1], "bn": [80, 90]}}})
+    assert mine.figure == "lr" and list(mine.table["bn"]) == [80, 90] and "no_bn" not in mine.table
+    # Someone else's numbers are never the reference experiment: shapes only, at any scale, named as theirs.
+    assert shape_note(at_ref, mine).startswith("Smith et al. (table 2): ResNet-20, one seed.")
+    assert "the comparison is of shape only" in shape_note(at_ref, mine)
 
 
 # --------------------------------------------------------- shipped studies ---

@@ -216,8 +216,8 @@ def test_a_smoke_sweep_of_long_trials_still_decides_nothing(tmp_path):
     rows = [trial(f"{a}{s}", a == "b", s, best_val_acc=(0.8 if a == "b" else 0.6) + 0.01 * s) for s in SEEDS
             for a in "bn"]
     assert "claim 1 (BN raises validation accuracy and training speed): supported" in speaks_to(
-        results(rows, tmp_path, smoke=False, study="quick"))
-    smoke = speaks_to(results(rows, tmp_path, smoke=True, study="quick"))
+        results(rows, tmp_path, smoke=False, study="quick", asks={"claims": [1]}))
+    smoke = speaks_to(results(rows, tmp_path, smoke=True, study="quick", asks={"claims": [1]}))
     assert smoke.endswith("undecided (a --smoke sweep: its trials test the code, not the claims)")
 
 

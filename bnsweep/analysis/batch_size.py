@@ -6,20 +6,24 @@ confidence interval), and on the
 second axis the total execution time of those trials (train + validation, all
 epochs). Right: median time per optimizer step, with the BN / no-BN ratio.
 
-Where the study is a batch-size study (quick_batch_size too), the original's
-accuracies (its slides) are drawn beside ours, grey and dashed, and its accuracies
-and execution times tabled beside ours (bnsweep/analysis/original.py).
+Where the study asks for published numbers on this figure (its ORIGINAL: the
+original's slides, or a set of its own), their accuracies are drawn beside ours,
+grey and dashed, and their accuracies and execution times tabled beside ours
+(bnsweep/analysis/original.py).
 
     python -m bnsweep.analysis.batch_size --experiment bnsweep-batch_size [--tracking-uri URI] [--out DIR]
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from bnsweep.analysis import original
 from bnsweep.analysis.common import (
+    Item,
     finish,
     load,
     new_figure,
@@ -42,6 +46,7 @@ from bnsweep.analysis.plots import (
     plot_original,
 )
 from bnsweep.claims import MEDIUM_BATCH
+from bnsweep.results import Results
 from bnsweep.stats import mean_interval
 from bnsweep.tables import arm_label, arms_present, averaged, run_step_times, trains_at
 
@@ -72,12 +77,18 @@ def batch_table(results) -> pd.DataFrame:
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.batch_size`: the command line around analyse()."""
     args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
+    require(results.trials["batch_size"].nunique() > 1 or "batch_size" in results.asks.get("figures", ()), results,
+            "the batch_size analysis", "trials at 2 or more batch sizes")
+    return analyse(results, out_dir(args, results), original.published(results.asks))
+
+
+def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = None) -> list[Item]:
+    """The batch-size figure (and, with published numbers drawn on it, theirs tabled beside ours) into `out`."""
+    theirs = theirs if theirs is not None and theirs.figure == "batch_size" else None
     t = results.trials
-    require(t["batch_size"].nunique() > 1 or results.study == "batch_size", results, "the batch_size analysis",
-            "trials at 2 or more batch sizes")
-    out = out_dir(args, results)
     table = batch_table(results)
     arms = list(dict.fromkeys(table["arm"]))
     sizes = sorted(table["batch_size"].unique())
@@ -110,9 +121,8 @@ def main(argv=None, results=None):
                          yerr=interval_bars(*(rows[f"step_time_ms_{k}"] for k in ("mean", "ci_low", "ci_high"))),
                          color=arm_color(arm),
                          marker=ARM_MARKERS.get(arm, "o"), capsize=2, label=arm_label(arm))
-    theirs = original.original_for(results, "batch_size")
     if theirs:
-        draw_original(ax, arms, pos, width)
+        draw_original(ax, theirs, arms, pos, width)
     chance_line(ax)
     ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
     ax.set_xlabel("batch size (images per step)")
@@ -121,7 +131,7 @@ def main(argv=None, results=None):
     ax_time.set_ylabel("total execution time (s)")
     ax_time.set_ylim(bottom=0)
     ax.set_title("accuracy (bars, left axis) and total time (diamonds, right axis)", fontsize=10)
-    h1, l1 = ours_first(*ax.get_legend_handles_labels())
+    h1, l1 = ours_first(*ax.get_legend_handles_labels(), theirs.source if theirs else "original")
     h2, l2 = ax_time.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
@@ -150,30 +160,29 @@ def main(argv=None, results=None):
                "Times are only comparable between trials that ran alone on the same kind of device. Dashed: "
                "chance (0.1).")
     if theirs:
-        caption += (" Dark grey dashed lines with hollow markers (circles BN, squares no BN): the original study's "
-                    "best validation accuracy at the same batch sizes (its slides). "
-                    + original.shape_note(results, "batch_size"))
+        caption += (f" Dark grey dashed lines with hollow markers (circles BN, squares no BN): {theirs.source}, best "
+                    "validation accuracy at the same batch sizes. " + original.shape_note(results, theirs))
     items = [save_figure(fig, out, NAME, table, title, caption)]
     if theirs:
         items.append(save_table(
-            out, "batch_size_original", original.batch_comparison(table),
-            "Batch size: ours beside the original (slides)",
-            "Per batch size, ours (best setting of each arm, mean over seeds) beside the original study's (its slides, "
-            "one seed): best validation accuracy (%), execution time of the whole run (ours in seconds, theirs in "
-            "minutes) and the BN / no-BN time ratio, the one time figure that compares across machines. Blank where "
-            "one of the two did not try that batch size. " + original.shape_note(results, "batch_size"),
+            out, "batch_size_original", original.batch_comparison(table, theirs),
+            f"Batch size: ours beside {theirs.name}",
+            f"Per batch size, ours (best setting of each arm, mean over seeds) beside {theirs.name}: best validation "
+            "accuracy (%) and, where they published it, the execution time of the whole run (ours in seconds, "
+            "theirs in minutes) with the BN / no-BN time ratio, the one time figure that compares across machines. "
+            "Blank where one of the two did not try that batch size. " + original.shape_note(results, theirs),
             beside=True))
     return items
 
 
-def draw_original(ax, arms: list[str], pos: dict[int, int], width: float) -> None:
-    """The original's accuracy per arm at the batch sizes we tried too, over our bars."""
-    theirs = original.BATCH[original.BATCH["batch_size"].isin(list(pos))]
+def draw_original(ax, theirs: original.PublishedSet, arms: list[str], pos: dict[int, int], width: float) -> None:
+    """The published accuracy per arm at the batch sizes we tried too, over our bars."""
+    shown = theirs.table[theirs.table["batch_size"].isin(list(pos))]
     for i, arm in enumerate(arms):
-        if arm not in theirs or theirs.empty:
+        if arm not in shown or shown.empty:
             continue
-        x = np.array([pos[b] for b in theirs["batch_size"]]) + (i - (len(arms) - 1) / 2) * width
-        plot_original(ax, x, theirs[arm] / 100, arm)
+        x = np.array([pos[int(b)] for b in shown["batch_size"]]) + (i - (len(arms) - 1) / 2) * width
+        plot_original(ax, x, shown[arm] / 100, arm, theirs.source)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,20 @@ the band its 95 % confidence interval.
 
 from __future__ import annotations
 
-from bnsweep.analysis.common import finish, load, new_figure, out_dir, run_script, save_figure, script_parser
+from pathlib import Path
+
+from bnsweep.analysis.common import (
+    Item,
+    finish,
+    load,
+    new_figure,
+    out_dir,
+    run_script,
+    save_figure,
+    script_parser,
+)
 from bnsweep.analysis.plots import INTERVAL_WORDS, chance_line, curves_table, plot_curve_panel
+from bnsweep.results import Results
 from bnsweep.tables import best_config_per_arm
 
 NAME = "curves"
@@ -20,9 +32,14 @@ METRICS = {"train_acc": "training accuracy (fraction)", "val_acc": "validation a
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.curves`: the command line around analyse()."""
     args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
-    out = out_dir(args, results)
+    return analyse(results, out_dir(args, results))
+
+
+def analyse(results: Results, out: Path) -> list[Item]:
+    """The training curves of each arm's best configuration into `out`."""
     table = curves_table(results, best_config_per_arm(results.trials), list(METRICS))
     fig, axes = new_figure(2, 2, width=6.2, height=4.0)
     for row, x in enumerate(("epoch", "time")):

@@ -5,7 +5,7 @@ Training curves are dashed, validation curves solid; the space between an arm's
 two lines is its train-validation gap. Each arm shows its best configuration;
 with several seeds, lines are means and bands their 95 % confidence intervals.
 
-Where the study is a dropout study (quick_dropout too), the original's result (all
+Where the study asks for the original's dropout result (ORIGINAL = "dropout": all
 three arms near 0.30-0.35 validation accuracy, training accuracy near 1) is drawn
 as a grey band and tabled beside ours (bnsweep/analysis/original.py).
 
@@ -14,10 +14,13 @@ as a grey band and tabled beside ours (bnsweep/analysis/original.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from matplotlib.lines import Line2D
 
 from bnsweep.analysis import original
 from bnsweep.analysis.common import (
+    Item,
     finish,
     load,
     new_figure,
@@ -36,6 +39,7 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_curve_panel,
 )
+from bnsweep.results import Results
 from bnsweep.tables import arm_label, best_config_per_arm
 
 NAME = "dropout_curves"
@@ -43,15 +47,20 @@ PANELS = (("acc", "accuracy (fraction)"), ("loss", "cross-entropy loss (nats)"))
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.dropout`: the command line around analyse()."""
     args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
+    require((results.trials["dropout"].fillna(0) > 0).any(), results, "the dropout analysis", "trials with dropout")
+    return analyse(results, out_dir(args, results), original.published(results.asks))
+
+
+def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = None) -> list[Item]:
+    """The dropout figure (and, asked for, the original's result beside ours) into `out`."""
+    theirs = theirs if theirs is not None and theirs.figure == "dropout" else None
     t = results.trials
-    require((t["dropout"].fillna(0) > 0).any(), results, "the dropout analysis", "trials with dropout")
-    out = out_dir(args, results)
     runs = best_config_per_arm(t)
     table = curves_table(results, runs, ["train_acc", "val_acc", "train_loss", "val_loss"])
     last = table.sort_values("epoch").groupby("arm").last().loc[list(dict.fromkeys(table["arm"]))]  # arm order
-    theirs = original.original_for(results, "dropout")
     fig, axes = new_figure(1, 2, width=6.6, height=4.8)
     for ax, (kind, ylabel) in zip(axes[0], PANELS):
         plot_curve_panel(ax, table, f"train_{kind}", "epoch", linestyle="--", label_suffix=" train")
@@ -82,7 +91,7 @@ def main(argv=None, results=None):
                "regulariser narrows it. Dashed grey: chance accuracy (0.1). Diverged epochs have no loss value.")
     if theirs:
         caption += (" Grey band: the original study's final validation accuracy, 0.30-0.35 in all three "
-                    "arms (its slides; training accuracy near 1). " + original.shape_note(results, "dropout"))
+                    "arms (its slides; training accuracy near 1). " + original.shape_note(results, theirs))
     items = [save_figure(fig, out, NAME, table, title, caption)]
     if theirs:
         items.append(save_table(out, "dropout_original", original.dropout_comparison(last),
@@ -90,7 +99,7 @@ def main(argv=None, results=None):
                                 "The last epoch's training and validation accuracy (fractions) of each arm's best "
                                 "configuration, mean over seeds, beside the original study's (its slides, in "
                                 "words: all three arms near 0.30-0.35 validation accuracy, training accuracy near "
-                                "1). " + original.shape_note(results, "dropout"), beside=True))
+                                "1). " + original.shape_note(results, theirs), beside=True))
     return items
 
 

@@ -7,13 +7,16 @@ reached, hatched and labelled; failed or unfinished trials are drawn hollow, not
 averaged into the bar (their count is in the legend).
 Trials of other settings at the same lr (not the best) are counted in the legend.
 
-Where the study is the lr study, the original's numbers (its slides) are drawn
-beside ours, grey and dashed, and tabled beside ours (bnsweep/analysis/original.py).
+Where the study asks for published numbers on this figure (its ORIGINAL: the
+original's slides, or a set of its own), they are drawn beside ours, grey and
+dashed, and tabled beside ours (bnsweep/analysis/original.py).
 
     python -m bnsweep.analysis.lr --experiment bnsweep-lr [--tracking-uri URI] [--out DIR]
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
@@ -21,6 +24,7 @@ from matplotlib.patches import Patch
 
 from bnsweep.analysis import original
 from bnsweep.analysis.common import (
+    Item,
     finish,
     load,
     new_figure,
@@ -40,6 +44,7 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_original,
 )
+from bnsweep.results import Results
 from bnsweep.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
 
 NAME = "lr_accuracy"
@@ -60,12 +65,18 @@ def lr_table(trials):
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.lr`: the command line around analyse()."""
     args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
+    require(results.trials["lr"].nunique() > 1 or "lr" in results.asks.get("figures", ()), results,
+            "the lr analysis", "trials at 2 or more learning rates")
+    return analyse(results, out_dir(args, results), original.published(results.asks))
+
+
+def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = None) -> list[Item]:
+    """The lr figure (and, with published numbers drawn on it, theirs tabled beside ours) into `out`."""
+    theirs = theirs if theirs is not None and theirs.figure == "lr" else None
     t = results.trials
-    require(t["lr"].nunique() > 1 or results.study == "lr", results, "the lr analysis",
-            "trials at 2 or more learning rates")
-    out = out_dir(args, results)
     table = lr_table(t)
     arms = list(dict.fromkeys(table["arm"]))
     lrs = np.sort(table["lr"].unique())
@@ -101,9 +112,8 @@ def main(argv=None, results=None):
                 counts = seeds.loc[~done, "outcome"].value_counts()
                 ax.annotate(", ".join(f"{n} {o}" for o, n in counts.items()), (c, 0.01), rotation=90,
                             ha="center", va="bottom", fontsize=7, color="black", zorder=6)
-    theirs = original.original_for(results, "lr")
     if theirs:
-        draw_original(ax, arms, slot, bar)
+        draw_original(ax, theirs, arms, slot, bar)
     chance_line(ax)
     ax.axhline(CHANCE + TRAIN_MARGIN, color="grey", linestyle=":", linewidth=1,
                label=f"'trains' threshold ({CHANCE + TRAIN_MARGIN:.1f})", zorder=1)
@@ -112,7 +122,7 @@ def main(argv=None, results=None):
     ax.set_ylim(0, 1.0)
     ax.set_xlabel("initial learning rate (each value tried, in increasing order; not to scale)")
     ax.set_ylabel("best validation accuracy (fraction)")
-    handles, labels = ours_first(*ax.get_legend_handles_labels())
+    handles, labels = ours_first(*ax.get_legend_handles_labels(), theirs.source if theirs else "original")
     handles += [Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH),
                 Line2D([], [], marker="o", color="black", linestyle="", markersize=4),
                 Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="")]
@@ -135,28 +145,26 @@ def main(argv=None, results=None):
                "Where other settings vary too, each bar is the best of them; the legend counts the trials of the "
                "others. The lr axis lists the values tried in order, equally spaced whatever their ratio.")
     if theirs:
-        caption += (" Dark grey dashed lines with hollow markers (circles BN, squares no BN): the original study's "
-                    "best validation accuracy at the same learning rates (its slides). "
-                    + original.shape_note(results, "lr"))
+        caption += (f" Dark grey dashed lines with hollow markers (circles BN, squares no BN): {theirs.source}, best "
+                    "validation accuracy at the same learning rates. " + original.shape_note(results, theirs))
     items = [save_figure(fig, out, NAME, table, title, caption)]
     if theirs:
-        items.append(save_table(out, "lr_original", original.lr_comparison(table),
-                                "Learning rate: ours beside the original (slides)",
-                                "Best validation accuracy (%) per initial learning rate: ours (best setting of each "
-                                "arm, mean over seeds) beside the original study's (its slides, one seed); blank "
-                                "where one of the two did not try that lr. " + original.shape_note(results, "lr"),
-                                beside=True))
+        items.append(save_table(out, "lr_original", original.lr_comparison(table, theirs),
+                                f"Learning rate: ours beside {theirs.name}",
+                                f"Best validation accuracy (%) per initial learning rate: ours (best setting of each "
+                                f"arm, mean over seeds) beside {theirs.name}; blank where one of the two did not "
+                                "try that lr. " + original.shape_note(results, theirs), beside=True))
     return items
 
 
-def draw_original(ax, arms: list[str], slot: dict[float, int], bar: float) -> None:
-    """The original's accuracy per arm at the learning rates we tried too, over our bars."""
+def draw_original(ax, theirs: original.PublishedSet, arms: list[str], slot: dict[float, int], bar: float) -> None:
+    """The published accuracy per arm at the learning rates we tried too, over our bars."""
+    shown = theirs.table[theirs.table["lr"].isin(list(slot))]
     for i, arm in enumerate(arms):
-        theirs = original.LR[original.LR["lr"].isin(list(slot))] if arm in original.LR else None
-        if theirs is None or theirs.empty:
+        if arm not in shown or shown.empty:
             continue
-        x = np.array([slot[lr] for lr in theirs["lr"]]) + (i - (len(arms) - 1) / 2) * bar
-        plot_original(ax, x, theirs[arm] / 100, arm)
+        x = np.array([slot[lr] for lr in shown["lr"]]) + (i - (len(arms) - 1) / 2) * bar
+        plot_original(ax, x, shown[arm] / 100, arm, theirs.source)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,17 @@ put both in % and give time ratios (BN / no BN), which compare across machines.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from bnsweep.analysis.scale import at_reference_scale
+from bnsweep.asks import PUBLISHED
 from bnsweep.results import Results
 
 SOURCE = "original (slides)"
-ABOUT = "The original's numbers are from its slides: one seed of the reference experiment on a 2019 cloud GPU."
+CALLED = "the original (slides)"
+ABOUT = "one seed of the reference experiment on a 2019 cloud GPU."
 
 # Best validation accuracy (%) per initial learning rate, batch 250.
 LR = pd.DataFrame({"lr": [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0],
@@ -31,25 +35,56 @@ BATCH = pd.DataFrame({"batch_size": [5, 10, 50, 100, 250],
 DROPOUT_VAL_ACC = (0.30, 0.35)
 DROPOUT_TRAIN_ACC = 1.0
 
-# Which of their studies each of ours answers (the quick studies: their full-size one's).
-STUDY_ORIGINAL = {"lr": "lr", "batch_size": "batch_size", "quick_batch_size": "batch_size",
-                  "dropout": "dropout", "quick_dropout": "dropout"}
+
+@dataclass(frozen=True)
+class PublishedSet:
+    """Published numbers to show beside ours: a set bnsweep ships (SETS) or one a study file
+    gives inline (bnsweep/asks.py check_original), always labelled as theirs."""
+
+    figure: str  # the figure it is drawn on: lr, batch_size or dropout
+    source: str  # how figures and tables label it
+    about: str  # one sentence on what they ran
+    table: pd.DataFrame | None  # the figure's x column, then per arm bn / no_bn (%) and, for batch_size, *_time_min
+    reference: bool = False  # theirs is the reference experiment: at the reference scale the numbers compare directly
+    called: str = ""  # how a title names them ("the original (slides)"); default: source
+
+    @property
+    def name(self) -> str:
+        return self.called or self.source
 
 
-def original_for(results: Results, kind: str) -> bool:
-    """Whether this sweep's study is one whose original results (`kind`: lr, batch_size, dropout) exist."""
-    return STUDY_ORIGINAL.get(results.study or "") == kind
+SETS = {"lr": PublishedSet("lr", SOURCE, ABOUT, LR, reference=True, called=CALLED),
+        "batch_size": PublishedSet("batch_size", SOURCE, ABOUT, BATCH, reference=True, called=CALLED),
+        "dropout": PublishedSet("dropout", SOURCE, "its dropout study used a simpler model and few images, "
+                                "neither published", None, called=CALLED)}
+assert tuple(SETS) == PUBLISHED
 
 
-def shape_note(results: Results, kind: str) -> str:
-    """How to read ours beside theirs: numbers where the sweep is the reference experiment,
+def published(asks: dict) -> PublishedSet | None:
+    """The published set a study asks for (its ORIGINAL, as the sweep recorded it), or None."""
+    theirs = asks.get("original")
+    if isinstance(theirs, str):
+        return SETS.get(theirs)
+    if isinstance(theirs, dict):
+        return PublishedSet(theirs["figure"], theirs["source"], theirs.get("about", ""),
+                            pd.DataFrame(theirs["values"]).astype(float))
+    return None
+
+
+def shape_note(results: Results, theirs: PublishedSet | str) -> str:
+    """How to read ours beside theirs: numbers where the sweep is the experiment they ran,
     shapes only where it is not (or where their setting was never published)."""
-    if kind == "dropout":
-        return ("The original's dropout study used a simpler model and few images, neither published: the "
-                "comparison is of shape only (does each arm overfit; does BN narrow the gap as dropout does).")
+    theirs = SETS[theirs] if isinstance(theirs, str) else theirs
+    about = f"{theirs.name[:1].upper()}{theirs.name[1:]}" + (f": {theirs.about.rstrip('.')}." if theirs.about else ".")
+    if theirs.figure == "dropout":
+        return (f"{about} So the comparison is of shape only (does each arm overfit; does BN narrow the gap as "
+                "dropout does).")
+    if not theirs.reference:
+        return (f"{about} Theirs is not this study's reference experiment, so the comparison is of shape only: "
+                "where each arm trains, which is higher, how the curve bends; not the values.")
     if at_reference_scale(results):
-        return f"{ABOUT} This sweep is the reference experiment: the numbers compare directly, up to seed noise."
-    return (f"{ABOUT} This sweep is not at the reference scale (see the header), so the comparison is of shape "
+        return f"{about} This sweep is the reference experiment: the numbers compare directly, up to seed noise."
+    return (f"{about} This sweep is not at the reference scale (see the header), so the comparison is of shape "
             "only: where each arm trains, which is higher, how the curve bends; not the values.")
 
 
@@ -57,41 +92,48 @@ def _pct(v) -> float:
     return round(float(v) * 100, 1)
 
 
-def lr_comparison(ours: pd.DataFrame) -> pd.DataFrame:
+def lr_comparison(ours: pd.DataFrame, theirs: PublishedSet = SETS["lr"]) -> pd.DataFrame:
     """Best validation accuracy (%) per lr, ours beside theirs, over the lrs either tried.
 
     ours: the lr figure's table (columns arm, lr, best_val_acc_mean as a fraction).
-    Columns: lr, then per arm "<arm> ours (%)" and "<arm> original (%)"; blank where not tried."""
-    lrs = sorted(set(LR["lr"]) | set(ours["lr"].astype(float)))
-    table = pd.DataFrame({"lr": lrs})
+    Columns: lr, then per arm "<arm> ours (%)" and "<arm> <source> (%)"; blank where not tried."""
+    return _accuracy_beside(ours, theirs, "lr", float, "")
+
+
+def _accuracy_beside(ours: pd.DataFrame, theirs: PublishedSet, x: str, kind, word: str) -> pd.DataFrame:
+    """Per value of x tried by either, each arm's best validation accuracy (%): ours, then theirs."""
+    published = theirs.table.assign(**{x: theirs.table[x].astype(kind)}).set_index(x)
+    xs = sorted(set(published.index) | set(ours[x].astype(kind)))
+    table = pd.DataFrame({x: xs})
     for arm, label in (("bn", "BN"), ("no_bn", "no BN")):
-        mine = ours[ours["arm"] == arm].set_index("lr")["best_val_acc_mean"]
-        table[f"{label} ours (%)"] = [_pct(mine[x]) if x in mine.index else None for x in lrs]
-        table[f"{label} {SOURCE} (%)"] = table["lr"].map(LR.set_index("lr")[arm])
+        if arm not in published and arm not in set(ours["arm"]):
+            continue
+        mine = ours[ours["arm"] == arm].set_index(x)["best_val_acc_mean"]
+        table[f"{label} {word}ours (%)"] = [_pct(mine[v]) if v in mine.index else None for v in xs]
+        if arm in published:
+            table[f"{label} {word}{theirs.source} (%)"] = table[x].map(published[arm])
     return table
 
 
-def batch_comparison(ours: pd.DataFrame) -> pd.DataFrame:
+def batch_comparison(ours: pd.DataFrame, theirs: PublishedSet = SETS["batch_size"]) -> pd.DataFrame:
     """Per batch size, ours beside theirs: best validation accuracy (%), execution time of the
     whole run (ours in s, theirs in min) and the BN / no-BN time ratio, which compares across
-    machines and scales.
+    machines and scales (where theirs has times).
 
     ours: the batch-size figure's table (arm, batch_size, best_val_acc_mean, time_total_s_mean)."""
-    sizes = sorted(set(BATCH["batch_size"]) | set(ours["batch_size"].astype(int)))
-    theirs = BATCH.set_index("batch_size")
+    table = _accuracy_beside(ours, theirs, "batch_size", int, "acc ")
+    published = theirs.table.assign(batch_size=theirs.table["batch_size"].astype(int)).set_index("batch_size")
+    if not {"bn_time_min", "no_bn_time_min"} <= set(published) or not {"bn", "no_bn"} <= set(ours["arm"]):
+        return table
+    sizes = list(table["batch_size"])
     mine = {arm: ours[ours["arm"] == arm].set_index("batch_size") for arm in ("bn", "no_bn")}
-    table = pd.DataFrame({"batch_size": sizes})
-    for arm, label in (("bn", "BN"), ("no_bn", "no BN")):
-        table[f"{label} acc ours (%)"] = [_pct(mine[arm].at[b, "best_val_acc_mean"]) if b in mine[arm].index
-                                          else None for b in sizes]
-        table[f"{label} acc {SOURCE} (%)"] = table["batch_size"].map(theirs[arm])
     for arm, label in (("bn", "BN"), ("no_bn", "no BN")):
         table[f"{label} time ours (s)"] = [round(float(mine[arm].at[b, "time_total_s_mean"]), 1)
                                            if b in mine[arm].index else None for b in sizes]
-        table[f"{label} time {SOURCE} (min)"] = table["batch_size"].map(theirs[f"{arm}_time_min"])
+        table[f"{label} time {theirs.source} (min)"] = table["batch_size"].map(published[f"{arm}_time_min"])
     table["BN/no BN time ours"] = (table["BN time ours (s)"] / table["no BN time ours (s)"]).round(2)
-    table[f"BN/no BN time {SOURCE}"] = (table[f"BN time {SOURCE} (min)"]
-                                        / table[f"no BN time {SOURCE} (min)"]).round(2)
+    table[f"BN/no BN time {theirs.source}"] = (table[f"BN time {theirs.source} (min)"]
+                                               / table[f"no BN time {theirs.source} (min)"]).round(2)
     return table
 
 

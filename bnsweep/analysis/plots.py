@@ -43,16 +43,16 @@ def log_scale(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def plot_original(ax, x: Sequence[float], y: Sequence[float], arm: str) -> None:
-    """The original study's values of one arm (fractions) at positions x: grey, dashed, hollow."""
+def plot_original(ax, x: Sequence[float], y: Sequence[float], arm: str, source: str) -> None:
+    """Published values of one arm (fractions) at positions x: grey, dashed, hollow, labelled by their source."""
     ax.plot(x, y, color=ORIGINAL_COLOR, linestyle="--", linewidth=1.4, marker=ARM_MARKERS.get(arm, "o"),
             markersize=6, markerfacecolor="white", markeredgewidth=1.4, zorder=6,
-            label=f"original (slides): {arm_label(arm)}")
+            label=f"{source}: {arm_label(arm)}")
 
 
-def ours_first(handles: list, labels: list[str]) -> tuple[list, list[str]]:
-    """A legend's entries with the original study's moved after ours."""
-    theirs = [lab.startswith("original") for lab in labels]
+def ours_first(handles: list, labels: list[str], source: str = "original") -> tuple[list, list[str]]:
+    """A legend's entries with the published ones (labelled `source`) moved after ours."""
+    theirs = [lab.startswith(source) for lab in labels]
     order = [i for i, t in enumerate(theirs) if not t] + [i for i, t in enumerate(theirs) if t]
     return [handles[i] for i in order], [labels[i] for i in order]
 

@@ -13,18 +13,21 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import Item, data_note
 from bnsweep.analysis.scale import scale_note, scale_rows, smoke_mode
-from bnsweep.claims import EVIDENCE_RULE, STUDY_CLAIMS, evaluate_claims
+from bnsweep.claims import EVIDENCE_RULE, Claim, evaluate_claims
+from bnsweep.claims import speaks_to as claims_speaks_to
 from bnsweep.results import Results
 
 
-def header_rows(results: Results) -> list[tuple[str, str]]:
-    """(label, text) pairs: what the sweep is, what it speaks to, and how far to trust it."""
+def header_rows(results: Results, claims: list[Claim] | None = None) -> list[tuple[str, str]]:
+    """(label, text) pairs: what the sweep is, what it speaks to, and how far to trust it.
+    `claims`: the claims as judged for this report (judged here if not given)."""
     t = results.trials
     outcomes = t["outcome"].value_counts()
     rows = [
@@ -36,7 +39,7 @@ def header_rows(results: Results) -> list[tuple[str, str]]:
         ("data", ", ".join(sorted(set(t["dataset_source"].dropna().astype(str)))) or "unknown"),
         ("code", ", ".join(sorted(set(t["git_commit"].dropna().astype(str)))) or "unknown"),
         ("devices", ", ".join(sorted(set(t["device_name"].dropna().astype(str)))) or "unknown"),
-        ("speaks to", speaks_to(results)),
+        ("speaks to", speaks_to(results, claims)),
         ("verdicts", EVIDENCE_RULE),
     ]
     if (t["dataset_source"] == "synthetic").any():  # a copy of CIFAR-10 is flagged in the scale box instead
@@ -44,13 +47,28 @@ def header_rows(results: Results) -> list[tuple[str, str]]:
     return rows
 
 
-def speaks_to(results: Results) -> str:
-    """The claims the study was designed to test, each with its verdict from these trials."""
-    ours = STUDY_CLAIMS.get(results.study, ())
+def speaks_to(results: Results, claims: list[Claim] | None = None) -> str:
+    """The claims the study speaks to (its CLAIMS, else those its trials could compare), each with
+    its verdict from these trials; a declared claim its trials cannot compare says so."""
+    if claims is None:
+        claims = evaluate_claims(results.trials, results.history, smoke_mode(results))
+    by_number = {c.number: c for c in claims}
+    declared = results.asks.get("claims")
+    ours = claims_speaks_to(claims, declared)
+
+    def line(n: int) -> str:
+        c = by_number[n]
+        if not c.tests:  # declared, but nothing in these trials to compare
+            return f"claim {n} ({c.statement}): declared, but these trials cannot speak to it: {c.verdict}"
+        return f"claim {n} ({c.statement}): {c.verdict}"
+
+    if declared is None:
+        if not ours:
+            return "no claim declared (CLAIMS), and its trials can compare none; each is judged below"
+        return "no claim declared (CLAIMS); those its trials could compare: " + "; ".join(map(line, ours))
     if not ours:
-        return f"no claim declared for study {results.study!r}; each is judged below from what its trials hold"
-    claims = {c.number: c for c in evaluate_claims(results.trials, results.history, smoke_mode(results))}
-    return "; ".join(f"claim {n} ({claims[n].statement}): {claims[n].verdict}" for n in ours)
+        return "no claim (CLAIMS = []); each is judged below from what its trials hold"
+    return "; ".join(map(line, ours))
 
 
 def scale_table(results: Results) -> pd.DataFrame:
@@ -73,14 +91,15 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(results: Results, items: list[Item]) -> str:
+def render_markdown(results: Results, items: list[Item], claims: list[Claim] | None = None,
+                    extra: Sequence[tuple[str, str]] = ()) -> str:
     out = [f"# Batch Normalization study: {results.experiment}", ""]
     note = scale_note(results)
     if note:
         out += [f"> **Scale.** {note}", "", markdown_table(scale_table(results)), ""]
     else:
         out += ["> **Scale.** The reference experiment: every setting as the study's, on the official data.", ""]
-    out += [f"- **{k}**: {v}" for k, v in header_rows(results)] + [""]
+    out += [f"- **{k}**: {v}" for k, v in [*header_rows(results, claims), *extra]] + [""]
     for item in items:
         out += [f"{'###' if item.beside else '##'} {item.title}", ""]
         if item.kind == "figure":
@@ -185,13 +204,14 @@ def _scale_box(results: Results) -> str:
     return f"<div class='box scale'><b>Scale.</b> {html.escape(note)}{table}</div>"
 
 
-def render_html(results: Results, items: list[Item]) -> str:
+def render_html(results: Results, items: list[Item], claims: list[Claim] | None = None,
+                extra: Sequence[tuple[str, str]] = ()) -> str:
     e = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{e(results.experiment)} — bnsweep report</title><style>{STYLE}</style></head><body>"
              f"<h1>Batch Normalization study: {e(results.experiment)}</h1>", _scale_box(results), "<ul class='meta'>"]
-    parts += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in header_rows(results)]
+    parts += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in [*header_rows(results, claims), *extra]]
     parts.append("</ul>")
     for item in items:
         parts.append(f"<h3>{e(item.title)}</h3>" if item.beside else f"<h2>{e(item.title)}</h2>")

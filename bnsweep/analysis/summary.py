@@ -10,9 +10,12 @@ suggestive or undecided with the reason. Every table also as LaTeX (booktabs).
 
 from __future__ import annotations
 
-from bnsweep.analysis.common import load, out_dir, run_script, save_table, script_parser
+from pathlib import Path
+
+from bnsweep.analysis.common import Item, load, out_dir, run_script, save_table, script_parser
 from bnsweep.analysis.scale import smoke_mode
-from bnsweep.claims import EVIDENCE_RULE, STUDY_CLAIMS, claims_table, evaluate_claims
+from bnsweep.claims import EVIDENCE_RULE, Claim, claims_table, evaluate_claims, speaks_to
+from bnsweep.results import Results
 from bnsweep.tables import CHANCE, TRAIN_MARGIN, study_table
 
 # The summary's columns as the report shows them: short headers, each with its unit
@@ -31,38 +34,48 @@ CLAIM_COLUMNS = {"claim": "claim", "statement": "statement", "speaks_to": "speak
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.summary`: the command line around analyse(), per experiment."""
     args = script_parser(__doc__, many=True).parse_args(argv)
     items = []
     for experiment in args.experiment:
         res = results if results is not None and results.experiment == experiment else load(args, experiment)
-        out = out_dir(args, res)
-        suffix = "" if len(args.experiment) == 1 else f"_{experiment}"
-        table = study_table(res.trials, res.history)
-        keys = [c for c in table.columns if c not in SHOWN and c not in ("seeds", "run_ids", "partial")
-                and not c.startswith("best_val_acc_")]
-        shown = table[["arm", *keys, *list(SHOWN)[1:]]].rename(columns=SHOWN)
-        items.append(save_table(out, f"summary{suffix}", table, f"Summary of study {res.study!r} ({experiment})",
-                                "Per arm and setting: trials; best validation accuracy over epochs (fraction, mean, "
-                                "sd, the n runs averaged and the 95% t interval of the mean, from 2 or more; failed "
-                                "and unfinished trials are counted, not averaged); "
-                                "diverged / failed / unfinished trials; last-epoch train and validation accuracy; "
-                                "epochs completed; median time per optimizer step (ms) and total time (s).", shown))
         claims = evaluate_claims(res.trials, res.history, smoke_mode(res))
-        ours = STUDY_CLAIMS.get(res.study, ())
-        table = claims_table(claims, ours)
-        items.append(save_table(
-            out, f"claims{suffix}", table, f"The study's claims, judged from {experiment}",
-            f"Each claim of the study checked against this experiment. {EVIDENCE_RULE} Per claim: the "
-            "comparison its verdict rests on (the first that fails or is open, else the weakest), its estimate "
-            "(a difference, or a ratio for time per step), the 95% confidence interval, n (seeds, or matched "
-            "pairs), the test and its two-sided p; the evidence lists every comparison. An arm 'trains' at a "
-            f"setting when its best validation accuracy exceeds chance + {TRAIN_MARGIN} = "
-            f"{CHANCE + TRAIN_MARGIN:.1f} without diverging. speaks to: the claims study {res.study!r} was "
-            "designed to test; the others are judged from what its trials happen to hold.",
-            table[list(CLAIM_COLUMNS)].rename(columns=CLAIM_COLUMNS)))
+        suffix = "" if len(args.experiment) == 1 else f"_{experiment}"
+        items += analyse(res, out_dir(args, res), claims, suffix)
+        ours = speaks_to(claims, res.asks.get("claims"))
         for c in claims:
             mark = "*" if c.number in ours else " "  # the claims this study speaks to
             print(f"{mark} claim {c.number} ({c.statement}): {c.verdict} — {c.evidence}")
+    return items
+
+
+def analyse(results: Results, out: Path, claims: list[Claim], suffix: str = "") -> list[Item]:
+    """The summary table and the claims table (the claims as judged once, by the caller) into `out`."""
+    table = study_table(results.trials, results.history)
+    keys = [c for c in table.columns if c not in SHOWN and c not in ("seeds", "run_ids", "partial")
+            and not c.startswith("best_val_acc_")]
+    shown = table[["arm", *keys, *list(SHOWN)[1:]]].rename(columns=SHOWN)
+    name = results.experiment
+    items = [save_table(out, f"summary{suffix}", table, f"Summary of study {results.study!r} ({name})",
+                        "Per arm and setting: trials; best validation accuracy over epochs (fraction, mean, "
+                        "sd, the n runs averaged and the 95% t interval of the mean, from 2 or more; failed "
+                        "and unfinished trials are counted, not averaged); "
+                        "diverged / failed / unfinished trials; last-epoch train and validation accuracy; "
+                        "epochs completed; median time per optimizer step (ms) and total time (s).", shown)]
+    ours = speaks_to(claims, results.asks.get("claims"))
+    table = claims_table(claims, ours)
+    declared = ("declares (its CLAIMS)" if "claims" in results.asks
+                else "does not declare (no CLAIMS): those its trials could compare")
+    items.append(save_table(
+        out, f"claims{suffix}", table, f"The study's claims, judged from {name}",
+        f"Each claim of the study checked against this experiment. {EVIDENCE_RULE} Per claim: the "
+        "comparison its verdict rests on (the first that fails or is open, else the weakest), its estimate "
+        "(a difference, or a ratio for time per step), the 95% confidence interval, n (seeds, or matched "
+        "pairs), the test and its two-sided p; the evidence lists every comparison. An arm 'trains' at a "
+        f"setting when its best validation accuracy exceeds chance + {TRAIN_MARGIN} = "
+        f"{CHANCE + TRAIN_MARGIN:.1f} without diverging. speaks to: the claims study {results.study!r} "
+        f"{declared}; the others are judged from what its trials happen to hold.",
+        table[list(CLAIM_COLUMNS)].rename(columns=CLAIM_COLUMNS)))
     return items
 
 
