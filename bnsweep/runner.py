@@ -334,7 +334,11 @@ def sync(sweep_dir: str, *, tracking_uri: str | None = None) -> int:
 
 
 def _sync(sweep_dir: str, spec: SweepSpec, tracking_uri: str | None) -> int:
-    from bnsweep import recorder
+    import functools
 
-    print("\n".join(recorder.sync(spec, sweep_dir, tracking_uri, lambda: _study_from_spec(spec))))
+    from bnsweep import optuna_study, recorder
+
+    study = functools.cache(lambda: _study_from_spec(spec))  # loaded once, and only if needed
+    print("\n".join(recorder.sync(spec, sweep_dir, tracking_uri, study)))
+    optuna_study.rebuild_or_warn(sweep_dir, study)  # an Optuna study's searches, complete again
     return 0

@@ -7,8 +7,11 @@ Layout on storage (a local directory or a URI such as s3://bucket/prefix):
         sweep.json                        what `run` was asked to do, for resume and sync
         ledger/<trial>/                   bnsweep's record of each trial (bnsweep/ledger.py)
         grid-<sweep>/ | bn-<sweep>/ ...   one Tune experiment per Tuner: a grid study has one;
-                                          an Optuna study has one per arm, equal budgets.
+                                          an Optuna study has one per arm, equal budgets, and
+        confirm_bn-<sweep>/ ...           after each arm's search, its confirmation: the arm's
+                                          best configuration on CONFIRM_SEEDS fresh seeds.
                                           Tune's own: only Tune (fit, restore) reads them
+        optuna.db                         the searches as Optuna studies (bnsweep/optuna_study.py)
 """
 
 from __future__ import annotations
@@ -36,13 +39,20 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from bnsweep import ledger, progress  # noqa: E402
+from bnsweep import ledger, optuna_study, progress  # noqa: E402
 from bnsweep.config import make_config  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
 from bnsweep.errors import BnsweepError  # noqa: E402
 from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, folder_name, join, split  # noqa: E402
-from bnsweep.trials import GRID_TUNER, POINT_KEY, RUN_INFO_KEYS, trial_config, trial_dirname  # noqa: E402
+from bnsweep.trials import (  # noqa: E402
+    CONFIRM_PREFIX,
+    GRID_TUNER,
+    POINT_KEY,
+    RUN_INFO_KEYS,
+    trial_config,
+    trial_dirname,
+)
 
 
 class _Without(logging.Filter):
@@ -194,11 +204,13 @@ def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
             for a in study.arm_list()]
 
 
-def _tune_config(study: Study, spec: SweepSpec) -> tune.TuneConfig:
+def _tune_config(study: Study, spec: SweepSpec, confirm: bool = False) -> tune.TuneConfig:
     kwargs: dict[str, Any] = dict(
         metric=study.metric, mode="min" if study.metric.endswith("loss") else "max",
         max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
         trial_name_creator=_trial_name_creator, trial_dirname_creator=_trial_name_creator)
+    if confirm:  # a grid over seeds, each run its whole budget: no search, no early stopping
+        return tune.TuneConfig(**kwargs)
     if study.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -351,44 +363,104 @@ def check_fits_local(resources: dict[str, float], what_to_do: str) -> None:
 
 
 def run_tuners(study: Study, spec: SweepSpec, sweep_dir: str, resume: bool, verbose: bool = False) -> None:
-    """Fit (or restore and fit) each Tuner of the study that the ledger says has work left.
-    Tune's ResultGrids are not needed: `run`'s summary reads the ledger."""
+    """Fit (or restore and fit) each Tuner of the study that the ledger says has work left,
+    in order: a grid's one; each Optuna arm's search, then its confirmation. Tune's
+    ResultGrids are not needed: `run`'s summary reads the ledger. Then the Optuna studies
+    in the sweep folder are rebuilt from the ledger (bnsweep/optuna_study.py)."""
     with _TermToInterrupt(), _SpaceWatch(sweep_dir):
-        for label, arm in tuner_names(study):
+        for label, arm, searched in _tuners(study):
             if resume and not _left_in(study, sweep_dir, label, retry_errored=True):
                 continue
             path = tune_dir(sweep_dir, label)
+            restore = resume and tune.Tuner.can_restore(path)
+            if searched is None:
+                space = _param_space(study, arm)
+            else:
+                space = _confirm_space(study, sweep_dir, label, searched, restore)
+                if space is None:
+                    print(f"bnsweep: nothing to confirm in arm {searched}: none of its trials gave a "
+                          f"{study.metric}", flush=True)
+                    continue
             trainable = _trainable(spec, sweep_dir, label)
-            if resume and tune.Tuner.can_restore(path):
+            if restore:
                 # Tune decides which trials it resumes (unfinished and errored); the RunConfig,
                 # callbacks included, comes back from the experiment as it was saved.
                 tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                                           param_space=_param_space(study, arm))
+                                           param_space=space)
             else:
                 callbacks: list = [LedgerEnds(sweep_dir, label)]
                 if not verbose:
-                    callbacks.append(progress.Progress(study.varied(), study.fixed["epochs"]))
-                tuner = tune.Tuner(trainable, param_space=_param_space(study, arm),
-                                   tune_config=_tune_config(study, spec),
+                    shown = study.varied() if searched is None else sorted({*study.varied(), "seed"})
+                    callbacks.append(progress.Progress(shown, study.fixed["epochs"]))
+                tuner = tune.Tuner(trainable, param_space=space,
+                                   tune_config=_tune_config(study, spec, confirm=searched is not None),
                                    run_config=_run_config(path, spec, callbacks, verbose))
             tuner.fit()
-            if _left_in(study, sweep_dir, label):  # interrupted: the next arm waits for `bnsweep resume`
+            if _left_in(study, sweep_dir, label):  # interrupted: the next Tuner waits for `bnsweep resume`
                 break
+    optuna_study.rebuild_or_warn(sweep_dir, study)
+
+
+def _tuners(study: Study) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """(label, arm, the search it confirms or None) of every Tuner, in the order they run:
+    each Optuna arm's search, then its confirmation (where CONFIRM_SEEDS > 0)."""
+    out = []
+    for label, arm in tuner_names(study):
+        out.append((label, arm, None))
+        if study.search == "optuna" and study.confirm_seeds:
+            out.append((CONFIRM_PREFIX + label, arm, label))
+    return out
+
+
+def confirm_seeds(study: Study) -> list[int]:
+    """The seeds each arm's best configuration is confirmed on: the first CONFIRM_SEEDS
+    whole numbers the search did not train with (it trains every trial on SEEDS[0])."""
+    return [s for s in range(study.confirm_seeds + len(study.seeds)) if s not in study.seeds][:study.confirm_seeds]
+
+
+def _confirm_space(study: Study, sweep_dir: str, label: str, searched: str, restore: bool) -> dict[str, Any] | None:
+    """The confirmation Tuner's param space: the arm's best configuration, from the ledger,
+    as a grid over fresh seeds; None where the search gave none. Where the confirmation
+    has started, the configuration its trials ran (the search cannot have changed it
+    since, but the ledger says so without asking). A Tuner restored from Tune's saved state
+    gets the space it was made with; a new one only the seeds not yet done (a driver
+    killed before Tune first saved this Tuner)."""
+    trials = ledger.read_trials(sweep_dir)
+    begun = [t for t in trials if t.tuner == label]
+    best = begun[0] if begun else optuna_study.best_trial(trials, searched, study.metric)
+    if best is None:
+        return None
+    seeds = confirm_seeds(study)
+    if not restore:
+        done = {t.config["seed"] for t in begun if t.status and t.status != "errored"}
+        seeds = [s for s in seeds if s not in done] or seeds
+    return {**best.config, "seed": tune.grid_search(seeds)}
 
 
 def n_unfinished(study: Study, sweep_dir: str) -> int:
     """Trials without an end in the ledger, counting those not started yet and those of
     Tuners not reached: what `bnsweep resume` would run (besides errored trials, which it
     retries)."""
-    return sum(_left_in(study, sweep_dir, label) for label, _ in tuner_names(study))
+    return sum(_left_in(study, sweep_dir, label) for label, _, _ in _tuners(study))
 
 
 def _left_in(study: Study, sweep_dir: str, tuner: str, retry_errored: bool = False) -> int:
     """A Tuner's trials still to run, from the ledger: its share of the study's trials less
-    those that ended (less those that ended other than errored, if retry_errored)."""
-    ends = [t.status for t in ledger.read_trials(sweep_dir) if t.tuner == tuner and t.status]
+    those that ended (less those that ended other than errored, if retry_errored). A
+    confirmation has CONFIRM_SEEDS trials, none where its search ended without a result."""
+    trials = ledger.read_trials(sweep_dir)
+    ends = [t.status for t in trials if t.tuner == tuner and t.status]
     done = sum(1 for s in ends if not (retry_errored and s == "errored"))
-    return max(0, study.n_trials() // len(tuner_names(study)) - done)
+    if study.search == "grid":
+        expected = study.n_trials()
+    elif not tuner.startswith(CONFIRM_PREFIX):
+        expected = study.num_samples
+    else:
+        searched = tuner.removeprefix(CONFIRM_PREFIX)
+        nothing = not _left_in(study, sweep_dir, searched) and not any(t.tuner == tuner for t in trials) and \
+            optuna_study.best_trial(trials, searched, study.metric) is None
+        expected = 0 if nothing else study.confirm_seeds
+    return max(0, expected - done)
 
 
 def sweep_dir_for(storage: str, study: Study) -> str:

@@ -36,12 +36,19 @@ def arm_name(cfg: Mapping[str, Any]) -> str:
 
 
 GRID_TUNER = "grid"  # the one Tuner of a grid study (sweep.tuner_names)
+# An Optuna arm's confirmation Tuner is "confirm_" + the arm's search (sweep.confirm_names):
+# its best configuration on fresh seeds. Its trials are of that arm, tagged tuner=confirm_<arm>.
+CONFIRM_PREFIX = "confirm_"
 
 
 def arm_of(cfg: Mapping[str, Any], tuner: str) -> str:
-    """The arm a trial belongs to: a grid's (arm_name), or the Optuna search it ran in
-    ("bn", "no_bn": the study's ARMS), where a tuned dropout is a setting, not an arm."""
-    return arm_name(cfg) if tuner == GRID_TUNER else tuner
+    """The arm a trial belongs to: a grid's (arm_name), or the Optuna search it ran in or
+    confirms ("bn", "no_bn": the study's ARMS), where a tuned dropout is a setting, not an arm."""
+    return arm_name(cfg) if tuner == GRID_TUNER else tuner.removeprefix(CONFIRM_PREFIX)
+
+
+def is_confirmation(tuner: str | None) -> bool:
+    return bool(tuner) and tuner.startswith(CONFIRM_PREFIX)
 
 
 def pair_id(cfg: Mapping[str, Any]) -> str:
@@ -82,4 +89,4 @@ def trial_dirname(config: Mapping[str, Any], trial_id: str) -> str:
 
 
 def trial_tags(cfg: Mapping[str, Any], tuner: str) -> dict[str, str]:
-    return {"arm": arm_of(cfg, tuner), "pair_id": pair_id(cfg), "seed": str(cfg["seed"])}
+    return {"arm": arm_of(cfg, tuner), "pair_id": pair_id(cfg), "seed": str(cfg["seed"]), "tuner": tuner}

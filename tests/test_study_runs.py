@@ -54,6 +54,7 @@ def test_tune_and_optuna_forms_run_in_smoke_mode(ray_address, tmp_path):
                  "epochs": 2}
         NUM_SAMPLES = 8
         SMOKE_NUM_SAMPLES = 2
+        CONFIRM_SEEDS = 0  # the forms are the point here; tests/test_confirm.py runs confirmations
         """)
     env = bnsweep_env(RAY_ADDRESS=ray_address)
     for space, n_trials in ((grid, 4), (search, 4)):
