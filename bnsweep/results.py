@@ -20,6 +20,7 @@ import pandas as pd
 from bnsweep.asks import ASKS_TAG, from_tag
 from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE
 from bnsweep.errors import BnsweepError
+from bnsweep.trials import is_confirmation
 
 ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
 PARENT_TAG = "mlflow.parentRunId"
@@ -27,7 +28,7 @@ TRIAL_TAG = "ray_trial_id"  # a trial's id on its run, as bnsweep/tracking.py wr
 # Per-epoch metrics (the history's columns) and the single-valued ones.
 HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
 
-TRIAL_TAGS = ("arm", "pair_id", "ray_trial_id", "dataset_source", "dataset_fingerprint", "device_name",
+TRIAL_TAGS = ("arm", "tuner", "pair_id", "ray_trial_id", "dataset_source", "dataset_fingerprint", "device_name",
               "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version", "optuna_version",
               *EXECUTION_FACTS)
 _BOOL_TAGS = ("diverged", "dataset_verified")
@@ -245,6 +246,8 @@ def _trial_row(run, history: pd.DataFrame, sweep_names: dict[str, str]) -> dict[
     if row["arm"] is None and row["bn"] is not None:  # runs logged without the tag
         row["arm"] = ("bn" if row["bn"] else "no_bn") + ("+dropout" if row["dropout"] else "")
     row["bn_arm"] = None if row["bn"] is None else ("bn" if row["bn"] else "no_bn")
+    # An Optuna arm's best configuration run again on fresh seeds (sweep.confirm_seeds), not a search trial.
+    row["confirm"] = is_confirmation(row["tuner"])
     row["seed"] = parse_param("seed", tags.get("seed")) if tags.get("seed") is not None else row["seed"]
     for key in _BOOL_TAGS:
         row[key] = tags.get(key, "").lower() == "true"
