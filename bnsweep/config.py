@@ -47,6 +47,12 @@ class Key:
         return self.type or type(self.default)
 
 
+# amp's values: "bf16" and "none" are also what the exec.autocast tag says ran.
+AMP_CHOICES = ("auto", "bf16", "none")
+# amp was a bool until 2026-12: True (the default) autocast where bnsweep chose to, which
+# is "auto" now; old checkpoints and sweep files carry it, and still load.
+_AMP_BOOLS = {True: "auto", False: "none"}
+
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a signed or unsigned 64-bit integer; one bound for both
 
 # The reference experiment, from the study's Keras notebook (docs/design.md §2): every default
@@ -99,8 +105,12 @@ TABLE: dict[str, Key] = {
                     "~/.cache/bnsweep", optional=True, type=str),
     "download": Key(True, "execution", "download the official archive (torchvision) when the files are missing"),
     "device": Key("auto", "execution", "auto (cuda if available), cpu, cuda or cuda:N", cost=True),
-    "amp": Key(True, "execution", "bf16 autocast on CUDA; a CPU runs fp32 whatever this says", cost=True),
-    "channels_last": Key(True, "execution", "channels-last memory format on CUDA; ignored on a CPU", cost=True),
+    "amp": Key("auto", "execution", "bf16 autocast in training and validation: auto (on CUDA, and on a CPU that "
+               "computes bf16 natively: AVX512_BF16 or AMX; elsewhere fp32, as emulated bf16 is slower), bf16 (on "
+               "every device) or none (fp32); true/false, the values before 2026-12, read as auto/none",
+               choices=AMP_CHOICES, cost=True),
+    "channels_last": Key(True, "execution", "channels-last memory format for the model and its inputs, on every "
+                         "device (faster on CUDA and CPUs alike: docs/benchmarks.md)", cost=True),
     "cuda_graphs": Key(True, "execution", "on CUDA, replay each training step as one CUDA graph (bnsweep/step.py)",
                        cost=True),
     "fused_bn_relu": Key(False, "execution", "on CUDA, BN + ReLU as Triton kernels (bnsweep/bn_relu.py); off until "
@@ -123,8 +133,9 @@ N_HOLDOUT_DEFAULT = 5_000
 
 
 # What a run actually executed, as train() reports it at its start (MLflow tags, each
-# trial): the request is the config (amp, channels_last, ...), which a CPU ignores; these
-# say what happened. Comparisons of time (claim 2) pair trials only where they agree.
+# trial): the request is the config (amp, channels_last, ...), which "auto" and the device
+# resolve (train.choose_execution; a CPU has no CUDA graphs or Triton kernels); these say
+# what happened. Comparisons of time (claim 2) pair trials only where they agree.
 EXECUTION_FACTS = (
     "exec.device",  # the torch device the run trained on: cpu, cuda:0, ...
     "exec.autocast",  # bf16 under autocast, or none (fp32)
@@ -189,12 +200,14 @@ def _check_value(key: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{key} must not be empty")
     if kind == "bool":
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, str) and _bool_text(value) is not None:
+            return _bool_text(value)
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
     if kind == "choice":
+        if key == "amp" and isinstance(value, (bool, str)) and _bool_text(value) in _AMP_BOOLS:
+            value = _AMP_BOOLS[_bool_text(value)]
         if value not in spec.choices:
             raise ConfigError(f"{key} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
@@ -232,6 +245,14 @@ def _check_value(key: str, value: Any) -> Any:
             raise ConfigError(f"seed must be <= {SEED_MAX}{why}, got {value!r}")
         raise ConfigError(f"{key} must be {_bounds_text(spec)}{why if key != 'seed' else ''}, got {value!r}")
     return value
+
+
+def _bool_text(value: bool | str) -> bool | None:
+    """True or False for a bool or its text (true/false, 1/0, yes/no), else None."""
+    if isinstance(value, bool):
+        return value
+    text = value.lower()
+    return True if text in ("true", "1", "yes") else False if text in ("false", "0", "no") else None
 
 
 def n_train_available(cfg: Mapping[str, Any]) -> int:

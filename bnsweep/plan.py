@@ -1,8 +1,8 @@
 """`bnsweep plan`: what a study will cost, before spending it.
 
 The estimate comes from a probe on this machine: a few real optimizer steps
-of each distinct model shape in the study, run as train() runs them (bf16 and
-channels_last on CUDA; eagerly, where training would replay a CUDA graph, so
+of each distinct model shape in the study, run as train() runs them (its autocast
+and memory format, train.execution; eagerly, where training would replay a CUDA graph, so
 the estimate errs long), timed per training image, scaled by the images each
 trial will see. It is as good as this machine is like the one the sweep runs
 on; the line says which device measured it.
@@ -22,7 +22,7 @@ from bnsweep.config import COST_KEYS, DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_
 from bnsweep.model import build_model
 from bnsweep.space import Study
 from bnsweep.step import TrainStep
-from bnsweep.train import resolve_device
+from bnsweep.train import execution, resolve_device
 
 # Images per probe step on a CPU: enough to time, small enough to stay seconds at
 # width 1. A GPU takes the trial's own batch: its cost per image depends on it.
@@ -41,11 +41,11 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
     """Measured wall seconds per training image (forward + backward + SGD) for this model."""
     torch.set_num_threads(threads)
     device = resolve_device(cfg["device"])
-    on_cuda = device.type == "cuda"
-    fmt = torch.channels_last if on_cuda and cfg["channels_last"] else torch.contiguous_format
+    run = execution(cfg, device)  # as train() decides it
+    fmt = run.memory_format
     model = build_model(cfg).to(device).to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    step = TrainStep(model, opt, amp=on_cuda and cfg["amp"], graph=False)
+    step = TrainStep(model, opt, amp=run.autocast, graph=False)
     n = probe_images(cfg)
     x = torch.rand(n, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (n,), device=device)

@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,6 +49,79 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise DeviceError(f"device={name} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+# x86 CPU features that compute bf16 natively: AVX512_BF16 (Intel Cooper Lake and later,
+# AMD Zen 4 and later) and AMX (Intel Sapphire Rapids and later). Without them oneDNN
+# emulates bf16 through fp32, slower than fp32 itself: a width-1/16 training step took
+# 2.7x as long under bf16 autocast on this project's AVX2-only build machine (2026-12-07,
+# docs/benchmarks.md). Other architectures get fp32 until someone measures theirs.
+NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_features() -> frozenset[str]:
+    """The CPU's instruction-set features: torch's cpuinfo (any OS; a private torch API,
+    so guarded), else the flags of Linux's /proc/cpuinfo, else none known."""
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+        return frozenset(name for name, present in caps.items() if present is True)
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: torch.device, features: frozenset[str] | None = None) -> bool:
+    """Whether `device` computes bf16 natively. Every CUDA run has autocast bf16 since
+    bnsweep began (GPUs from sm_80 compute it natively; older ones are not measured)."""
+    if device.type == "cuda":
+        return True
+    features = cpu_features() if features is None else features
+    return device.type == "cpu" and any(f in features for f in NATIVE_BF16_FEATURES)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run executes its steps, in training and validation alike."""
+
+    autocast: bool  # bf16 autocast (TrainStep and evaluate); False: fp32
+    memory_format: torch.memory_format  # of the model's weights and every batch
+
+    @property
+    def autocast_name(self) -> str:
+        return "bf16" if self.autocast else "none"  # config.AMP_CHOICES' words, the exec.autocast tag
+
+
+def choose_execution(amp: str, channels_last: bool, bf16_native: bool) -> Execution:
+    """The execution a config asks for, on a device that does or does not compute bf16
+    natively (native_bf16; a parameter, so a test can state it). amp "auto" takes bf16
+    where it is native, fp32 elsewhere; "bf16" and "none" mean what they say on every
+    device, and so does channels_last (the fast layout on CUDA and on CPUs alike)."""
+    autocast = amp == "bf16" or (amp == "auto" and bf16_native)
+    return Execution(autocast, torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def execution(cfg: Mapping[str, Any], device: torch.device) -> Execution:
+    """choose_execution for this config on this machine's `device`: made once per run."""
+    return choose_execution(cfg["amp"], cfg["channels_last"], native_bf16(device))
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model as its cpuinfo gives it (e.g. "AMD EPYC")."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        return str(torch._C._cpu._get_cpu_capability().get("cpu_name") or "cpu")
+    except (AttributeError, RuntimeError):
+        import platform
+
+        return platform.processor() or "cpu"
 
 
 # Epoch seeds of the two random streams: data order and augmentation (a generator
@@ -91,11 +165,17 @@ def train(
 
     torch.manual_seed(cfg["seed"])  # initial weights: the same for both arms of a pair
     model = build_model(cfg).to(device)
-    memory_format = torch.channels_last if (on_cuda and cfg["channels_last"]) else torch.contiguous_format
+    run = execution(cfg, device)  # decided once: autocast and memory format
+    memory_format = run.memory_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    amp = on_cuda and cfg["amp"]  # bf16 autocast, in training (TrainStep) and validation alike
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
+    # bf16 autocast, in training (TrainStep) and validation alike. What stays fp32 under it
+    # (checked on a CPU by tests/test_cpu_path.py): the weights, their gradients, SGD's
+    # momentum, BN's running statistics and its batch mean and variance (computed in fp32
+    # from the bf16 conv output by native_batch_norm's mixed-type kernels), and the loss
+    # (cross_entropy on logits cast to fp32). Convolutions and the dense layer compute in
+    # bf16; BN's normalised output, ReLU, pooling and concatenation carry bf16.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast)
 
     # Epochs are numbered from 1 (results, checkpoints, MLflow steps); the loop's
     # epoch_index, which the lr schedule and the data order read, counts from 0.
@@ -103,21 +183,22 @@ def train(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
+        _momentum_like_weights(optimizer)  # a checkpoint of the other layout resumes on this one
         epochs_done = resume["epoch"]
         time_total_s = resume["time_total_s"]
         history = list(resume["history"])
 
     if on_start is not None:
         on_start({
-            **execution_facts(cfg, device, amp, memory_format),
-            "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+            **execution_facts(cfg, device, run),
+            "device_name": device_name(device),
             "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "n_train_images": len(train_y),
             "n_val_images": len(val_y),
             **full.identity,
         })
 
-    train_step = TrainStep(model, optimizer, amp=amp, graph=on_cuda and cfg["cuda_graphs"])
+    train_step = TrainStep(model, optimizer, amp=run.autocast, graph=on_cuda and cfg["cuda_graphs"])
     n_train = len(train_y)
     diverged = any(h["diverged"] for h in history)
     for epoch_index in range(epochs_done, cfg["epochs"]):
@@ -188,8 +269,7 @@ def train(
     return summarize(history)
 
 
-def execution_facts(cfg: Mapping[str, Any], device: torch.device, amp: bool,
-                    memory_format: torch.memory_format) -> dict[str, str]:
+def execution_facts(cfg: Mapping[str, Any], device: torch.device, run: Execution) -> dict[str, str]:
     """What this run executes (config.EXECUTION_FACTS), as strings for MLflow tags."""
     from bnsweep import bn_relu, pool
 
@@ -198,8 +278,8 @@ def execution_facts(cfg: Mapping[str, Any], device: torch.device, amp: bool,
     triton = pool.triton if "triton" in (pool_kernel, bn_kernel) else None
     facts = {
         "exec.device": str(device),
-        "exec.autocast": "bf16" if amp else "none",
-        "exec.memory_format": "channels_last" if memory_format == torch.channels_last else "contiguous",
+        "exec.autocast": run.autocast_name,
+        "exec.memory_format": "channels_last" if run.memory_format == torch.channels_last else "contiguous",
         "exec.cuda_graphs": str(device.type == "cuda" and cfg["cuda_graphs"]).lower(),
         "exec.pool_kernel": pool_kernel,
         "exec.bn_kernel": bn_kernel,
@@ -207,6 +287,17 @@ def execution_facts(cfg: Mapping[str, Any], device: torch.device, amp: bool,
     }
     assert tuple(facts) == EXECUTION_FACTS
     return facts
+
+
+@torch.no_grad()
+def _momentum_like_weights(optimizer: torch.optim.SGD) -> None:
+    # torch.load keeps a tensor's strides, so momentum saved in NCHW would stay NCHW beside
+    # channels-last weights (or the reverse): the same numbers, in slower mixed-layout updates.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if state.get("momentum_buffer") is not None:
+                state["momentum_buffer"] = torch.empty_like(param).copy_(state["momentum_buffer"])
 
 
 @torch.no_grad()

@@ -281,16 +281,17 @@ def test_every_config_key_is_a_cli_flag():
 
 
 def test_a_cpu_run_reports_what_it_executed_not_what_was_asked():
-    # amp, channels_last and cuda_graphs are on by default; a CPU runs none of them.
+    # cuda_graphs and fused_bn_relu are asked for; a CPU runs neither (tests/test_cpu_path.py:
+    # autocast and the memory format).
     from bnsweep.config import EXECUTION_FACTS
 
     seen = {}
     cfg = make_config({"dataset": "synthetic", "width": 0.0625, "epochs": 1, "n_train": 100, "n_val": 50,
-                       "batch_size": 50, "device": "cpu", "fused_bn_relu": True})
-    assert cfg["amp"] and cfg["channels_last"] and cfg["cuda_graphs"]
+                       "batch_size": 50, "device": "cpu", "fused_bn_relu": True, "amp": "none"})
+    assert cfg["cuda_graphs"]
     train(cfg, on_start=seen.update)
     assert {k: seen[k] for k in EXECUTION_FACTS} == {
-        "exec.device": "cpu", "exec.autocast": "none", "exec.memory_format": "contiguous",
+        "exec.device": "cpu", "exec.autocast": "none", "exec.memory_format": "channels_last",
         "exec.cuda_graphs": "false", "exec.pool_kernel": "pytorch", "exec.bn_kernel": "pytorch",
         "exec.triton": "none"}
     train({**cfg, "bn": False}, on_start=seen.update)
