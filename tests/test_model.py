@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -147,10 +148,10 @@ def test_shift_only_bn_normalises_with_gamma_one_and_keras_running_update():
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_bn_arm_trains_a_step_as_train_runs_it(cls, device):
-    # bf16 autocast and channels_last on CUDA, as train() runs them: the combination in which
+    # channels_last, and bf16 autocast on CUDA, as train() runs them: the combination in which
     # CUDA's batch-norm backward rejected a missing gamma (torch 2.11, H200).
     on_cuda = device == "cuda"
-    fmt = torch.channels_last if on_cuda else torch.contiguous_format
+    fmt = torch.channels_last
     model = cls(Blocks(bn=True), width=0.25).to(device).to(memory_format=fmt).train()
     x = torch.rand(16, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
@@ -159,6 +160,38 @@ def test_bn_arm_trains_a_step_as_train_runs_it(cls, device):
     for m in _bn_modules(model):
         assert m.bias.grad is not None and m.bias.grad.shape == m.bias.shape
         assert torch.all(m.weight == 1)  # gamma stays 1
+
+
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("cls", [Inception, SimpleCNN])
+def test_a_channels_last_cpu_model_computes_what_an_nchw_one_does(cls, bn):
+    # On a CPU in channels-last, BN of few channels runs in NCHW between layout copies and the
+    # Inception's concatenation hands back contiguous gradients (model.py): the same outputs,
+    # gradients and running statistics as the NCHW model, up to fp32 summation order. At width
+    # 1/16 the Inception's BNs have 1 to 24 channels (both routes), the simple model's 2 to 16
+    # and one of its dense layer (2D). 16 x 16 images: the same layers, a quarter of the work.
+    torch.manual_seed(0)
+    nchw = cls(Blocks(bn=bn), width=0.0625).train()
+    fast = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16) if cls is Inception else torch.rand(4, 3, 32, 32)
+    y = torch.arange(4)
+    outs = []
+    for model, fmt in ((nchw, torch.contiguous_format), (fast, torch.channels_last)):
+        logits = model(x.contiguous(memory_format=fmt))
+        F.cross_entropy(logits, y).backward()
+        outs.append(logits)
+
+    def close(a, b):  # relative to the size of the whole tensor: BN's backward cancels, elementwise
+        return (a - b).norm() <= 1e-4 * a.norm() + 1e-7
+
+    assert close(outs[0], outs[1])
+    for (name, a), b in zip(nchw.named_parameters(), fast.parameters()):
+        assert close(a.grad, b.grad), name
+        assert b.dim() != 4 or b.grad.is_contiguous(memory_format=torch.channels_last), name
+    for (name, a), b in zip(nchw.named_buffers(), fast.buffers()):
+        assert close(a.float(), b.float()), name
+    nchw.eval(), fast.eval()
+    assert close(nchw(x), fast(x.contiguous(memory_format=torch.channels_last)))
 
 
 @pytest.mark.parametrize("cls", [Inception, SimpleCNN])
