@@ -1,7 +1,9 @@
 """Optuna study, per arm: the best trials, the search history (validation accuracy
 in trial order, with the running best), each tuned parameter against the accuracy
 it gave, and a parallel-coordinates view of whole configurations (is BN still
-better once each arm's nuisance parameters are tuned?).
+better once each arm's nuisance parameters are tuned?); each arm's best configuration
+run again on fresh seeds beside the search's own best (the confirmation); and which
+tuned setting mattered in each arm (fANOVA importances).
 
     python -m bnsweep.analysis.optuna --experiment bnsweep-optuna [--tracking-uri URI] [--out DIR]
 """
@@ -25,7 +27,9 @@ from bnsweep.analysis.common import (
     script_parser,
 )
 from bnsweep.analysis.plots import arm_color, chance_line, log_scale
-from bnsweep.tables import arm_label, arms_present, varied
+from bnsweep.claims import confirmations
+from bnsweep.stats import mean_interval
+from bnsweep.tables import arm_label, arms_present, averaged, varied
 
 PREFERRED = ["lr", "batch_size", "dropout"]  # panel order of the tuned parameters
 TOP = 5  # best trials listed per arm
@@ -35,7 +39,8 @@ OUTCOME_STYLE = {"completed": dict(marker="o"), "diverged": dict(marker="X"),
 
 
 def search_table(results, tuned: list[str]) -> pd.DataFrame:
-    t = results.trials.sort_values("trial_order")
+    """The searches' trials (not the confirmation runs), in start order within each arm."""
+    t = results.trials[~confirmations(results.trials)].sort_values("trial_order")
     cols = ["bn_arm", "trial_order", "run_id", "run_name", *tuned, "best_val_acc", "best_epoch", "epochs_completed",
             "outcome"]
     table = t[cols].rename(columns={"bn_arm": "arm"})  # the searches are split by bn only
@@ -54,6 +59,7 @@ def main(argv=None, results=None):
     table = search_table(results, tuned)
     arms = arms_present(results.trials, by="bn_arm")
     items = []
+    confirm = confirmation_table(results.trials, table, tuned, arms)
 
     best = (table.sort_values("best_val_acc", ascending=False).groupby("arm", sort=False).head(TOP)
             .sort_values(["arm", "best_val_acc"], ascending=[True, False]))
@@ -74,6 +80,13 @@ def main(argv=None, results=None):
                        **({"facecolor": style["facecolor"]} if "facecolor" in style else {}))
         ax.step(rows["trial_in_arm"], rows["running_best_val_acc"], where="post", color=arm_color(arm),
                 label="best so far")
+        confirmed = confirm.loc[confirm["arm"] == arm]
+        if len(confirmed) and confirmed["n"].iloc[0]:
+            row = confirmed.iloc[0]
+            ax.axhline(row["confirm_mean"], color=arm_color(arm), linestyle="--",
+                       label=f"its best on {row['n']} fresh seeds (mean, 95% CI)")
+            if math.isfinite(row["confirm_ci_low"]):
+                ax.axhspan(row["confirm_ci_low"], row["confirm_ci_high"], color=arm_color(arm), alpha=0.15)
         chance_line(ax)
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"trial number within the arm (start order, {len(rows)} trials)")
@@ -87,7 +100,21 @@ def main(argv=None, results=None):
     items.append(save_figure(fig, out, "optuna_history", table, title,
                              "Each point is one trial's best validation accuracy, in the order the trials started "
                              "within its arm (BN and no BN are separate searches with equal budgets); the line "
-                             "is the best so far. X: diverged; hollow: failed or unfinished. Dashed: chance (0.1)."))
+                             "is the best so far. X: diverged; hollow: failed or unfinished. Dashed, coloured: "
+                             "the arm's best configuration run again on fresh seeds, mean and 95% t interval "
+                             "(band; from 2 seeds or more). Dashed grey: chance (0.1)."))
+    if len(confirm):
+        items.append(save_table(
+            out, "optuna_confirmation", confirm, "Optuna: each arm's best configuration on fresh seeds",
+            "Each arm's best configuration (the search's trial with the best final metric among those that ran "
+            "furthest) trained again on seeds the search did not use: best validation accuracy (fraction), mean "
+            "over those runs with its 95% t interval (from 2 runs) and n. The arms are compared on these (claim "
+            "1). Beside them, the search's own best: the best of its single-seed trials, an optimistic number "
+            "(the best of many noisy draws), and how far the confirmation fell below it.",
+            confirm.rename(columns={"confirm_mean": "confirmed", "confirm_ci_low": "95% CI low",
+                                    "confirm_ci_high": "95% CI high", "search_best": "search's best",
+                                    "optimism": "search's best - confirmed"})))
+    items.extend(importance_items(results, table, tuned, arms, out))
 
     fig, axes = new_figure(1, max(1, len(tuned)), width=4.6, height=4.2)
     for ax, key in zip(axes[0], tuned or ["lr"]):
@@ -117,6 +144,86 @@ def main(argv=None, results=None):
 
 
 LOG_AXES = ("lr",)  # tuned on a log scale (search_spaces/optuna.py: loguniform)
+
+
+def confirmation_table(trials: pd.DataFrame, table: pd.DataFrame, tuned: list[str], arms: list[str]) -> pd.DataFrame:
+    """Per arm with confirmation runs: the configuration confirmed, their mean best_val_acc,
+    95 % t interval and n, and the search's own best beside them."""
+    confirm = trials[confirmations(trials)]
+    rows = []
+    for arm in arms:
+        mine = confirm[confirm["bn_arm"] == arm]
+        if mine.empty:
+            continue
+        runs = averaged(mine)["best_val_acc"].astype(float).dropna()
+        low, high = mean_interval(runs)
+        best = float(table.loc[table["arm"] == arm, "best_val_acc"].max())
+        rows.append({"arm": arm, **{k: mine[k].iloc[0] for k in tuned}, "n": len(runs),
+                     "confirm_mean": runs.mean(), "confirm_ci_low": low, "confirm_ci_high": high,
+                     "search_best": best, "optimism": best - runs.mean(),
+                     "seeds": ";".join(str(s) for s in mine["seed"])})
+    return pd.DataFrame(rows, columns=["arm", *tuned, "n", "confirm_mean", "confirm_ci_low", "confirm_ci_high",
+                                       "search_best", "optimism", "seeds"])
+
+
+def _search_as_optuna(rows: pd.DataFrame, tuned: list[str], table: pd.DataFrame):
+    """An arm's search as an in-memory Optuna study for optuna.importance: each trial's tuned
+    values and its best validation accuracy (the report's measure of a trial), on the range
+    the whole study tried (log scale for LOG_AXES); failed and unfinished trials left out."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from bnsweep.optuna_study import frozen_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {}
+    for k in tuned:
+        values = pd.to_numeric(table[k], errors="coerce")
+        if values.notna().all():
+            dists[k] = FloatDistribution(float(values.min()), float(values.max()),
+                                         log=k in LOG_AXES and bool((values > 0).all()))
+        else:
+            dists[k] = CategoricalDistribution(sorted(table[k].astype(str).unique()))
+    search = optuna.create_study(direction="maximize")
+    done = rows[rows["outcome"].isin(["completed", "diverged"])].dropna(subset=["best_val_acc"])
+    search.add_trials([frozen_trial({k: float(r[k]) if isinstance(dists[k], FloatDistribution) else str(r[k])
+                                     for k in tuned}, dists, float(r["best_val_acc"]), "completed")
+                       for _, r in done.iterrows()])
+    return search
+
+
+def importance_items(results, table: pd.DataFrame, tuned: list[str], arms: list[str], out) -> list:
+    """Which tuned setting mattered in each arm: fANOVA importances (bnsweep/optuna_study.py),
+    a table (every tuned key of every arm, with the reason where there are none) and a figure."""
+    from bnsweep.optuna_study import importances
+
+    rows = []
+    for arm in arms:
+        found, why = importances(_search_as_optuna(table[table["arm"] == arm], tuned, table)) if tuned else \
+            ({}, "nothing tuned")
+        for k in tuned:
+            rows.append({"arm": arm, "key": k, "importance": found.get(k, math.nan), "note": why or ""})
+    data = pd.DataFrame(rows, columns=["arm", "key", "importance", "note"])
+    caption = ("Per arm, the share of the variance of its trials' best validation accuracy that each tuned "
+               "setting explains over the range the study tried (fANOVA on a random forest, optuna.importance, "
+               "64 trees, seed 0; the shares of an arm sum to 1). Finished and diverged trials of the search "
+               "count; the confirmation runs do not. With few trials the forest, and so the shares, are rough; "
+               "where there are none the note says why.")
+    items = [save_table(out, "optuna_importance", data, "Optuna: which tuned setting mattered, per arm", caption)]
+    fig, axes = new_figure(1, len(arms), width=4.4, height=0.5 * max(3, len(tuned)) + 1.6)
+    for ax, arm in zip(axes[0], arms):
+        mine = data[data["arm"] == arm]
+        ax.barh(mine["key"], mine["importance"].fillna(0.0), color=arm_color(arm), edgecolor="black")
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_xlabel("fANOVA importance (share of variance)")
+        note = mine["note"].iloc[0] if len(mine) else ""
+        ax.set_title(f"{arm_label(arm)}" + (f"\n({note[:60]})" if note else ""), fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    title = "Optuna: which tuned setting mattered"
+    finish(fig, title, results)
+    items.append(save_figure(fig, out, "optuna_importance_plot", data, title, caption))
+    return items
 
 
 def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: list[str], out):
