@@ -62,9 +62,12 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
 
 
 def _trial_configs(study: Study) -> list[dict[str, Any]]:
+    """A config per trial the study runs: a grid's points; an Optuna study's samples of each
+    arm and its confirmation runs (its best configuration on CONFIRM_SEEDS fresh seeds), each
+    costed as the arm's fixed config, since the samples are not drawn yet."""
     if study.search == "grid":
         return study.grid_configs()
-    return [{**study.fixed, **arm} for arm in study.arm_list()] * study.num_samples
+    return [{**study.fixed, **arm} for arm in study.arm_list()] * (study.num_samples + study.confirm_seeds)
 
 
 def _concurrency(study: Study) -> tuple[int, str]:
@@ -84,7 +87,10 @@ def describe(study: Study, probe: bool = True) -> str:
     lines = [
         f"study {study.name} ({study.path})",
         f"  search          {study.search}" + (f", {study.num_samples} samples per arm, "
-                                                 f"{len(study.arm_list())} arms" if study.search == "optuna" else ""),
+                                                 f"{len(study.arm_list())} arms" + (
+                                                     f", then each arm's best on {study.confirm_seeds} fresh seeds"
+                                                     if study.confirm_seeds else "")
+                                                 if study.search == "optuna" else ""),
         f"  trials          {len(configs)}",
         f"  epochs/trial    {epochs}",
         f"  trial-epochs    {len(configs) * epochs}",
