@@ -317,7 +317,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bnsweep.report import build_report
     from bnsweep.tracking import resolve_tracking_uri
 
-    out = build_report(args.experiment, args.out, tracking_uri=resolve_tracking_uri(args.tracking_uri),
+    experiment = args.experiment[0] if len(args.experiment) == 1 else args.experiment
+    out = build_report(experiment, args.out, tracking_uri=resolve_tracking_uri(args.tracking_uri),
                        parent_run_id=args.sweep, all_sweeps=args.all_sweeps)
     print(f"report written to {out}")
     return 0
@@ -354,9 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "this sweep gets it, and sweep.json then points there")
     p.set_defaults(func=cmd_sync)
 
-    p = sub.add_parser("report", help="figures, tables and the study's claims from an MLflow experiment")
-    p.add_argument("experiment", help="MLflow experiment name, e.g. bnsweep-lr")
-    p.add_argument("--out", default=None, help="output directory (default: reports/<experiment>)")
+    p = sub.add_parser("report", help="figures, tables and the study's claims from an MLflow experiment; "
+                                      "two or more: side by side")
+    p.add_argument("experiment", nargs="+", help="MLflow experiment name, e.g. bnsweep-lr; name two or more "
+                                                 "(bnsweep-lr bnsweep-gn_lr) to draw them on shared axes with "
+                                                 "their verdicts in one table")
+    p.add_argument("--out", default=None, help="output directory (default: reports/<experiment>, "
+                                               "reports/<A>_vs_<B> for several)")
     p.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlflow.db")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="one sweep's parent run (default: the latest sweep)")
     p.add_argument("--all-sweeps", action="store_true", help="pool every sweep of the experiment")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bnsweep.analysis import batch_size, curves, dropout, lr, original, summary
 from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
-from bnsweep.analysis.render import render_html, render_markdown
+from bnsweep.analysis.compare import comparison_items
+from bnsweep.analysis.render import comparison_html, comparison_markdown, render_html, render_markdown
 from bnsweep.analysis.scale import smoke_mode
 from bnsweep.asks import FIGURES
 from bnsweep.claims import evaluate_claims
@@ -93,8 +94,9 @@ def build_report(experiment: str | list[str], out_dir: str | Path | None = None,
     """
     if not isinstance(experiment, str):
         if len(experiment) > 1:
-            from bnsweep.analysis.compare import build_comparison
-
+            if parent_run_id is not None:
+                raise UsageError("--sweep picks one sweep of one experiment; a comparison reads each experiment's "
+                                 "latest sweep (or all of them, --all-sweeps)")
             return build_comparison(list(experiment), out_dir, tracking_uri, all_sweeps=all_sweeps)
         experiment = experiment[0]
     results = load_experiment(experiment, tracking_uri, parent_run_id, all_sweeps=all_sweeps)
@@ -123,6 +125,28 @@ def build_report(experiment: str | list[str], out_dir: str | Path | None = None,
     if log_to_mlflow:
         written = [out / "report.md", out / "report.html", *(p for item in items for p in item.files.values())]
         _log_artifacts(results, out, list(dict.fromkeys(written)))
+    return out / "report.html"
+
+
+def build_comparison(experiments: list[str], out_dir: str | Path | None = None, tracking_uri: str | None = None,
+                     *, all_sweeps: bool = False) -> Path:
+    """Experiments side by side (bnsweep/analysis/compare.py): each one's scale box and header,
+    their verdicts in one table (each experiment's claims judged once), the figures their studies
+    ask for on shared axes; into out_dir (default reports/<A>_vs_<B>), not logged to MLflow (no
+    one sweep's run owns it). Returns the path of report.html."""
+    if len(set(experiments)) != len(experiments):
+        raise UsageError(f"experiment {next(e for e in experiments if experiments.count(e) > 1)!r} is named twice; "
+                         "a comparison sets different experiments side by side")
+    runs = [load_experiment(e, tracking_uri, all_sweeps=all_sweeps) for e in experiments]
+    out = Path(out_dir) if out_dir is not None else default_out("_vs_".join(experiments))
+    for r in runs:
+        check_out(out, r)
+    out = make_out_dir(out)
+    claims = [evaluate_claims(r.trials, r.history, smoke_mode(r)) for r in runs]
+    items, notes = comparison_items(runs, claims, [figures_for(r) for r in runs], out)
+    extra = [("not overlaid", "; ".join(notes))] if notes else []
+    (out / "report.md").write_text(comparison_markdown(runs, claims, items, extra))
+    (out / "report.html").write_text(comparison_html(runs, claims, items, extra))
     return out / "report.html"
 
 

@@ -94,12 +94,20 @@ def markdown_table(df: pd.DataFrame) -> str:
 def render_markdown(results: Results, items: list[Item], claims: list[Claim] | None = None,
                     extra: Sequence[tuple[str, str]] = ()) -> str:
     out = [f"# Batch Normalization study: {results.experiment}", ""]
+    out += _markdown_scale(results)
+    out += [f"- **{k}**: {v}" for k, v in [*header_rows(results, claims), *extra]] + [""]
+    return "\n".join(out + _markdown_items(items))
+
+
+def _markdown_scale(results: Results) -> list[str]:
     note = scale_note(results)
     if note:
-        out += [f"> **Scale.** {note}", "", markdown_table(scale_table(results)), ""]
-    else:
-        out += ["> **Scale.** The reference experiment: every setting as the study's, on the official data.", ""]
-    out += [f"- **{k}**: {v}" for k, v in [*header_rows(results, claims), *extra]] + [""]
+        return [f"> **Scale.** {note}", "", markdown_table(scale_table(results)), ""]
+    return ["> **Scale.** The reference experiment: every setting as the study's, on the official data.", ""]
+
+
+def _markdown_items(items: list[Item]) -> list[str]:
+    out = []
     for item in items:
         out += [f"{'###' if item.beside else '##'} {item.title}", ""]
         if item.kind == "figure":
@@ -108,7 +116,18 @@ def render_markdown(results: Results, items: list[Item], claims: list[Claim] | N
             out += [markdown_table(item.table), ""]
         links = ", ".join(f"[{k.upper()}]({p.name})" for k, p in item.files.items())
         out += [item.caption, "", f"Files: {links}", ""]
-    return "\n".join(out)
+    return out
+
+
+def comparison_markdown(runs: list[Results], claims: list[list[Claim]], items: list[Item],
+                        extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Experiments side by side: per experiment its scale box and header, then the shared verdicts and figures."""
+    out = [f"# Batch Normalization study: {' vs '.join(r.experiment for r in runs)}", ""]
+    out += [f"- **{k}**: {v}" for k, v in [("verdicts", EVIDENCE_RULE), *extra]] + [""]
+    for r, judged in zip(runs, claims):
+        out += [f"## Experiment {r.experiment}", "", *_markdown_scale(r)]
+        out += [f"- **{k}**: {v}" for k, v in header_rows(r, judged) if k not in ("experiment", "verdicts")] + [""]
+    return "\n".join(out + _markdown_items(items))
 
 
 # ---------------------------------------------------------------------- html ---
@@ -204,15 +223,21 @@ def _scale_box(results: Results) -> str:
     return f"<div class='box scale'><b>Scale.</b> {html.escape(note)}{table}</div>"
 
 
-def render_html(results: Results, items: list[Item], claims: list[Claim] | None = None,
-                extra: Sequence[tuple[str, str]] = ()) -> str:
+def _html_page(title: str) -> list[str]:
+    return [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)} — bnsweep report</title><style>{STYLE}</style></head><body>"
+            f"<h1>Batch Normalization study: {html.escape(title)}</h1>"]
+
+
+def _html_meta(rows: Sequence[tuple[str, str]]) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-             f"<title>{e(results.experiment)} — bnsweep report</title><style>{STYLE}</style></head><body>"
-             f"<h1>Batch Normalization study: {e(results.experiment)}</h1>", _scale_box(results), "<ul class='meta'>"]
-    parts += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in [*header_rows(results, claims), *extra]]
-    parts.append("</ul>")
+    return "<ul class='meta'>" + "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in rows) + "</ul>"
+
+
+def _html_items(items: list[Item]) -> list[str]:
+    e = html.escape
+    parts = []
     for item in items:
         parts.append(f"<h3>{e(item.title)}</h3>" if item.beside else f"<h2>{e(item.title)}</h2>")
         if item.kind == "figure":
@@ -222,5 +247,20 @@ def render_html(results: Results, items: list[Item], claims: list[Claim] | None 
             parts.append(html_table(item.table))
         links = ", ".join(f"<a href='{e(p.name)}'>{k.upper()}</a>" for k, p in item.files.items())
         parts.append(f"<p class='cap'>{e(item.caption)}</p><p class='files'>Files: {links}</p>")
-    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
-    return "\n".join(parts)
+    return [*parts, f"<script>{SORT_SCRIPT}</script></body></html>"]
+
+
+def render_html(results: Results, items: list[Item], claims: list[Claim] | None = None,
+                extra: Sequence[tuple[str, str]] = ()) -> str:
+    parts = [*_html_page(results.experiment), _scale_box(results), _html_meta([*header_rows(results, claims), *extra])]
+    return "\n".join(parts + _html_items(items))
+
+
+def comparison_html(runs: list[Results], claims: list[list[Claim]], items: list[Item],
+                    extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Experiments side by side: per experiment its scale box and header, then the shared verdicts and figures."""
+    parts = [*_html_page(" vs ".join(r.experiment for r in runs)), _html_meta([("verdicts", EVIDENCE_RULE), *extra])]
+    for r, judged in zip(runs, claims):
+        parts += [f"<h2>Experiment {html.escape(r.experiment)}</h2>", _scale_box(r),
+                  _html_meta([(k, v) for k, v in header_rows(r, judged) if k not in ("experiment", "verdicts")])]
+    return "\n".join(parts + _html_items(items))
