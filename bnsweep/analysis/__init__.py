@@ -1,10 +1,13 @@
-"""MLflow → pandas → figures and tables, one module per study.
+"""MLflow → pandas → figures and tables: the read side of bnsweep.
 
-Each study module (lr, batch_size, curves, dropout, optuna, summary) has a
-`main(argv=None, results=None) -> list[Item]` and runs alone as
-`python -m bnsweep.analysis.<name> --experiment bnsweep-<study>`; `bnsweep report`
-(bnsweep/report.py) imports and runs the ones a study needs. The shared parts:
-common (command line, output files), plots (colours, curves), scale (how the
-sweep compares with the reference experiment), original (the original study's
-published numbers) and render (report.md and report.html).
+Each figure module (lr, batch_size, curves, dropout; optuna still a script, issue 18)
+has `analyse(results, out, ...) -> list[Item]`, a function from the loaded results
+(bnsweep.results.Results) to figures and tables, and a thin `main(argv)` that runs
+alone as `python -m bnsweep.analysis.<name> --experiment bnsweep-<study>`; summary
+takes the claims as judged once by its caller. `bnsweep report` (bnsweep/report.py)
+draws the ones the study asks for (its FIGURES, bnsweep/asks.py); compare sets
+experiments side by side. The shared parts: common (command line, output files),
+plots (colours, curves), scale (how the sweep compares with the reference experiment),
+original (published numbers: the original study's, or a study's own) and render
+(report.md and report.html).
 """
