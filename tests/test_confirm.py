@@ -157,18 +157,8 @@ def test_the_importance_table_lists_each_tuned_key_per_arm(tmp_path):
 
 # ------------------------------------------ a real sweep, killed and resumed ---
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflow_server, tmp_path):
-    from test_sweep import start_driver
+    from test_sweep import _wait_for, start_driver
     from test_tracking import assert_mlflow_equals_ledger
 
     from bnsweep.analysis import optuna as optuna_report
