@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import bnsweep_env, ledger_trials, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
 from mlflow import MlflowClient
 from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
 
 from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.train import native_bf16
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
@@ -83,8 +85,10 @@ def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_se
         for tag in TAGS:
             assert kid.data.tags.get(tag), (tag, kid.data.tags)
         assert kid.data.tags["dataset_source"] == "synthetic" and kid.data.tags["dataset_verified"] == "false"
-        # What ran, not what was asked: amp and cuda_graphs default on, and a CPU uses neither.
-        assert kid.data.params["amp"] == "True" and kid.data.tags["exec.autocast"] == "none"
+        # What ran, not what was asked: amp is auto, which a CPU turns into bf16 only where it computes
+        # bf16 natively; cuda_graphs default on, and a CPU has none.
+        assert kid.data.params["amp"] == "auto"
+        assert kid.data.tags["exec.autocast"] == ("bf16" if native_bf16(torch.device("cpu")) else "none")
         assert kid.data.tags["exec.cuda_graphs"] == "false" and kid.data.tags["exec.device"] == "cpu"
         assert kid.data.tags["arm"] == ("bn" if kid.data.params["bn"] == "True" else "no_bn")
         assert set(REFERENCE) <= set(kid.data.params)
@@ -195,7 +199,7 @@ def test_failed_trial_is_recorded_failed(ray_address, mlflow_server, tmp_path):
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
     r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
     assert r.returncode == 1, r.stdout[-3000:]
-    assert "2 trial(s) failed" in r.stdout
+    assert "2 trials failed" in r.stdout
     runs = children(mlflow_server.uri, "bnsweep-fails")
     assert len(runs) == 2 and all(x.info.status == "FAILED" for x in runs)
 
