@@ -91,7 +91,7 @@ def test_a_trial_that_cannot_succeed_is_not_retried(ray_address, mlflow_server, 
     r = run_bnsweep("run", str(space), "--storage", str(storage), env=env, cwd=tmp_path)
     assert r.returncode == 1 and "\nsummary\n" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     summary = r.stdout.split("\nsummary\n")[1]
-    assert "failed 1" in summary and "2 trial(s) failed for a reason another attempt cannot fix" in summary
+    assert "failed 1" in summary and "2 trials failed for a reason another attempt cannot fix" in summary
     assert "CIFAR-10" in summary and "resume" not in summary, summary
     sweep_dir = sweep_dir_of(storage)
     trials = ledger_trials(sweep_dir)
