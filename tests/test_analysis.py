@@ -69,6 +69,9 @@ SCHEDULER = "fifo"
 FIXED = {_fixed("lr", "batch_size", epochs=2)}
 """,
 }
+# name -> (shipped study, the copy's file name): search_spaces/<study>.py copied elsewhere, run in smoke mode.
+COPIES = {"lr_copy": ("lr", "my_rates")}
+SHIPPED = {"lr_smoke": "lr"}  # a session's name for a shipped file run as it is (in smoke mode)
 N_TRIALS = {"lr": 14, "batch_size": 4, "dropout": 3, "optuna": 4}
 
 
@@ -83,11 +86,19 @@ class RecordedSweep:
 
         self.study, self.work = study, work
         self.uri = f"sqlite:///{store}/{study}.db"
+        self.experiment = f"bnsweep-{study}"
         if study in SPACE_FILES:
             space, flags = work / f"{study}.py", []
             space.write_text(f'"""{study}: analysis test sweep."""\n' + SPACE_FILES[study])
+        elif study in COPIES:  # a shipped file copied under another name, into a folder of its own
+            shipped, name = COPIES[study]
+            (work / "elsewhere").mkdir()
+            space, flags = work / "elsewhere" / f"{name}.py", ["--smoke"]
+            space.write_text((ROOT / "search_spaces" / f"{shipped}.py").read_text())
+            self.experiment = f"bnsweep-{name}"
         else:
-            space, flags = ROOT / "search_spaces" / f"{study}.py", ["--smoke"]
+            space, flags = ROOT / "search_spaces" / f"{SHIPPED.get(study, study)}.py", ["--smoke"]
+            self.experiment = f"bnsweep-{space.stem}"
         env = bnsweep_env(data_dir, RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=self.uri)
         with open(work / "run.log", "wb") as log:  # a file, not a pipe: nobody reads it while it runs
             self.proc = subprocess.Popen(bnsweep_cmd("run", str(space), *flags, "--storage", str(work / "results")),
@@ -98,7 +109,7 @@ class RecordedSweep:
         rc = self.proc.wait(timeout=600)
         log = (self.work / "run.log").read_text(errors="replace")
         assert rc in (0, 1), f"bnsweep run {self.study}: exit {rc}\n{log[-6000:]}"  # 1: the lr study's failing trials
-        return self.uri, f"bnsweep-{self.study}"
+        return self.uri, self.experiment
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -232,6 +232,117 @@ def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study
     assert "the comparison is of shape only" in md
 
 
+@pytest.fixture(scope="session")
+def lr_smoke_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
+    """search_spaces/lr.py and a copy of it (another name, another folder), both run with --smoke."""
+    names = ("lr_smoke", "lr_copy")
+    return [sweep(tmp_path_factory, ray_address, s, request.session, cifar_dir, together=names) for s in names]
+
+
+def _sections(md: str, experiment: str) -> list[str]:
+    """The report's headings, its experiment's and study's names made neutral (they name themselves)."""
+    study = experiment.removeprefix("bnsweep-")
+    return [x.replace(experiment, "EXP").replace(f"'{study}'", "STUDY") for x in md.splitlines() if x.startswith("#")]
+
+
+def test_a_copy_of_lr_under_another_name_reports_as_lr(lr_smoke_sweeps, tmp_path):
+    from bnsweep.report import build_report
+
+    (uri, experiment), (copy_uri, copy_experiment) = lr_smoke_sweeps
+    assert copy_experiment == "bnsweep-my_rates"
+    md = {}
+    for name, (u, e) in (("lr", lr_smoke_sweeps[0]), ("copy", lr_smoke_sweeps[1])):
+        build_report(e, tmp_path / name, u, log_to_mlflow=False)
+        md[name] = (tmp_path / name / "report.md").read_text()
+    assert _sections(md["copy"], copy_experiment) == _sections(md["lr"], experiment)
+    assert "### Learning rate: ours beside the original (slides)" in md["copy"]
+    speaks = [[x for x in m.splitlines() if x.startswith("- **speaks to**: ")] for m in md.values()]
+    assert speaks[0] == speaks[1] and speaks[0][0].startswith("- **speaks to**: claim 3 (")
+    for table in ("claims", "lr_original"):
+        a, b = (pd.read_csv(tmp_path / name / f"{table}.csv") for name in ("lr", "copy"))
+        cols = ["claim", "speaks_to"] if table == "claims" else [c for c in a.columns if "original" in c or c == "lr"]
+        pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_report_sets_two_experiments_side_by_side(lr_smoke_sweeps, tmp_path):
+    """`bnsweep report A B`: the copy's sweep synced into the lr sweep's store (a moved copy of
+    its folder), then both on shared axes, their verdicts in one table, each with its scale box."""
+    import shutil
+    import subprocess
+
+    from conftest import bnsweep_cmd, bnsweep_env
+
+    from bnsweep.results import load_experiment
+
+    (uri, experiment), (copy_uri, copy_experiment) = lr_smoke_sweeps
+    moved = tmp_path / "moved"
+    shutil.copytree(load_experiment(copy_experiment, copy_uri).parents["sweep_dir"].iloc[0], moved)
+    store = tmp_path / "both.db"
+    shutil.copy(uri.removeprefix("sqlite:///"), store)  # the lr sweep's store, not the session's own
+    both = f"sqlite:///{store}"
+    env = bnsweep_env(None)
+    done = subprocess.run(bnsweep_cmd("sync", str(moved), "--tracking-uri", both), env=env, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "side"
+    done = subprocess.run(bnsweep_cmd("report", experiment, copy_experiment, "--tracking-uri", both, "--out", str(out)),
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    md = (out / "report.md").read_text()
+    assert md.startswith(f"# Batch Normalization study: {experiment} vs {copy_experiment}")
+    assert md.count("> **Scale.** Not the reference experiment:") == 2  # one scale box per experiment
+    assert md.index(f"## Experiment {experiment}") < md.index(f"## Experiment {copy_experiment}")
+    claims = pd.read_csv(out / "claims.csv")
+    assert list(zip(claims["claim"], claims["experiment"])) == [
+        (n, e) for n in (1, 2, 3, 4, 5) for e in (experiment, copy_experiment)]
+    for fig in ("compare_lr", "compare_curves"):
+        assert f"]({fig}.png)" in md and (out / f"{fig}.png").stat().st_size > 0
+        drawn = pd.read_csv(out / f"{fig}.csv")
+        assert set(drawn["experiment"]) == {experiment, copy_experiment} and set(drawn["arm"]) == {"bn", "no_bn"}
+    # The same study, the same settings: the copy's points sit on the lr sweep's axis values.
+    lrs = pd.read_csv(out / "compare_lr.csv").groupby("experiment")["lr"].apply(sorted)
+    assert lrs[experiment] == lrs[copy_experiment]
+
+
+def test_a_study_that_declares_nothing_and_one_that_declares_a_claim_it_cannot_speak_to(lr_sweep, tmp_path):
+    """The lr sweep's record (a copy of its store) with what its study asks rewritten on its
+    parent run, as a study file declaring otherwise would have recorded it."""
+    import json
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from bnsweep.asks import ASKS_TAG
+    from bnsweep.report import build_report
+    from bnsweep.results import load_experiment
+
+    uri, experiment = lr_sweep
+    for asks, expect in (({}, "- **speaks to**: no claim declared (CLAIMS); those its trials could compare: claim 1"),
+                         ({"claims": [4], "figures": ["lr", "dropout"]},
+                          "- **speaks to**: claim 4 (BN works best with medium batch sizes (50-100)): declared, but "
+                          "these trials cannot speak to it: undecided (needs BN trials at batch sizes inside")):
+        store = tmp_path / f"{len(asks)}.db"
+        shutil.copy(uri.removeprefix("sqlite:///"), store)
+        copy = f"sqlite:///{store}"
+        parent = load_experiment(experiment, copy).parents["run_id"].iloc[0]
+        if asks:
+            MlflowClient(copy).set_tag(parent, ASKS_TAG, json.dumps(asks))
+        else:
+            MlflowClient(copy).delete_tag(parent, ASKS_TAG)
+        out = tmp_path / str(len(asks))
+        build_report(experiment, out, copy, log_to_mlflow=False)
+        md = (out / "report.md").read_text()
+        assert expect in md
+        claims = pd.read_csv(out / "claims.csv").set_index("claim")
+        if asks:
+            assert "- **not drawn**: dropout: needs trials with dropout" in md and "](lr_accuracy.png)" in md
+            assert list(claims.index[claims["speaks_to"]]) == [4]
+        else:  # what its data supports, and no published numbers it did not ask for
+            assert "](lr_accuracy.png)" in md and "](curves.png)" in md
+            assert "ours beside the original" not in md and not (out / "lr_original.csv").exists()
+            assert 1 in claims.index[claims["speaks_to"]] and 5 not in claims.index[claims["speaks_to"]]
+
+
 # ------------------------------------------------------------ from a wheel ---
 
 def _wheel_venv(root: Path, work: Path) -> Path:
