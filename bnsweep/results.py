@@ -93,8 +93,12 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, parent_run
     equal the sweep's `study` tag. Raises ResultsError naming what exists.
     """
     client, uri = _client(tracking_uri)
+    from bnsweep.mlflow_store import check_experiment_active
+
+    # A deleted experiment: one line with the command that restores it, not "no experiment named".
+    check_experiment_active(client, uri, experiment, "report another experiment")
     exp = client.get_experiment_by_name(experiment)
-    if exp is None or exp.lifecycle_stage == "deleted":
+    if exp is None:
         names = _experiment_names(client)
         listed = ", ".join(names) if names else "none"
         raise ResultsError(f"no MLflow experiment named {experiment!r} at {uri}; experiments there: {listed}")

@@ -156,6 +156,11 @@ def test_a_deleted_experiment_stops_run_resume_and_sync_and_stays_deleted(mlflow
     assert client.get_experiment(exp_id).lifecycle_stage == "deleted"  # nothing came back
     runs = runs_of(mlflow_server, record, "sweep") + runs_of(mlflow_server, record, "trial")
     assert runs and {r.info.lifecycle_stage for r in runs} == {"deleted"}
+    # The report says the same, not "no experiment named ...".
+    r = run_bnsweep("report", "kept-experiment-deleted", "--out", str(tmp_path / "report"),
+                    env=bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri), cwd=tmp_path)
+    assert_stopped(r, named, restore, "report another experiment")
+    assert not (tmp_path / "report").exists()
 
     mlflow_cli(mlflow_server, "experiments", "restore", "--experiment-id", exp_id)
     r = sync(mlflow_server, sweep_dir)
