@@ -15,6 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
+from test_s3_storage import s3  # noqa: F401 — the fixture, for the object-store test
 
 from bnsweep import ledger
 from bnsweep.claims import claim_accuracy_speed
@@ -234,3 +235,21 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
     claim = evaluate_claims(results.trials, results.history)[0]
     assert "rerun on fresh seeds" in claim.evidence
     assert claim.numbers["bn_best_val_acc"] == pytest.approx(confirmation.loc["bn", "confirm_mean"])
+
+
+@pytest.mark.slow  # starts moto's S3 server
+def test_an_object_store_sweep_gets_optuna_db_uploaded_whole(tmp_path, monkeypatch, s3):  # noqa: F811
+    from test_s3_storage import AWS, BUCKET
+
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    study = load_study(write_space(tmp_path / "tuned.py", SEARCH_FILE))
+    d = s3.uri(f"{BUCKET}/optuna-db/sweep")
+    cfg = {**study.fixed, "seed": 0, "bn": True, "lr": 0.01, "batch_size": 50, "dropout": 0.2}
+    _record(d, "one", "bn", cfg, [0.3, 0.5], "completed")
+    rebuild_optuna_study(d, study)
+    local = tmp_path / "optuna.db"
+    with s3.filesystem().open_input_stream(f"{BUCKET}/optuna-db/sweep/optuna.db") as f:
+        local.write_bytes(f.read())
+    (trial,) = optuna.load_study(study_name="bn", storage=f"sqlite:///{local}").trials
+    assert trial.params == {"lr": 0.01, "batch_size": 50, "dropout": 0.2} and trial.value == 0.5
