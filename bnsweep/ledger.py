@@ -39,6 +39,8 @@ END_FILE = "end.json"
 # stopped: the scheduler (ASHA) ended it early; errored: it failed its last retry, and
 # `bnsweep resume` tries it again.
 ENDS = ("completed", "diverged", "failed", "stopped", "errored")
+RESULTS = ("completed", "diverged", "stopped")  # ends whose accuracy is a result (stopped: by ASHA, early)
+UNFINISHED = "unfinished"  # no end yet: interrupted, or still running; `bnsweep resume` continues it
 
 
 @dataclass

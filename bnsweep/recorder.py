@@ -65,8 +65,8 @@ def record_ledger(runs: TrialRuns, trials: list[ledger.TrialRecord], finished: d
         last = t.epochs[-1] if t.epochs else {"epoch": 0}  # ended before its first epoch: epochs_completed 0
         status = RUN_STATUS[t.status] if t.end else "KILLED"
         end_s = t.end["ended"] if t.end else (t.epochs[-1]["timestamp"] if t.epochs else t.started)
-        runs.finish(t.trial_id, last, status, (t.end or {}).get("reason") if status == "FAILED" else None,
-                    end_ms=int(end_s * 1000))
+        runs.finish(t.trial_id, last, status, t.status or ledger.UNFINISHED,
+                    (t.end or {}).get("reason") if status == "FAILED" else None, end_ms=int(end_s * 1000))
         finished[t.trial_id] = t.end
     return added
 

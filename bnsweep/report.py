@@ -14,6 +14,7 @@ from pathlib import Path
 from bnsweep.analysis import batch_size, curves, dropout, lr, original, summary
 from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
 from bnsweep.analysis.compare import comparison_items
+from bnsweep.analysis.plots import nothing_to_draw
 from bnsweep.analysis.render import comparison_html, comparison_markdown, render_html, render_markdown
 from bnsweep.analysis.scale import smoke_mode
 from bnsweep.asks import FIGURES
@@ -57,7 +58,7 @@ def cannot_draw(name: str, results: Results) -> str | None:
     if name == "dropout" and not (t["dropout"].fillna(0) > 0).any():
         return "needs trials with dropout"
     if name in ("curves", "dropout") and results.history.empty:
-        return "no trial has logged an epoch"
+        return nothing_to_draw(t)  # in the ledger's words: "all 2 trials failed before their first epoch (...)"
     return None
 
 
@@ -189,13 +190,15 @@ def _local_path(where) -> str | None:
 def overview_items(results: Results, out: Path) -> list[Item]:
     """Every trial, one row each, in reading order (arm, then each varied setting by value, then seed)."""
     t = sort_trials(results.trials)
-    # MLflow's status is in the CSV; outcome says the same, and says diverged too.
+    # MLflow's status is in the CSV; outcome is the ledger's word (the run's `outcome` tag).
     cols = ["run_name", "outcome", "arm", *varied(t), "seed", "epochs_completed", "best_val_acc",
             "val_acc", "train_acc", "time_total_s", "run_id"]
     trials = t[[c for c in dict.fromkeys(cols) if c in t]]
     caption = ("Every trial of the sweep, one row each (trials.csv), by arm and then by each setting's value. "
-               "outcome: completed, diverged (loss became NaN/inf; accuracy is what it reached), failed (the trial "
-               "errored), killed or running (unfinished). Accuracies are fractions of the validation images; "
+               "outcome, in the words of the terminal and the sweep's ledger: completed; diverged (loss became "
+               "NaN/inf; accuracy is what it reached); stopped (ended early by the scheduler, accuracy as reached); "
+               "failed (for a reason no retry fixes); errored (failed its last retry); unfinished (interrupted: "
+               "`bnsweep resume` continues it) or running. Accuracies are fractions of the validation images; "
                "best_val_acc is the best epoch's; time_total_s is training plus validation, in seconds.")
     data = t.drop(columns=["start_time", "end_time"], errors="ignore")
     return [save_table(out, "trials", data, "All trials", caption, trials)]

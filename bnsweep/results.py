@@ -28,11 +28,13 @@ TRIAL_TAG = "ray_trial_id"  # a trial's id on its run, as bnsweep/tracking.py wr
 # Per-epoch metrics (the history's columns) and the single-valued ones.
 HISTORY_METRICS = tuple(m for m in EPOCH_METRICS if m != "epoch")
 
-TRIAL_TAGS = ("arm", "tuner", "pair_id", "ray_trial_id", "dataset_source", "dataset_fingerprint", "device_name",
+TRIAL_TAGS = ("arm", "tuner", "pair_id", "ray_trial_id", "failure_reason", "dataset_source", "dataset_fingerprint",
+              "device_name",
               "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version", "optuna_version",
               *EXECUTION_FACTS)
 _BOOL_TAGS = ("diverged", "dataset_verified")
-_OUTCOME = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running",
+OUTCOME_TAG = "outcome"  # the same tag bnsweep/tracking.py writes: the ledger's word for how a trial ended
+_OUTCOME = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "unfinished", "RUNNING": "running",
             "SCHEDULED": "running"}
 
 
@@ -272,5 +274,8 @@ def _trial_row(run, history: pd.DataFrame, sweep_names: dict[str, str]) -> dict[
     if math.isnan(row.get("best_val_acc", math.nan)) and len(history):
         acc = history["val_acc"].dropna()
         row["best_val_acc"] = float(acc.max()) if len(acc) else math.nan
-    row["outcome"] = "diverged" if row["diverged"] else _OUTCOME.get(run.info.status, run.info.status.lower())
+    # How it ended in the ledger's words (the tag the recorder writes); runs recorded before that tag
+    # existed, or still open, by their MLflow status.
+    row["outcome"] = tags.get(OUTCOME_TAG) or (
+        "diverged" if row["diverged"] else _OUTCOME.get(run.info.status, run.info.status.lower()))
     return row

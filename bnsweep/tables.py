@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.config import EXECUTION_KEYS, REFERENCE, n_train_available
+from bnsweep.ledger import RESULTS, UNFINISHED
 from bnsweep.stats import mean_interval
 
 CHANCE = 0.1  # accuracy of guessing among CIFAR-10's 10 balanced classes
@@ -48,7 +49,7 @@ def averaged(g: pd.DataFrame) -> pd.DataFrame:
     """The trials of a group whose values its averages take: the completed and diverged
     ones (failed and unfinished trials are counted, not averaged in); in a group with
     none of those, all of its trials, whose values are then partial."""
-    done = g[g["outcome"].isin(["completed", "diverged"])]
+    done = g[g["outcome"].isin(RESULTS)]
     return done if len(done) else g
 
 
@@ -69,9 +70,9 @@ def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc
             f"{value}_min": v.min(),
             f"{value}_max": v.max(),
             "n_diverged": int(g["diverged"].sum()),
-            "n_failed": int((g["outcome"] == "failed").sum()),
-            "n_unfinished": int(g["outcome"].isin(["killed", "running"]).sum()),
-            "partial": not g["outcome"].isin(["completed", "diverged"]).any(),
+            "n_failed": int(g["outcome"].isin(["failed", "errored"]).sum()),
+            "n_unfinished": int(g["outcome"].isin([UNFINISHED, "running"]).sum()),
+            "partial": not g["outcome"].isin(RESULTS).any(),
             "seeds": ";".join(str(s) for s in g["seed"]),
             "run_ids": ";".join(g["run_id"]),
         })

@@ -30,6 +30,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from bnsweep.asks import ASKS_TAG
 from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.ledger import UNFINISHED
 from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_tracking_uri: tracking's surface too
     UNSET_URI_HINT,
     TrackingError,
@@ -47,6 +48,7 @@ from bnsweep.trials import RUN_INFO_KEYS, display_name, mark_diverged
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 ROLE_TAG = "bnsweep.role"
+OUTCOME_TAG = "outcome"  # how the trial ended, in the ledger's words (ledger.ENDS), or ledger.UNFINISHED
 FAILURE_TAG = "failure_reason"  # why a trial failed (its ledger end's reason)
 TRIAL_TAG = "ray_trial_id"
 
@@ -202,6 +204,7 @@ def end_sweep(record: SweepRecord, status: str) -> None:
     """Close the parent and any child still RUNNING (its trial is not running any more)."""
     client = MlflowClient(record.uri)
     for run in _children(client, record, "attributes.status = 'RUNNING'"):
+        client.set_tag(run.info.run_id, OUTCOME_TAG, UNFINISHED)  # the ledger has no end for it: resume continues it
         client.set_terminated(run.info.run_id, status="KILLED")
     summarize(client, record)
     client.set_terminated(record.parent_run_id, status=status)
@@ -339,16 +342,20 @@ class TrialRuns:
             self.client.update_run(run_id, name=mark_diverged(name))
             self.names[trial_id] = mark_diverged(name)
 
-    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str, reason: str | None = None,
-               end_ms: int | None = None) -> None:
-        """End the trial's run (at `end_ms`, else now); `reason`: why it failed beyond retrying, as a tag."""
+    def finish(self, trial_id: str, last: Mapping[str, Any] | None, status: str, outcome: str,
+               reason: str | None = None, end_ms: int | None = None) -> None:
+        """End the trial's run (at `end_ms`, else now) with MLflow's `status` and, as the tag
+        `outcome`, the ledger's word for how it ended (ledger.ENDS, or "unfinished");
+        `reason`: why it failed beyond retrying, as a tag."""
         run_id = self.run_ids[trial_id]
         epochs = float(last.get("epoch", 0)) if last else None
         run = self.client.get_run(run_id)
-        if run.info.status == status and run.data.metrics.get("epochs_completed") == epochs:
+        if run.info.status == status and run.data.metrics.get("epochs_completed") == epochs and \
+                run.data.tags.get(OUTCOME_TAG) == outcome:
             return  # recorded so already (a repeated sync): its end time and history stay as they are
         if last:
             self.client.log_batch(run_id, metrics=[Metric("epochs_completed", epochs, int(time.time() * 1000), 0)])
+        self.client.set_tag(run_id, OUTCOME_TAG, outcome)
         if reason:
             self.client.set_tag(run_id, FAILURE_TAG, reason[:8000])  # MLflow's longest tag value
         self.client.set_terminated(run_id, status=status, end_time=end_ms)

@@ -230,3 +230,12 @@ def test_step_time_pairs_only_trials_that_executed_alike():
     assert claim_step_time(t, history(t, steps)).verdict.startswith("undecided")
     t["exec.autocast"] = "none"  # the same execution, the BN kernel apart: three pairs, BN 1.5x
     assert claim_step_time(t, history(t, steps)).verdict == "supported"
+
+
+def test_a_report_says_why_nothing_is_drawn_in_the_ledgers_words():
+    from bnsweep.analysis.plots import nothing_to_draw
+
+    failed = pd.DataFrame({"outcome": ["failed", "errored"], "failure_reason": ["DataError: no files", None]})
+    assert nothing_to_draw(failed) == "all 2 trials failed before their first epoch (1 x DataError: no files)"
+    waiting = pd.DataFrame({"outcome": ["unfinished", "running"]})
+    assert nothing_to_draw(waiting) == "no trial has logged an epoch yet (1 unfinished, 1 running)"

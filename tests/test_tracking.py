@@ -202,6 +202,13 @@ def test_failed_trial_is_recorded_failed(ray_address, mlflow_server, tmp_path):
     assert "2 trials failed" in r.stdout
     runs = children(mlflow_server.uri, "bnsweep-fails")
     assert len(runs) == 2 and all(x.info.status == "FAILED" for x in runs)
+    assert [x.data.tags["outcome"] for x in runs] == ["failed", "failed"]  # the ledger's word, as the terminal's
+    # The report says what happened in the same words, with the reason, not "no trial has logged an epoch yet".
+    r = run_bnsweep("report", "bnsweep-fails", "--out", str(tmp_path / "report"), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "all 2 trials failed before their first epoch (2 x " in md and "no trial has logged" not in md, md
+    assert "| 2 failed" in md or "2 failed" in md
 
 
 def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_address, mlflow_server, tmp_path):
@@ -224,6 +231,7 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     runs = children(mlflow_server.uri, "bnsweep-stopme")
     assert runs and all(x.info.status in ("FINISHED", "KILLED") for x in runs)
     assert any(x.info.status == "KILLED" for x in runs)
+    assert {x.data.tags["outcome"] for x in runs if x.info.status == "KILLED"} == {"unfinished"}
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED"
     r = run_bnsweep("sync", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)  # the trial never started: no run
@@ -234,6 +242,7 @@ def test_interrupted_sweep_marks_runs_killed_and_resume_finishes_them(ray_addres
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = children(mlflow_server.uri, "bnsweep-stopme")
     assert len(runs) == 3 and all(x.info.status == "FINISHED" for x in runs)
+    assert {x.data.tags["outcome"] for x in runs} == {"completed"}  # a resumed trial's end replaces "unfinished"
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-stopme", sweep_dir_of(storage))
     assert [t.config["epochs"] for t in ledger_trials(sweep_dir_of(storage))] == [4, 4, 4]

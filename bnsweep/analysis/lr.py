@@ -44,6 +44,7 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_original,
 )
+from bnsweep.ledger import RESULTS
 from bnsweep.results import Results
 from bnsweep.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
 
@@ -104,7 +105,7 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
             if yerr is not None:
                 ax.errorbar(c, r["best_val_acc_mean"], yerr=yerr, color="black", capsize=2, linewidth=0.8, zorder=4)
             seeds = t[t["run_id"].isin(r["run_ids"].split(";"))]
-            done = seeds["outcome"].isin(["completed", "diverged"])
+            done = seeds["outcome"].isin(RESULTS)
             ax.scatter(np.full(done.sum(), c), seeds.loc[done, "best_val_acc"], s=10, color="black", zorder=5)
             if (~done).any():  # failed / unfinished seeds: hollow, not in the mean
                 ax.scatter(np.full((~done).sum(), c), seeds.loc[~done, "best_val_acc"], s=16, facecolor="white",

@@ -28,13 +28,15 @@ from bnsweep.analysis.common import (
 )
 from bnsweep.analysis.plots import arm_color, chance_line, log_scale
 from bnsweep.claims import confirmations
+from bnsweep.ledger import RESULTS
 from bnsweep.stats import mean_interval
 from bnsweep.tables import arm_label, arms_present, averaged, varied
 
 PREFERRED = ["lr", "batch_size", "dropout"]  # panel order of the tuned parameters
 TOP = 5  # best trials listed per arm
 OUTCOME_STYLE = {"completed": dict(marker="o"), "diverged": dict(marker="X"),
-                 "failed": dict(marker="o", facecolor="white"), "killed": dict(marker="o", facecolor="white"),
+                 "stopped": dict(marker="v"), "failed": dict(marker="o", facecolor="white"),
+                 "errored": dict(marker="o", facecolor="white"), "unfinished": dict(marker="o", facecolor="white"),
                  "running": dict(marker="o", facecolor="white")}
 
 
@@ -185,7 +187,7 @@ def _search_as_optuna(rows: pd.DataFrame, tuned: list[str], table: pd.DataFrame)
         else:
             dists[k] = CategoricalDistribution(sorted(table[k].astype(str).unique()))
     search = optuna.create_study(direction="maximize")
-    done = rows[rows["outcome"].isin(["completed", "diverged"])].dropna(subset=["best_val_acc"])
+    done = rows[rows["outcome"].isin(RESULTS)].dropna(subset=["best_val_acc"])
     search.add_trials([frozen_trial({k: float(r[k]) if isinstance(dists[k], FloatDistribution) else str(r[k])
                                      for k in tuned}, dists, float(r["best_val_acc"]), "completed")
                        for _, r in done.iterrows()])
@@ -249,7 +251,7 @@ def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: l
         rows = table.index[table["arm"] == arm]
         for i in table.loc[rows].sort_values("best_val_acc", na_position="first").index:  # best drawn last
             ys = [scaled[k][0][i] for k in axes_keys]
-            done = table.at[i, "outcome"] in ("completed", "diverged") and not math.isnan(acc[i])
+            done = table.at[i, "outcome"] in RESULTS and not math.isnan(acc[i])
             ax.plot(x, ys, color=cmap(norm(acc[i])) if done else "grey", linestyle="-" if done else ":",
                     linewidth=1.6 if done else 1.0, alpha=0.9, zorder=3 if done else 2)
         for j, key in enumerate(axes_keys):

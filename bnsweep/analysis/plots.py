@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import config_label
+from bnsweep.formats import count
+from bnsweep.ledger import RESULTS
 from bnsweep.results import Results, ResultsError
 from bnsweep.tables import CHANCE, arm_label, epoch_stats
 
@@ -86,7 +88,7 @@ def curves_table(results: Results, runs_by_arm: dict[str, pd.DataFrame], metrics
     Raises ResultsError when no trial has logged an epoch."""
     frames = []
     for arm, runs in runs_by_arm.items():
-        done = runs[runs["outcome"].isin(["completed", "diverged"])]
+        done = runs[runs["outcome"].isin(RESULTS)]
         runs = done if len(done) else runs  # failed / unfinished trials only where there is nothing else
         h = results.history[results.history["run_id"].isin(runs["run_id"])]
         if h.empty:
@@ -100,7 +102,7 @@ def curves_table(results: Results, runs_by_arm: dict[str, pd.DataFrame], metrics
         stats["run_ids"] = ";".join(runs["run_id"])
         frames.append(stats)
     if not frames:
-        raise ResultsError(f"experiment {results.experiment!r}: no trial has logged an epoch yet")
+        raise ResultsError(f"experiment {results.experiment!r}: {nothing_to_draw(results.trials)}")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -118,3 +120,13 @@ def plot_curve_panel(ax, table: pd.DataFrame, metric: str, x: str, linestyle: st
     else:
         ax.set_xlabel("wall-clock time (s, cumulative training + validation)")
         ax.set_xlim(left=0)  # time starts at 0: how soon each arm gets there
+
+
+def nothing_to_draw(trials: pd.DataFrame) -> str:
+    """Why no trial has an epoch to draw, in the ledger's words: "all 2 trials failed (2 x DataError: ...)"."""
+    ended = trials["outcome"].value_counts()
+    if len(trials) and set(ended.index) <= {"failed", "errored"}:
+        reasons = trials.get("failure_reason", pd.Series(dtype=object)).dropna().value_counts()
+        why = "; ".join(f"{n} x {r[:160]}" for r, n in reasons.items())
+        return f"all {count(len(trials), 'trial')} failed before their first epoch" + (f" ({why})" if why else "")
+    return "no trial has logged an epoch yet (" + ", ".join(f"{n} {o}" for o, n in ended.items()) + ")"
