@@ -80,10 +80,25 @@ def parse_args() -> argparse.Namespace:
 
 
 def bnsweep_run(cfg: dict) -> dict:
-    """train() for warm-up + 1 epochs; the last epoch's own throughput figures."""
+    """train() for warm-up + 1 epochs; the last epoch's own throughput figures, and the same
+    from this process's CPU time (cpu_images_per_s, cpu_epoch_s): with one thread, what a
+    machine shared with other work does not stretch, as it stretches wall time."""
     reports: list[dict] = []
-    train(cfg, report=lambda metrics, state: reports.append(metrics))
-    return reports[-1]
+    marks: list[float] = []  # process CPU seconds at each epoch's end, and at its training pass's end
+
+    def report(metrics, state):
+        reports.append(metrics)
+        marks.append(time.process_time())
+
+    def on_step(step, steps, loss):
+        if step == steps:
+            marks.append(time.process_time())
+
+    start = time.process_time()
+    train(cfg, report=report, on_step=on_step)
+    before = marks[-3] if len(marks) >= 3 else start  # the end of the epoch before the timed one
+    return {**reports[-1], "cpu_images_per_s": cfg["n_train"] / (marks[-2] - before),
+            "cpu_epoch_s": marks[-1] - before}
 
 
 class PilCifar(torch.utils.data.Dataset):
@@ -162,8 +177,11 @@ def describe(cfg: dict) -> str:
     return f"{'bf16 autocast' if run.autocast else 'fp32'}, {layout}{graphs}"
 
 
+FIGURES = ("images_per_s", "step_time_ms", "epoch_time_s", "cpu_images_per_s", "cpu_epoch_s")
+
+
 def median_run(runs: list[dict]) -> dict:
-    return {key: float(np.median([r[key] for r in runs])) for key in ("images_per_s", "step_time_ms", "epoch_time_s")}
+    return {key: float(np.median([r[key] for r in runs])) for key in FIGURES if key in runs[0]}
 
 
 def main() -> None:
@@ -197,7 +215,8 @@ def main() -> None:
                     m = bnsweep_run({**base, **overrides, "width": width, "bn": bn})
                     runs.setdefault((width, path, arm), []).append(m)
                     print(f"  width {width:<7g} {path} {arm:<6} {m['images_per_s']:8.1f} img/s  "
-                          f"{m['step_time_ms']:8.1f} ms/step  epoch {m['epoch_time_s']:6.1f} s", flush=True)
+                          f"{m['step_time_ms']:8.1f} ms/step  epoch {m['epoch_time_s']:6.1f} s;  CPU time: "
+                          f"{m['cpu_images_per_s']:8.1f} img/s, epoch {m['cpu_epoch_s']:6.1f} s", flush=True)
     res = {key: median_run(r) for key, r in runs.items()}
     if not args.no_baseline:
         width = args.width[0]
@@ -217,7 +236,9 @@ def main() -> None:
                 new, old = res[(width, "new", arm)], res[(width, "old", arm)]
                 print(f"  width {width:g}, {arm:<5} new / old path: training images/s "
                       f"{new['images_per_s'] / old['images_per_s']:.2f}, whole epoch (validation included) "
-                      f"{old['epoch_time_s'] / new['epoch_time_s']:.2f}")
+                      f"{old['epoch_time_s'] / new['epoch_time_s']:.2f}; by CPU time "
+                      f"{new['cpu_images_per_s'] / old['cpu_images_per_s']:.2f} and "
+                      f"{old['cpu_epoch_s'] / new['cpu_epoch_s']:.2f}")
         if (width, "baseline", "BN") in res:
             naive = res[(width, "baseline", "BN")]["images_per_s"]
             for arm in ("BN", "no-BN"):
