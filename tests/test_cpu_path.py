@@ -98,8 +98,10 @@ REAL = {"width": 0.0625, "n_train": 1000, "n_val": 1000, "batch_size": 50, "epoc
 # How far the two paths' final val_acc may lie apart: they start from the same weights and
 # draw the same batches and augmentation, and differ in rounding (summation order; bf16 where
 # the CPU computes it natively), which SGD at lr 0.1 amplifies into a different trajectory:
-# within seed noise, not equal (docs/benchmarks.md).
-SAME_ACCURACY = 0.05
+# within seed noise, not equal. Measured on this project's 2-vCPU AMD EPYC (AVX2: fp32 on both
+# paths, one thread, 2026-12-07), final val_acc new / old: seed 0 0.231 / 0.264, seed 1 0.297 /
+# 0.292, seed 2 0.256 / 0.247; the old path's seeds spanned 0.045, the new path's 0.066.
+SAME_ACCURACY = 0.07
 
 
 @pytest.mark.slow  # two short trainings on real CIFAR-10: about 40 s on 2 cores
