@@ -134,6 +134,16 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
         assert sorted((p["lr"], p["bn"]) for p in params) == sorted(
             itertools.product([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], [False, True]))
         assert {p["seed"] for p in params} == {0}
+        # The 14-trial smoke sweep's report decides no claim, and says why (claims.too_short).
+        import pandas as pd
+
+        from bnsweep.report import build_report
+
+        build_report("bnsweep-lr", tmp_path / "report", f"sqlite:///{tmp_path}/mlflow.db", log_to_mlflow=False)
+        claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")
+        # Each says why: the first reason the data gives (here no arm trained past chance), else its length or --smoke.
+        assert claims["verdict"].str.fullmatch(r"undecided \(.{10,}\)").all(), claims["verdict"].to_dict()
+        assert "too short to measure it" in claims.loc[2, "verdict"]  # 1 epoch, 10 steps: no step time
 
 
 # ------------------------------------------------------------- failures ---
