@@ -398,3 +398,55 @@ def on_terminal(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> tu
         screen += chunk
     os.close(leader)
     return proc.wait(timeout=timeout), screen.decode(errors="replace")
+
+
+# ------------------------------------------ the session's shared sweeps ---
+# Run once per session (tests/recorded_sweeps.py), read by every test that asks.
+
+@pytest.fixture(scope="session")
+def lr_sweep(request, tmp_path_factory, ray_address):
+    """The lr study's tiny sweep (14 trials, 2 seeds, a diverging lr and a failing point)."""
+    from recorded_sweeps import sweep
+
+    return sweep(tmp_path_factory, ray_address, "lr", request.session)
+
+
+@pytest.fixture(scope="session")
+def batch_sweep(request, tmp_path_factory, ray_address):
+    from recorded_sweeps import sweep
+
+    return sweep(tmp_path_factory, ray_address, "batch_size", request.session)
+
+
+@pytest.fixture(scope="session")
+def dropout_sweep(request, tmp_path_factory, ray_address):
+    """The dropout study's tiny sweep (3 trials): a report with a figure and the original's numbers."""
+    from recorded_sweeps import sweep
+
+    return sweep(tmp_path_factory, ray_address, "dropout", request.session)
+
+
+# ------------------------------------------- a real S3 server (moto) ---
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A bucket on a fresh moto S3 server; the server stops after the module's tests (tests/helpers.py)."""
+    from helpers import AWS, BUCKET, S3Server
+
+    try:
+        import boto3
+        import moto.server  # noqa: F401
+    except ImportError:
+        pytest.skip("moto's server is not installed: pip install -e '.[test]' (moto[server])")
+    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
+    try:
+        assert server.listening_addresses() in (set(), {"0100007F"}), "moto must listen on 127.0.0.1 only"
+        boto3.client("s3", endpoint_url=f"http://{server.endpoint}", aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
+                     region_name=AWS["AWS_DEFAULT_REGION"]).create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None
+
+

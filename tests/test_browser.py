@@ -12,21 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_analysis import sweep  # the session's tiny real sweeps, trained once
 
 WINDOW = {"width": 1280, "height": 900}  # a laptop's browser window, px
-
-
-@pytest.fixture(scope="session")
-def dropout_sweep(request, tmp_path_factory, ray_address):
-    """The dropout study's tiny sweep (3 trials): a report with a figure and the original's numbers."""
-    return sweep(tmp_path_factory, ray_address, "dropout", request.session)
-
-
-@pytest.fixture(scope="session")
-def lr_sweep(request, tmp_path_factory, ray_address):
-    """The lr study's tiny sweep (14 trials): two figures and the widest tables."""
-    return sweep(tmp_path_factory, ray_address, "lr", request.session)
 
 
 @pytest.mark.slow

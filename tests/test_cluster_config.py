@@ -23,7 +23,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import wait_for_health
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -543,16 +543,3 @@ def test_the_servers_own_flags_let_the_printed_links_list_runs(prepared, tmp_pat
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def wait_for_health(uri: str, proc: subprocess.Popen, log: Path) -> None:
-    """Until the `mlflow server` at uri answers /health; its log's end if it dies or takes 2 minutes."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=2).read()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.5)

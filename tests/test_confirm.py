@@ -15,7 +15,6 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
-from test_s3_storage import s3  # noqa: F401 — the fixture, for the object-store test
 
 from bnsweep import ledger
 from bnsweep.claims import claim_accuracy_speed
@@ -159,8 +158,7 @@ def test_the_importance_table_lists_each_tuned_key_per_arm(tmp_path):
 # ------------------------------------------ a real sweep, killed and resumed ---
 
 def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflow_server, tmp_path):
-    from test_sweep import _wait_for, start_driver
-    from test_tracking import assert_mlflow_equals_ledger
+    from helpers import assert_mlflow_equals_ledger, start_driver, wait_for
 
     from bnsweep.analysis import optuna as optuna_report
     from bnsweep.claims import evaluate_claims
@@ -177,7 +175,7 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
         return [t for t in ledger_trials(sweep_dir_of(storage)) if t.tuner == "confirm_bn" and t.epochs]
 
     try:
-        _wait_for(confirming, 420, "the BN arm's confirmation to report an epoch")
+        wait_for(confirming, 420, "the BN arm's confirmation to report an epoch")
         time.sleep(3.0)  # Tune saves its state every 2 s (sweep.py): the kill lands after a save
         driver.send_signal(signal.SIGTERM)  # as Ctrl-C: Tune saves its state and stops
         out, _ = driver.communicate(timeout=300)
@@ -239,7 +237,7 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
 
 @pytest.mark.slow  # starts moto's S3 server
 def test_an_object_store_sweep_gets_optuna_db_uploaded_whole(tmp_path, monkeypatch, s3):  # noqa: F811
-    from test_s3_storage import AWS, BUCKET
+    from helpers import AWS, BUCKET
 
     for key, value in AWS.items():
         monkeypatch.setenv(key, value)

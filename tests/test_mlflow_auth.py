@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import VENV_BIN, bnsweep_env, free_port, run_bnsweep, sweep_dir_of, write_space
+from helpers import TINY, wait_for_health
 from mlflow import MlflowClient
-from test_cluster_config import wait_for_health
-from test_sweep import TINY
 
 pytestmark = pytest.mark.slow  # a real server (and, for the right password, a sweep on Ray)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import VENV_BIN, bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
+from helpers import TINY
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
-from test_sweep import TINY
 
 from bnsweep.results import load_experiment
 

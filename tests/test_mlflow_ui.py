@@ -8,8 +8,8 @@ import re
 
 import pytest
 from conftest import bnsweep_env, run_bnsweep, sweep_dir_of, write_space
+from helpers import TINY, children
 from mlflow import MlflowClient
-from test_sweep import TINY, children
 
 pytestmark = pytest.mark.slow
 

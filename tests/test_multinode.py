@@ -40,9 +40,8 @@ from conftest import (
     trial_dirs,
     write_space,
 )
+from helpers import TINY, assert_mlflow_equals_ledger, children, steps, wait_for
 from mlflow import MlflowClient
-from test_sweep import TINY, _wait_for, children, steps
-from test_tracking import assert_mlflow_equals_ledger
 
 # Node-failure detection in about 5 s, not Ray's default ~30 s (the GCS health-checks each raylet), with
 # room for a raylet slowed by a busy 2-core machine (a live node declared dead would be killed).
@@ -251,7 +250,7 @@ def test_worker_node_killed_mid_sweep_its_trial_resumes_on_the_head(cluster, mlf
         return None
 
     try:
-        victim, last = _wait_for(victim_at_epoch_2, 300, "epoch 2 of a trial on the worker node")
+        victim, last = wait_for(victim_at_epoch_2, 300, "epoch 2 of a trial on the worker node")
         killed = cluster.kill_worker(worker)
         out, _ = driver.communicate(timeout=400)
     finally:

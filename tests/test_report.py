@@ -13,12 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_analysis import sweep  # the session's tiny real sweeps, trained once
-
-
-@pytest.fixture(scope="session")
-def lr_sweep(request, tmp_path_factory, ray_address):
-    return sweep(tmp_path_factory, ray_address, "lr", request.session)
+from recorded_sweeps import sweep  # the session's tiny real sweeps, trained once
 
 
 def test_report_for_lr_study(lr_sweep, tmp_path):

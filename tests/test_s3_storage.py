@@ -18,107 +18,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import RAY_TEMP, bnsweep_env, free_port, run_bnsweep, write_space
+from conftest import RAY_TEMP, bnsweep_env, run_bnsweep, write_space
+from helpers import AWS, BUCKET, TINY, S3Server, children, start_driver, steps
 from mlflow import MlflowClient
-from test_sweep import TINY, children, start_driver, steps
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "bnsweep-test"
 PREFIX = "results"
 EPOCHS = 4
-# Dummy credentials: moto takes any. Real ones are never read (the env ones come first).
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "AWS_EC2_METADATA_DISABLED": "true"}
-
-
-class S3Server:
-    """moto's S3 server, bound to 127.0.0.1 only, its state in memory."""
-
-    def __init__(self, log: Path):
-        self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while True:
-            try:
-                no_proxy.open(f"http://{self.endpoint}/moto-api/", timeout=2).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto's S3 server did not start; see {log}") from None
-                time.sleep(0.3)
-
-    def uri(self, path: str) -> str:
-        """s3://path with pyarrow's options that reach this server."""
-        return f"s3://{path}?endpoint_override={self.endpoint}&scheme=http"
-
-    def filesystem(self):
-        from pyarrow import fs as pafs
-
-        return pafs.S3FileSystem(access_key=AWS["AWS_ACCESS_KEY_ID"], secret_key=AWS["AWS_SECRET_ACCESS_KEY"],
-                                 region=AWS["AWS_DEFAULT_REGION"], endpoint_override=self.endpoint, scheme="http")
-
-    def files(self, path: str) -> dict[str, int]:
-        """Object key -> size, of every object under path (bucket/prefix)."""
-        from pyarrow import fs as pafs
-
-        infos = self.filesystem().get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-        return {i.path: i.size for i in infos if i.type == pafs.FileType.File}
-
-    def read(self, key: str) -> str:
-        with self.filesystem().open_input_stream(key) as f:
-            return f.read().decode()
-
-    def listening_addresses(self) -> set[str]:
-        """The local addresses this server's port listens on, from /proc/net/tcp{,6}."""
-        found = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            if not os.path.exists(table):
-                continue
-            for line in Path(table).read_text().splitlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, port = local.rsplit(":", 1)
-                if state == "0A" and int(port, 16) == self.port:  # 0A: LISTEN
-                    found.add(address)
-        return found
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A bucket on a fresh moto S3 server; the server stops after this module's tests."""
-    try:
-        import boto3
-        import moto.server  # noqa: F401
-    except ImportError:
-        pytest.skip("moto's server is not installed: pip install -e '.[test]' (moto[server])")
-    server = S3Server(tmp_path_factory.mktemp("moto") / "server.log")
-    try:
-        assert server.listening_addresses() in (set(), {"0100007F"}), "moto must listen on 127.0.0.1 only"
-        boto3.client("s3", endpoint_url=f"http://{server.endpoint}", aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"],
-                     region_name=AWS["AWS_DEFAULT_REGION"]).create_bucket(Bucket=BUCKET)
-        yield server
-    finally:
-        server.stop()
-    assert server.proc.poll() is not None
-
 
 def _results_on_s3(s3: S3Server) -> dict[str, list[dict]]:
     """Trial folder key -> the rows of its result.json, for every trial on S3 so far."""

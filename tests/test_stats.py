@@ -11,7 +11,7 @@ import re
 
 import pandas as pd
 import pytest
-from test_report_rules import history, results, trial
+from fake_results import history, results, trial
 
 SEEDS = range(4)
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 from conftest import bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
-from test_sweep import TINY, _wait_for, start_driver
+from helpers import TINY, start_driver, wait_for
 
 from bnsweep.storage import RESERVE_BYTES
 
@@ -55,7 +55,7 @@ def test_a_disk_filling_up_stops_the_sweep_and_resume_finishes_it(ray_address, s
     env = bnsweep_env(RAY_ADDRESS=ray_address)
     driver = start_driver(space, storage, env, tmp_path, "--no-tracking")
     try:
-        _wait_for(lambda: storage.exists() and any(t.epochs for t in ledger_trials(sweep_dir_of(storage))),
+        wait_for(lambda: storage.exists() and any(t.epochs for t in ledger_trials(sweep_dir_of(storage))),
                   300, "the first recorded epoch")
         _fill_to(small_disk, RESERVE_BYTES // 2)
         out, _ = driver.communicate(timeout=300)

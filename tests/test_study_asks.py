@@ -5,7 +5,7 @@ reads them, never the file's name (a declared claim its trials cannot compare sa
 from __future__ import annotations
 
 import pytest
-from test_report_rules import results, trial
+from fake_results import results, trial
 
 from bnsweep.space import SpaceError, load_study
 

@@ -26,8 +26,8 @@ from conftest import (
     trial_dirs,
     write_space,
 )
+from helpers import TINY, children, start_driver, wait_for_first_result
 from mlflow import MlflowClient
-from test_sweep import TINY, children, start_driver, wait_for_first_result
 
 pytestmark = pytest.mark.slow
 

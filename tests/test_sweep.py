@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from conftest import (
     RAY_TEMP,
-    bnsweep_cmd,
     bnsweep_env,
     gcs_state,
     ledger_trials,
@@ -25,26 +24,13 @@ from conftest import (
     trial_dirs,
     write_space,
 )
+from helpers import TINY, assert_mlflow_equals_ledger, children, start_driver, steps, trials_so_far, wait_for
 from mlflow import MlflowClient
 
 from bnsweep.space import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = sorted((REPO / "search_spaces").glob("*.py"))
-TINY = '{"dataset": "synthetic", "width": 0.0625, "n_train": 200, "n_val": 100, "batch_size": 50, "augment": False}'
-
-
-def children(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("bnsweep.role") == "trial"]
-
-
-def steps(uri: str, run_id: str, key: str = "val_acc") -> list[int]:
-    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
-
-
 # ------------------------------------------------------------ the files ---
 
 def test_lr_study_is_14_trials_with_paired_seeds():
@@ -148,32 +134,6 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
 
 # ------------------------------------------------------------- failures ---
 
-def start_driver(space: Path, storage: Path, env: dict, cwd: Path, *flags: str) -> subprocess.Popen:
-    """`bnsweep run` in the background, for tests that interrupt it."""
-    return subprocess.Popen(bnsweep_cmd("run", str(space), "--storage", str(storage), *flags), env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def trials_so_far(storage: Path) -> list[Path]:
-    if not storage.exists() or not any(storage.iterdir()):
-        return []
-    return trial_dirs(sweep_dir_of(storage))
-
-
-def wait_for_first_result(storage: Path) -> None:
-    _wait_for(lambda: any(results_of(t) for t in trials_so_far(storage)), 300, "the first result")
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow_server, tmp_path):
     space = write_space(tmp_path / "killme.py", f"""
         SPACE = {{"lr": [0.01, 0.02, 0.03], "bn": [True, False]}}
@@ -187,7 +147,7 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
     def finished() -> list[Path]:
         return [t for t in trials_so_far(storage) if (results_of(t) or [{}])[-1].get("epoch") == 3]
 
-    done = _wait_for(lambda: len(finished()) >= 2 and finished(), 300, "two finished trials")
+    done = wait_for(lambda: len(finished()) >= 2 and finished(), 300, "two finished trials")
     time.sleep(1.0)  # let a third trial start, so one is cut mid-run
     driver.send_signal(signal.SIGKILL)
     driver.wait()
@@ -197,7 +157,6 @@ def test_driver_sigkill_then_resume_finishes_each_trial_once(ray_address, mlflow
 
     r = run_bnsweep("resume", str(sweep_dir_of(storage)), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    from test_tracking import assert_mlflow_equals_ledger
 
     trials = ledger_trials(sweep_dir_of(storage))
     assert len(trials) == 6 and all(t.status == "completed" for t in trials)
@@ -265,7 +224,7 @@ def test_trial_killed_mid_run_continues_from_its_checkpoint(ray_address, mlflow_
         rows = results_of(trials[0]) if trials else []
         return next((r for r in rows if r["epoch"] >= 2), None)
 
-    row = _wait_for(row_at_epoch_2, 300, "epoch 2 of the trial")
+    row = wait_for(row_at_epoch_2, 300, "epoch 2 of the trial")
     os.kill(row["pid"], signal.SIGKILL)  # the trial's worker process dies, as on a node failure
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out[-4000:]

@@ -3,56 +3,30 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import bnsweep_env, ledger_trials, results_of, run_bnsweep, sweep_dir_of, trial_dirs, write_space
+from conftest import bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
+from helpers import (
+    TINY,
+    assert_mlflow_equals_ledger,
+    children,
+    metric_history,
+    start_driver,
+    steps,
+    wait_for_first_result,
+)
 from mlflow import MlflowClient
-from test_sweep import TINY, children, start_driver, steps, wait_for_first_result
 
-from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.config import REFERENCE
 from bnsweep.train import native_bf16
 
 TAGS = ("arm", "pair_id", "seed", "ray_trial_id", "diverged", "dataset_verified", "dataset_source",
         "dataset_fingerprint", "git_commit", "git_dirty", "torch_version", "ray_version", "mlflow_version",
         "optuna_version", "device_name", "study", "exec.device", "exec.autocast", "exec.pool_kernel")
-
-
-def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
-
-
-def assert_ledger_holds_every_epoch_once(sweep_dir) -> list:
-    """Each trial's epochs in the ledger are 1..n, each once; Tune's own results (an
-    independent witness) hold no epoch the ledger lacks, and end at the same n."""
-    trials = ledger_trials(sweep_dir)
-    tune_dirs = trial_dirs(sweep_dir)
-    for t in trials:
-        epochs = [r["epoch"] for r in t.epochs]
-        assert epochs == list(range(1, len(epochs) + 1)), (t.name, epochs)
-        seen = {r["epoch"] for d in tune_dirs if d.name.startswith(t.name) for r in results_of(d)}
-        assert seen <= set(epochs) and max(seen, default=0) == len(epochs), (t.name, seen, epochs)
-    return trials
-
-
-def assert_mlflow_equals_ledger(uri: str, experiment: str, sweep_dir) -> None:
-    runs = {r.data.tags["ray_trial_id"]: r for r in children(uri, experiment)}
-    trials = assert_ledger_holds_every_epoch_once(sweep_dir)
-    assert sorted(runs) == sorted(t.trial_id for t in trials)
-    for t in trials:
-        run = runs[t.trial_id]
-        for key in EPOCH_METRICS:
-            if key == "epoch":
-                continue
-            expected = [(r["epoch"], float(r[key])) for r in t.epochs]
-            got = history(uri, run.info.run_id, key)
-            assert [s for s, _ in got] == [s for s, _ in expected], (t.name, key)
-            for (_, a), (_, b) in zip(got, expected):
-                assert a == b or (math.isnan(a) and math.isnan(b)), (t.name, key)
 
 
 def test_sweep_records_one_parent_and_one_child_per_trial(ray_address, mlflow_server, tmp_path):
@@ -127,12 +101,12 @@ def test_tracking_server_outage_then_sync(ray_address, mlflow_server, tmp_path):
     assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-outage", sweep_dir)
     runs = children(mlflow_server.uri, "bnsweep-outage")
     assert all(x.info.status == "FINISHED" for x in runs)
-    snapshot = {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs}
+    snapshot = {x.info.run_id: metric_history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs}
 
     r = run_bnsweep("sync", str(sweep_dir), env=env, cwd=tmp_path)  # idempotent
     assert r.returncode == 0 and "0 epoch(s) added" in r.stdout, r.stdout
     runs = children(mlflow_server.uri, "bnsweep-outage")
-    assert {x.info.run_id: history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs} == snapshot
+    assert {x.info.run_id: metric_history(mlflow_server.uri, x.info.run_id, "val_acc") for x in runs} == snapshot
 
 
 def test_sweep_run_without_tracking_is_synced_then_resumed_into_mlflow(ray_address, mlflow_server, tmp_path):
@@ -157,7 +131,7 @@ def test_sweep_run_without_tracking_is_synced_then_resumed_into_mlflow(ray_addre
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "0 epoch(s) added" in r.stdout and "had no record" not in r.stdout
     for run in children(mlflow_server.uri, "bnsweep-offline"):  # the second sync changed nothing
-        assert len(history(mlflow_server.uri, run.info.run_id, "epochs_completed")) == 1
+        assert len(metric_history(mlflow_server.uri, run.info.run_id, "epochs_completed")) == 1
     r = run_bnsweep("resume", str(sweep_dir), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert_mlflow_equals_ledger(mlflow_server.uri, "bnsweep-offline", sweep_dir)
