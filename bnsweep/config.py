@@ -164,6 +164,14 @@ EPOCH_METRICS = (
     "best_val_acc",  # highest val_acc of the run so far
     "best_epoch",  # the epoch that reached it
 )
+# Metric names of a trial's run as a whole (one value each, step 0), logged by tracking from the
+# epochs above or the trial's end; the runs' pages show them, and analysis reads them back.
+RUN_METRICS = (
+    "epochs_completed",  # epochs the trial finished (its ledger end's last epoch)
+    # The epoch whose loss became NaN or inf, of a trial that diverged. MLflow's metric list hides
+    # non-finite values, so a diverged run's page needs a finite number saying when.
+    "diverged_epoch",
+)
 
 
 class ConfigError(UsageError, ValueError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shlex
 import subprocess
 import time
@@ -30,6 +31,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from bnsweep.asks import ASKS_TAG
 from bnsweep.config import EPOCH_METRICS, REFERENCE
+from bnsweep.formats import number
 from bnsweep.ledger import UNFINISHED
 from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_tracking_uri: tracking's surface too
     UNSET_URI_HINT,
@@ -278,6 +280,35 @@ def _metric_batch(results: Iterable[Mapping[str, Any]], after_step: int) -> list
     return out
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def divergence_note(epochs: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
+    """(the epoch it diverged at, a markdown description of a diverged trial's run) from its
+    epochs' results in order, one of them diverged: which loss became NaN or inf, the last finite
+    training loss and its epoch, and the best val_acc reached and its epoch."""
+    last = next(r for r in epochs if r.get("diverged"))  # train() stops there: the last epoch
+    epoch = int(last["epoch"])
+    bad = {k: last[k] for k in ("train_loss", "val_loss") if k in last and not _finite(last[k])}
+    words = {"train_loss": "training loss", "val_loss": "validation loss"}
+    how = " and ".join(f"its {words[k]} became {'NaN' if v != v else number(v)}" for k, v in bad.items()) \
+        or "its loss became NaN or inf"
+    if list(bad) == ["val_loss"]:  # train() evaluates with BN's running statistics, which overflowed
+        how += f" (its training loss was still finite, {last['train_loss']:.4f})"
+    finite = [r for r in epochs if _finite(r.get("train_loss"))]
+    loss = (f"{finite[-1]['train_loss']:.4f}, at epoch {int(finite[-1]['epoch'])}" if finite
+            else "none: it diverged in its first epoch")
+    scored = [r for r in epochs if _finite(r.get("val_acc"))]
+    best = max(scored, key=lambda r: r["val_acc"]) if scored else None
+    acc = f"{best['val_acc']:.4f}, at epoch {int(best['epoch'])}" if best else "none (no finite val_acc)"
+    note = (f"**Diverged at epoch {epoch}**: {how}. Its NaN/inf values are not in MLflow's list of "
+            "metrics, which shows finite values only; `diverged_epoch` is.\n\n"
+            f"- last finite training loss: {loss}\n- best val_acc reached: {acc}\n\n"
+            "A diverged trial is a result: its accuracy stays in the study (bnsweep report draws it hatched).")
+    return epoch, note
+
+
 class TrialRuns:
     """The child runs of one sweep: find-or-create by trial id, log epochs after the last logged step."""
 
@@ -335,10 +366,20 @@ class TrialRuns:
         if not metrics:
             self.client.log_batch(run_id, tags=tags)
         self.last_step[trial_id] = max(self.last_step.get(trial_id, 0), int(results[-1]["epoch"]))
+        if results[-1].get("diverged"):
+            self._mark_diverged(trial_id, run_id, results)
+
+    def _mark_diverged(self, trial_id: str, run_id: str, results: list[Mapping[str, Any]]) -> None:
+        """A diverged trial ends FINISHED (its accuracy is a result), so MLflow shows it with a
+        green tick: its name says it diverged (the runs table's default columns show no tag), and
+        its page says when and how (a description, and `diverged_epoch` among its metrics, which
+        list only finite values: its NaN losses are not there)."""
+        epochs = sorted({int(r["epoch"]): r for r in reversed(results)}.items())  # each epoch as first reported
+        epoch, note = divergence_note([r for _, r in epochs])
+        self.client.log_batch(run_id, metrics=[Metric("diverged_epoch", float(epoch), int(time.time() * 1000), 0)],
+                              tags=[RunTag("mlflow.note.content", note)])
         name = self.names.get(trial_id, "")
-        if results[-1].get("diverged") and mark_diverged(name) != name:
-            # A diverged trial ends FINISHED (its accuracy is a result), and the runs table's
-            # default columns show no tag: the name is where it shows.
+        if mark_diverged(name) != name:
             self.client.update_run(run_id, name=mark_diverged(name))
             self.names[trial_id] = mark_diverged(name)
 
