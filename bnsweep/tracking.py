@@ -302,10 +302,12 @@ def divergence_note(epochs: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
     scored = [r for r in epochs if _finite(r.get("val_acc"))]
     best = max(scored, key=lambda r: r["val_acc"]) if scored else None
     acc = f"{best['val_acc']:.4f}, at epoch {int(best['epoch'])}" if best else "none (no finite val_acc)"
-    note = (f"**Diverged at epoch {epoch}**: {how}. Its NaN/inf values are not in MLflow's list of "
-            "metrics, which shows finite values only; `diverged_epoch` is.\n\n"
+    # The facts first: the run page shows a description's first lines until "Show more".
+    note = (f"**Diverged at epoch {epoch}**: {how}.\n\n"
             f"- last finite training loss: {loss}\n- best val_acc reached: {acc}\n\n"
-            "A diverged trial is a result: its accuracy stays in the study (bnsweep report draws it hatched).")
+            "MLflow lists only finite metric values, so its NaN/inf losses are not among its metrics; "
+            "`diverged_epoch` is. A diverged trial is a result: its accuracy stays in the study "
+            "(bnsweep report draws it hatched).")
     return epoch, note
 
 
