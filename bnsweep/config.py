@@ -172,6 +172,18 @@ RUN_METRICS = (
     # non-finite values, so a diverged run's page needs a finite number saying when.
     "diverged_epoch",
 )
+# Metric names of a sweep's parent run: its summary (tracking.summarize), which MLflow draws as
+# one chart per name, titled by the name. The experiment's chart view cuts a title to about 10
+# characters (MLflow 3.17.2 at 1600 px beside its Assistant panel: "best_val_a…"; the run page's
+# own metrics tab shows about 20), so each is at most 10, the part that tells them apart first,
+# and none is a trial's metric name (the experiment's charts would mix the two). MLflow allows
+# letters, digits, _-./: and spaces in a name, so an arm's "+" is written "_".
+SWEEP_COUNT_METRICS = {"done": "n done", "diverged": "n diverged", "failed": "n failed"}  # trials that ended so
+
+
+def sweep_best_metric(arm: str) -> str:
+    """The parent run's metric of an arm's best val_acc over its trials: "bn best", "no_bn best"."""
+    return f"{arm.replace('+', '_')} best"
 
 
 class ConfigError(UsageError, ValueError):

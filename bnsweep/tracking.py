@@ -30,8 +30,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from bnsweep.asks import ASKS_TAG
-from bnsweep.config import EPOCH_METRICS, REFERENCE
-from bnsweep.formats import number
+from bnsweep.config import EPOCH_METRICS, REFERENCE, SWEEP_COUNT_METRICS, sweep_best_metric
+from bnsweep.formats import count, number
 from bnsweep.ledger import UNFINISHED
 from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_tracking_uri: tracking's surface too
     UNSET_URI_HINT,
@@ -239,16 +239,16 @@ def summarize(client: MlflowClient, record: SweepRecord) -> None:
         if run.info.status != "FAILED" and best is not None and not best <= row["best"]:
             row["best"] = best
     now = int(time.time() * 1000)
-    metrics = [Metric(f"trials/{k}", float(sum(r[k] for r in rows.values())), now, 0)
-               for k in ("done", "diverged", "failed")]
-    # MLflow metric names take letters, digits and _-./: and spaces, so bn+dropout is bn_dropout.
-    metrics += [Metric(f"best_val_acc/{arm.replace('+', '_')}", r["best"], now, 0)
-                for arm, r in rows.items() if r["best"] == r["best"]]
+    metrics = [Metric(name, float(sum(r[k] for r in rows.values())), now, 0) for k, name in SWEEP_COUNT_METRICS.items()]
+    metrics += [Metric(sweep_best_metric(arm), r["best"], now, 0) for arm, r in rows.items() if r["best"] == r["best"]]
     lines = ["| arm | trials | done | best val_acc | diverged | failed |", "|---|---|---|---|---|---|"]
     lines += [f"| {arm} | {r['trials']} | {r['done']} | {r['best']:.4f} | {r['diverged']} | {r['failed']} |"
               for arm, r in rows.items()]
-    note = (f"Sweep of study **{record.study}**: {sum(r['trials'] for r in rows.values())} trials, "
-            "one child run each (expand this row to list them).\n\n" + "\n".join(lines))
+    bests = ", ".join(f"`{sweep_best_metric(arm)}`" for arm in rows)
+    counts = ", ".join(f"`{name}`" for name in SWEEP_COUNT_METRICS.values())
+    note = (f"Sweep of study **{record.study}**: {count(sum(r['trials'] for r in rows.values()), 'trial')}, "
+            "one child run each (expand this row to list them).\n\n" + "\n".join(lines)
+            + f"\n\nIts metrics: {bests}: each arm's best val_acc; {counts}: its trials that ended so.")
     client.log_batch(record.parent_run_id, metrics=metrics, tags=[RunTag("mlflow.note.content", note)])
 
 

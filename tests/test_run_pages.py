@@ -1,16 +1,23 @@
 """What a person reads on MLflow's own pages, recorded into an sqlite store under tmp_path (no
-server, no Ray): a diverged trial's name, description and `diverged_epoch`."""
+server, no Ray): a diverged trial's name, description and `diverged_epoch`; the sweep's summary
+metrics, named short enough for MLflow's chart titles."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from mlflow import MlflowClient
 
 from bnsweep import tracking
-from bnsweep.config import REFERENCE, RUN_METRICS
+from bnsweep.config import REFERENCE, RUN_METRICS, SWEEP_COUNT_METRICS, sweep_best_metric
 from bnsweep.trials import display_name, mark_diverged, trial_tags
+
+# What MLflow 3.17 shows of a chart card's title at 1280 and 1600 px ("best_val_a…", issue 21).
+CHART_TITLE_CHARS = 10
+# The characters MLflow allows in a metric name (mlflow.utils.validation).
+METRIC_NAME = re.compile(r"^[\w\-./: ]+$")
 
 
 def epoch(n: int, train_loss: float, val_loss: float, val_acc: float, diverged: bool = False) -> dict:
@@ -75,3 +82,19 @@ def test_a_trial_that_diverged_in_its_first_epoch_has_no_finite_loss(record):
     assert "last finite training loss: none: it diverged in its first epoch" in note
     assert "best val_acc reached: none (no finite val_acc)" in note
 
+
+def test_the_summary_names_fit_a_chart_title(record):
+    runs = tracking.TrialRuns(record)
+    for i, (bn, acc) in enumerate(((True, 0.6), (False, 0.4))):
+        trial(runs, f"s{i}", bn=bn, lr=0.1)
+        runs.log_results(f"s{i}", [epoch(1, 2.0, 2.0, acc) | {"best_val_acc": acc}])
+        runs.finish(f"s{i}", {"epoch": 1}, "FINISHED", "completed")
+    client = MlflowClient(record.uri)
+    tracking.summarize(client, record)
+    metrics = client.get_run(record.parent_run_id).data.metrics
+    assert metrics == {"bn best": 0.6, "no_bn best": 0.4, "n done": 2, "n diverged": 0, "n failed": 0}
+    names = [*SWEEP_COUNT_METRICS.values(), *(sweep_best_metric(a) for a in ("bn", "no_bn"))]
+    assert all(len(n) <= CHART_TITLE_CHARS and METRIC_NAME.match(n) for n in names), names
+    assert sweep_best_metric("no_bn+dropout") == "no_bn_dropout best"
+    note = client.get_run(record.parent_run_id).data.tags["mlflow.note.content"]
+    assert "2 trials" in note and "`bn best`" in note and "`no_bn best`" in note and "`n diverged`" in note
