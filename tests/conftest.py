@@ -84,6 +84,18 @@ def find_cifar(config: pytest.Config, download: bool = True) -> tuple[Path | Non
 _CIFAR_KEY = pytest.StashKey[tuple]()
 
 
+def pytest_configure(config):
+    """One compute thread per process, this one and those it starts (`bnsweep train`, Ray's
+    nodes and trials), as each Ray trial already has (sweep.py: its cpu resource). The suite
+    trains in this process while the session's sweeps train beside it on the same cores;
+    with a thread per core each, PyTorch's threads spin against each other: a 4-step training
+    took 55 s instead of 3 s on this project's 2-core machine under the suite's load."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
 # The fast tier (`pytest -m "not slow"`, the edit-test loop): a test that needs a Ray
 # head, an MLflow server or a browser is slow, whatever its file, and is marked so here;
 # a test that is slow for another reason carries @pytest.mark.slow itself.

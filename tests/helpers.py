@@ -177,3 +177,41 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+# ------------------------------------------------- a sweep without Ray ---
+
+def sweep_without_ray(space: Path, storage: Path) -> Path:
+    """A grid study's sweep folder as `bnsweep run --no-tracking` leaves it, with no Ray:
+    its trials trained one after another in this process by train(), and the ledger
+    written as the trainable writes it (sweep.run_trial: the start, each epoch with the
+    run's facts, then completed or diverged). For the fast tier's tests of what reads a
+    ledger (recorder, tracking, sync, results, the report) without a Ray head."""
+    from bnsweep.space import load_study
+    from bnsweep.storage import SweepSpec
+    from bnsweep.trials import trial_dirname
+
+    study = load_study(space)
+    sweep_dir = storage / f"{study.name}-no-ray"
+    sweep_dir.mkdir(parents=True)
+    SweepSpec(study_path=str(space), study_text=study.text, smoke=False, overrides={}, resources=study.resources,
+              max_concurrent=study.max_concurrent, max_failures=study.max_failures, tracking=None,
+              seeds=study.seeds, experiment=study.experiment_name(), sweep_dir=str(sweep_dir)).write(str(sweep_dir))
+    for i, cfg in enumerate(study.grid_configs()):
+        _train_into_ledger(str(sweep_dir), trial_dirname(cfg, f"{i:05d}"), f"{i:05d}", cfg)
+    return sweep_dir
+
+
+def _train_into_ledger(sweep_dir: str, name: str, trial_id: str, cfg: dict) -> None:
+    from bnsweep import ledger
+    from bnsweep.train import train
+    from bnsweep.trials import GRID_TUNER, RUN_INFO_KEYS
+
+    ledger.start_trial(sweep_dir, name, trial_id, GRID_TUNER, cfg)
+    info: dict = {}
+
+    def report(metrics: dict, state: dict) -> None:
+        ledger.record_epoch(sweep_dir, name, {**metrics, **info, "checkpoint_bytes": 0})
+
+    summary = train(cfg, report=report, on_start=lambda run_info: info.update({k: run_info[k] for k in RUN_INFO_KEYS}))
+    ledger.end_trial(sweep_dir, name, "diverged" if summary["diverged"] else "completed")
