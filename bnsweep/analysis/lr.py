@@ -124,13 +124,11 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
     ax.set_xlabel("initial learning rate (each value tried, in increasing order; not to scale)")
     ax.set_ylabel("best validation accuracy (fraction)")
     handles, labels = ours_first(*ax.get_legend_handles_labels(), theirs.source if theirs else "original")
-    handles += [Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH),
-                Line2D([], [], marker="o", color="black", linestyle="", markersize=4),
-                Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle="")]
-    labels += ["diverged (loss NaN/inf): accuracy it reached", "one seed",
-               "failed or unfinished seed (not in the bar)"]
-    drawn = {rid for ids in table["run_ids"] for rid in ids.split(";")}
-    others = t.loc[~t["run_id"].isin(drawn), "outcome"].value_counts()
+    drawn_seeds = t[t["run_id"].isin({rid for ids in table["run_ids"] for rid in ids.split(";")})]
+    for handle, label in marking_keys(table, drawn_seeds):
+        handles.append(handle)
+        labels.append(label)
+    others = t.loc[~t["run_id"].isin(drawn_seeds["run_id"]), "outcome"].value_counts()
     if len(others):  # the bars show each lr's best setting; say what else the sweep holds
         handles.append(Line2D([], [], linestyle=""))
         labels.append("not in a bar (other settings at the same lr):\n"
@@ -156,6 +154,19 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
                                 f"arm, mean over seeds) beside {theirs.name}; blank where one of the two did not "
                                 "try that lr. " + original.shape_note(results, theirs), beside=True))
     return items
+
+
+def marking_keys(table, drawn_seeds) -> list[tuple]:
+    """The legend's keys to the bars' markings, (handle, label), each only where the figure has
+    one: a key to a marking nothing carries ("diverged" with none diverged) reads as a finding."""
+    keys = [(table["diverged"].any(), Patch(facecolor="white", edgecolor="black", hatch=DIVERGED_HATCH),
+             "diverged (loss NaN/inf): accuracy it reached"),
+            (drawn_seeds["outcome"].isin(RESULTS).any(),
+             Line2D([], [], marker="o", color="black", linestyle="", markersize=4), "one seed"),
+            ((~drawn_seeds["outcome"].isin(RESULTS)).any(),
+             Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="black", linestyle=""),
+             "failed or unfinished seed (not in the bar)")]
+    return [(handle, label) for shown, handle, label in keys if shown]
 
 
 def draw_original(ax, theirs: original.PublishedSet, arms: list[str], slot: dict[float, int], bar: float) -> None:

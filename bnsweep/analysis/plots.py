@@ -114,12 +114,19 @@ def plot_curve_panel(ax, table: pd.DataFrame, metric: str, x: str, linestyle: st
         plot_mean_band(ax, xs, g[f"{metric}_mean"], g[f"{metric}_ci_low"], g[f"{metric}_ci_high"], color=arm_color(arm),
                        label=f"{arm_label(arm)}{label_suffix} ({g['config'].iloc[0]})", linestyle=linestyle,
                        marker=ARM_MARKERS.get(arm, "o"))
+    from matplotlib.ticker import MaxNLocator
+
     if x == "epoch":
+        # Whole epochs, half an epoch of room either side: a 1-epoch run is one point at 1, not a
+        # dot on an axis ticked 0.96-1.04, and no marker at either end is cut in half.
         ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, table["epoch"].max() + 0.5)
     else:
+        # Time starts at 0 (how soon each arm gets there), with 5 % of room after the last point:
+        # autoscaling pads the data's own span, which for 1-epoch runs is a few seconds at most.
         ax.set_xlabel("wall-clock time (s, cumulative training + validation)")
-        ax.set_xlim(left=0)  # time starts at 0: how soon each arm gets there
+        ax.set_xlim(0, 1.05 * table["time_total_s_mean"].max())
 
 
 def nothing_to_draw(trials: pd.DataFrame) -> str:

@@ -1,0 +1,60 @@
+"""The report's layout rules that need no sweep (hand-made results, tests/fake_results.py): the
+lr figure's legend keys only what it draws, and the curves' epoch axis is whole epochs with room
+at both ends."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from fake_results import trial  # noqa: E402
+
+from bnsweep.analysis.lr import lr_table, marking_keys  # noqa: E402
+from bnsweep.analysis.plots import plot_curve_panel  # noqa: E402
+
+
+def lr_rows(**last) -> list[dict]:
+    rows = [trial(f"{'b' if bn else 'n'}{lr}", bn, lr=lr, best_val_acc=0.3)
+            for lr in (0.01, 0.1) for bn in (True, False)]
+    rows[-1].update(last)
+    return rows
+
+
+def legend(rows) -> list[str]:
+    t = pd.DataFrame(rows)
+    table = lr_table(t)
+    drawn = t[t["run_id"].isin({r for ids in table["run_ids"] for r in ids.split(";")})]
+    return [label for _, label in marking_keys(table, drawn)]
+
+
+def test_the_lr_legend_keys_only_the_markings_drawn():
+    assert legend(lr_rows()) == ["one seed"]
+    assert legend(lr_rows(diverged=True, outcome="diverged")) == [
+        "diverged (loss NaN/inf): accuracy it reached", "one seed"]
+    assert legend(lr_rows(outcome="failed")) == ["one seed", "failed or unfinished seed (not in the bar)"]
+
+
+def curve_axes(epochs: list[int]):
+    table = pd.DataFrame({"arm": "bn", "config": "lr=0.1, 1 seed", "epoch": epochs, "val_acc_mean": 0.4,
+                          "val_acc_ci_low": float("nan"), "val_acc_ci_high": float("nan"),
+                          "time_total_s_mean": [30.0 * e for e in epochs]})
+    fig, axes = plt.subplots(1, 2)
+    plot_curve_panel(axes[0], table, "val_acc", "epoch")
+    plot_curve_panel(axes[1], table, "val_acc", "time")
+    fig.canvas.draw()
+    return fig, axes
+
+
+def test_curves_of_one_epoch_sit_on_a_whole_epoch_with_room_either_side():
+    fig, (by_epoch, by_time) = curve_axes([1])
+    shown = [t.get_text() for t in by_epoch.get_xticklabels() if 0.5 <= t.get_position()[0] <= 1.5]
+    assert by_epoch.get_xlim() == (0.5, 1.5) and shown == ["1"]
+    assert by_time.get_xlim()[0] == 0 and by_time.get_xlim()[1] >= 1.05 * 30  # the last point whole
+    plt.close(fig)
+    fig, (by_epoch, _) = curve_axes(list(range(1, 31)))
+    ticks = [float(t) for t in by_epoch.get_xticks() if 0.5 <= t <= 30.5]
+    assert by_epoch.get_xlim() == (0.5, 30.5) and all(t == int(t) for t in ticks) and len(ticks) >= 3
+    plt.close(fig)
