@@ -1,6 +1,7 @@
 """The report's layout rules that need no sweep (hand-made results, tests/fake_results.py): the
-lr figure's legend keys only what it draws, and the curves' epoch axis is whole epochs with room
-at both ends."""
+lr figure's legend keys only what it draws, the curves' epoch axis is whole epochs with room at
+both ends, the scale box mentions published numbers only where the report shows some, and the
+quick study asks for the original's numbers of its counterpart (lr 0.1)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from fake_results import trial  # noqa: E402
+from fake_results import results, trial  # noqa: E402
 
 from bnsweep.analysis.lr import lr_table, marking_keys  # noqa: E402
 from bnsweep.analysis.plots import plot_curve_panel  # noqa: E402
+from bnsweep.analysis.scale import scale_note  # noqa: E402
+from bnsweep.space import load_study  # noqa: E402
+from bnsweep.studies import shipped_studies  # noqa: E402
 
 
 def lr_rows(**last) -> list[dict]:
@@ -58,3 +62,15 @@ def test_curves_of_one_epoch_sit_on_a_whole_epoch_with_room_either_side():
     ticks = [float(t) for t in by_epoch.get_xticks() if 0.5 <= t <= 30.5]
     assert by_epoch.get_xlim() == (0.5, 30.5) and all(t == int(t) for t in ticks) and len(ticks) >= 3
     plt.close(fig)
+
+
+def test_the_scale_box_mentions_published_numbers_only_where_shown(tmp_path):
+    rows = lr_rows()
+    assert "published numbers" not in scale_note(results(rows, tmp_path, smoke=True, study="quick"))
+    note = scale_note(results(rows, tmp_path, smoke=True, study="quick", asks={"original": "lr"}))
+    assert note.endswith("beside the published numbers shown below they compare shapes only.")
+
+
+def test_the_quick_study_shows_the_originals_numbers_of_its_pair():
+    asks = load_study(shipped_studies()["quick"]).asks
+    assert asks["original"] == "lr" and asks["figures"][0] == "lr"  # the lr figure draws theirs, at lr 0.1

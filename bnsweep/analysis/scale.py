@@ -146,6 +146,8 @@ def scale_note(results: Results) -> str | None:
     if not differing:
         return None
     names = ", ".join(r.setting.split(" (")[0] for r in differing)
+    # The original's numbers are in the report only where the study asks for them (its ORIGINAL).
+    beside = (", and beside the published numbers shown below they compare shapes only" if results.asks.get("original")
+              else "")
     return (f"Not the reference experiment: {names} differ from the study's (table below). These numbers test "
-            "the study's claims at this scale; they are not a reproduction of its published values, and "
-            "beside the original's numbers they compare shapes only.")
+            f"the study's claims at this scale; they are not a reproduction of its published values{beside}.")
