@@ -255,8 +255,9 @@ def claim_step_time(trials: pd.DataFrame, history: pd.DataFrame, smoke: bool | N
     c = Claim(2, STATEMENTS[2], "", "")
     step = run_step_times(history)
     t = trials.assign(step_time_ms=trials["run_id"].map(step)).dropna(subset=["step_time_ms"])
-    bn = t[t["bn"] == True]  # noqa: E712
-    no = t[t["bn"] == False]  # noqa: E712
+    # By arm, not by `bn`: in a study of more norms, GN's trials have bn false and are not no BN.
+    bn = t[t["bn_arm"] == "bn"]
+    no = t[t["bn_arm"] == "no_bn"]
     alike = ["pair_id", "device_name", *(k for k in EXECUTION_FACTS if k != "exec.bn_kernel" and k in t)]
     pairs = bn.merge(no, on=alike, suffixes=("_bn", "_no_bn"))
     if pairs.empty:

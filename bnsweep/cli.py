@@ -43,7 +43,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for key, spec in TABLE.items():
             if spec.kind != kind:
                 continue
-            text = f"{spec.help} (default: {'none' if spec.default is None else spec.default})".replace("%", "%%")
+            # An unset choice (norm) is "unset", not "none", which is one of its values.
+            unset = "unset" if spec.choices else "none"
+            text = f"{spec.help} (default: {unset if spec.default is None else spec.default})".replace("%", "%%")
             if spec.value_type is bool:
                 group.add_argument(_flag(key), dest=key, action=argparse.BooleanOptionalAction, default=None,
                                    help=text)
@@ -97,7 +99,7 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
 
 def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The config a checkpoint was trained with, plus the flags that may change; and its state."""
-    from bnsweep.config import make_config
+    from bnsweep.config import make_config, norm_of
     from bnsweep.model import build_model
 
     state = _read_checkpoint(path)
@@ -111,8 +113,15 @@ def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
                              f"({str(e).splitlines()[0][:150]}); pass the flags it was trained with") from None
         return cfg, state
     saved = {k: v for k, v in saved.items() if k in REFERENCE}
-    changed = [f"{_flag_text(k, v)} (trained with {_flag_text(k, saved.get(k))})" for k, v in overrides.items()
-               if k not in RESUME_MAY_CHANGE and make_config({k: v}, consistent=False)[k] != saved.get(k)]
+    # bn and norm are one choice (config.norm_of), compared as one: --norm bn resumes a bn=true run.
+    was, now = norm_of(saved), norm_of(make_config({**saved, **overrides}, consistent=False))
+    norm_key = next((k for k in overrides if k in ("bn", "norm")), None) if now != was else None
+    changed = [f"{_flag_text(k, v)} (trained with "
+               f"{_flag_text(k, saved.get(k)) if k == 'bn' and not saved.get('norm') else f'--norm {was}'})"
+               if k == norm_key else f"{_flag_text(k, v)} (trained with {_flag_text(k, saved.get(k))})"
+               for k, v in overrides.items()
+               if k == norm_key or (k not in (*RESUME_MAY_CHANGE, "bn", "norm")
+                                    and make_config({k: v}, consistent=False)[k] != saved.get(k))]
     if changed:
         raise UsageError(f"--resume continues the run in {path}; these flags would change it: "
                          f"{'; '.join(changed)}. Only {', '.join(_flag(k) for k in RESUME_MAY_CHANGE)} may differ")

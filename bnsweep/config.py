@@ -47,6 +47,10 @@ class Key:
         return self.type or type(self.default)
 
 
+# norm's values (the `norm` key). bn and none are what `bn` true / false build; the arm of a
+# trial is named by its normalisation (trials.arm_name): bn, no_bn (none), bn_scale, gn, ln.
+NORMS = ("bn", "bn_scale", "gn", "ln", "none")
+
 # amp's values: "bf16" and "none" are also what the exec.autocast tag says ran.
 AMP_CHOICES = ("auto", "bf16", "none")
 # amp was a bool until 2026-12: True (the default) autocast where bnsweep chose to, which
@@ -61,8 +65,16 @@ TABLE: dict[str, Key] = {
     # --- model ---
     "model": Key("inception", "model", "the network: the study's Inception, or the simpler CNN of the dropout study",
                  choices=("inception", "simple"), cost=True),
-    "bn": Key(True, "model", "the scientific axis: BatchNormalization after every conv (Keras, scale=False)",
-              cost=True),
+    "bn": Key(True, "model", "the scientific axis: BatchNormalization after every conv (Keras, scale=False); "
+              "where norm is set, whether norm is this BN", cost=True),
+    "norm": Key(None, "model", "the normalisation of every hidden layer: bn (the study's, Keras scale=False), "
+                "bn_scale (BN with a learned scale, torch's BatchNorm2d; same momentum and eps), gn (Group "
+                "Normalization, Wu & He 2018), ln (Layer Normalization, Ba et al. 2016, as GroupNorm with one group, "
+                "Wu & He 2018 sec. 3.1), none; unset: bn's choice (bn or none)", choices=NORMS, optional=True,
+                type=str, cost=True),
+    "groups": Key(32, "model", "gn's groups per layer: this many (Wu & He 2018's default, their Table 3), fewer "
+                  "where a layer is narrow: the largest divisor of its channels <= min(groups, channels / 2), so a "
+                  "group keeps 2 or more channels (1 is instance norm, their Table 3's worst, 28.4 %)", low=1),
     "width": Key(1.0, "model", "channel multiplier; 1.0 is the reference, below 1 for CPU-sized runs",
                  low=0, low_open=True, cost=True),
     "dropout": Key(0.0, "model", "drop probability before the classifier's dense layers; the reference has none",
@@ -298,6 +310,10 @@ def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
         cfg[key] = value
     for key in REFERENCE:
         cfg[key] = _check_value(key, cfg[key])
+    if cfg["norm"] is not None:
+        # norm, where set, decides; bn then says whether it is the study's BN, so that every
+        # reader of `bn` (params, analysis, the BN kernels) sees the truth (docs/design.md §2).
+        cfg["bn"] = cfg["norm"] == "bn"
     if consistent:
         _check_consistency(cfg)
     return cfg
@@ -305,7 +321,7 @@ def make_config(overrides: Mapping[str, Any] | None = None, base: Mapping[str, A
 
 # The keys the rules between keys read (_check_consistency): a study that varies any of
 # them is checked point by point, not only key by key.
-CONSISTENCY_KEYS = frozenset({"dataset", "val_split", "n_val", "n_train", "batch_size", "model", "bn"})
+CONSISTENCY_KEYS = frozenset({"dataset", "val_split", "n_val", "n_train", "batch_size", "model", "bn", "norm"})
 
 
 def _check_consistency(cfg: dict[str, Any]) -> None:
@@ -323,7 +339,7 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
     if cfg["batch_size"] > n_train:
         raise ConfigError(f"batch_size={cfg['batch_size']} is larger than the training set ({n_train} images)")
     last_batch = n_train % cfg["batch_size"] or cfg["batch_size"]
-    if cfg["model"] == "simple" and cfg["bn"] and last_batch == 1:
+    if cfg["model"] == "simple" and norm_of(cfg) in ("bn", "bn_scale") and last_batch == 1:
         # Its dense layer is batch-normalised over the images of a batch, and a batch
         # of one has no spread to normalise by (torch refuses it in training).
         raise ConfigError(f"model=simple with bn needs 2 or more images in every batch, but batch_size="
@@ -336,6 +352,13 @@ def _did_you_mean(key: str) -> str:
 
     close = difflib.get_close_matches(key.replace("-", "_"), REFERENCE, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def norm_of(cfg: Mapping[str, Any]) -> str:
+    """The normalisation of the hidden layers (one of NORMS): `norm` where set, else `bn`'s
+    (bn or none). A record from before `norm` existed has none, and reads by its `bn`."""
+    norm = cfg.get("norm")
+    return norm if norm else ("bn" if cfg["bn"] else "none")
 
 
 def lr_at(cfg: Mapping[str, Any], epoch_index: int) -> float:

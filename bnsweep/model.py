@@ -8,6 +8,8 @@ Keras semantics reproduced here (docs/design.md §2, the study's notebook):
 - BatchNormalization(scale=False): learned shift β, no γ (it is 1), running
   stats updated with momentum 0.99 in Keras's convention, i.e. torch's 0.01.
 - glorot_uniform kernels, zero biases and β.
+- Other normalisations (config `norm`): BN with a learned scale, Group Normalization,
+  Layer Normalization (GroupNorm with one group) or none, chosen once in `Blocks`.
 - MaxPooling2D(padding='same') pads like TensorFlow: the extra row/column of an
   odd total padding goes at the bottom/right, and padded cells never win
   (bnsweep/pool.py, which also holds the CUDA kernels that run it).
@@ -96,25 +98,70 @@ class ShiftOnlyBatchNorm(nn.modules.batchnorm._BatchNorm):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, shift only (Keras scale=False)"
 
 
+class ScaledBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BN with a learned scale γ and shift β (torch's BatchNorm2d, Keras's scale=True) for
+    conv (4D) and dense (2D) inputs alike; momentum and eps as the study's BN."""
+
+    def __init__(self, channels: int, keras_momentum: float = 0.99, eps: float = 1e-3):
+        super().__init__(channels, eps=eps, momentum=round(1.0 - keras_momentum, 12), affine=True)
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (2, 4):
+            raise ValueError(f"expected 2D (dense) or 4D (conv) input, got {input.dim()}D")
+
+
+def gn_groups(channels: int, groups: int = 32) -> int:
+    """Groups of a GN layer of `channels`: the largest divisor of channels that is at most
+    `groups` and leaves each group 2 or more channels (1 or 2 channels: one group).
+
+    Wu & He 2018 (Group Normalization, ECCV; their Table 3, ResNet-50 on ImageNet) use 32
+    groups; with 1 channel per group GN is instance norm, their worst (28.4 % top-1 error
+    against 24.1 % at 32 groups), with 2 channels 25.6 %. The Inception has layers of 16
+    channels at full width and of 1 to 24 at width 1/16, so a fixed 32 cannot hold."""
+    cap = max(1, min(groups, channels // 2))
+    return max(g for g in range(1, cap + 1) if channels % g == 0)
+
+
+# Group Normalization's epsilon: torch's GroupNorm default, as in Wu & He's own code (1e-5).
+GN_EPS = 1e-5
+
+
 @dataclass(frozen=True)
 class Blocks:
     """How every hidden layer is built, chosen once from the config and handed to the
-    models (timm's `norm_layer` pattern): Conv2D('same') or Dense, BN in the BN arm
-    (Keras's scale=False, its momentum convention), then ReLU."""
+    models (timm's `norm_layer` pattern): Conv2D('same') or Dense, its normalisation
+    (the study's BN: Keras's scale=False, its momentum convention; or `norm`'s), then ReLU."""
 
     bn: bool = True
     bias: bool = False  # conv_bias: a bias on the hidden convs and dense layer (Keras use_bias)
     bn_momentum: float = 0.99  # Keras's convention: the weight of the old running statistic
     bn_eps: float = 1e-3
-    fused_bn_relu: bool = False  # BN + ReLU as one op (bnsweep/bn_relu.py)
+    fused_bn_relu: bool = False  # BN + ReLU as one op (bnsweep/bn_relu.py), the study's BN only
+    norm: str | None = None  # config.NORMS; None: bn's choice (bn or none), as config.norm_of
+    groups: int = 32  # GN's groups, at most (gn_groups)
+
+    @property
+    def kind(self) -> str:
+        return self.norm or ("bn" if self.bn else "none")
 
     def conv(self, cin: int, cout: int, k: int) -> nn.Module:
-        """Conv k x k ('same') -> BN (BN arm) -> ReLU."""
+        """Conv k x k ('same') -> the normalisation -> ReLU."""
         return ConvUnit(cin, cout, k, self)
 
-    def norm(self, channels: int) -> nn.Module:
-        """The BN of a hidden layer in the BN arm; nothing (an identity) in the other."""
-        return ShiftOnlyBatchNorm(channels, self.bn_momentum, self.bn_eps) if self.bn else nn.Identity()
+    def norm_layer(self, channels: int) -> nn.Module | None:
+        """The normalisation of a hidden layer of `channels` (conv or dense), or None."""
+        kind = self.kind
+        if kind == "bn":
+            return ShiftOnlyBatchNorm(channels, self.bn_momentum, self.bn_eps)
+        if kind == "bn_scale":
+            return ScaledBatchNorm(channels, self.bn_momentum, self.bn_eps)
+        if kind == "gn":  # per-channel γ and β, as Wu & He's GN (and LN) have
+            return nn.GroupNorm(gn_groups(channels, self.groups), channels, eps=GN_EPS)
+        if kind == "ln":  # LN of a conv layer: all channels and pixels of an image, GN with one group
+            return nn.GroupNorm(1, channels, eps=GN_EPS)
+        if kind == "none":
+            return None
+        raise ValueError(f"norm must be one of bn, bn_scale, gn, ln, none, got {kind!r}")
 
 
 # On a CPU in channels-last, PyTorch's batch-norm kernels vectorise over the channels, so
@@ -167,25 +214,28 @@ def cat_channels(xs: list[torch.Tensor]) -> torch.Tensor:
 
 
 class ConvUnit(nn.Sequential):
-    # Conv2D('same') -> BatchNormalization (BN arm only) -> ReLU, as every conv in the study.
-    # fused_bn_relu: BN and ReLU as one op (bnsweep/bn_relu.py); the same modules and
-    # state, so checkpoints do not tell the two apart.
+    # Conv2D('same') -> BatchNormalization (BN arm only; or norm's) -> ReLU, as every conv in
+    # the study. fused_bn_relu: the study's BN and ReLU as one op (bnsweep/bn_relu.py, whose
+    # kernel has no γ: never for bn_scale); the same modules and state, so checkpoints do not
+    # tell the two apart.
     def __init__(self, cin: int, cout: int, k: int, blocks: Blocks):
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=blocks.bias)]
-        if blocks.bn:
-            layers.append(blocks.norm(cout))
+        norm = blocks.norm_layer(cout)
+        if norm is not None:
+            layers.append(norm)
         layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
-        self.bn = blocks.bn
-        self.fused_bn_relu = blocks.bn and blocks.fused_bn_relu
+        self.normed = norm is not None
+        self.batch_norm = isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        self.fused_bn_relu = blocks.kind == "bn" and blocks.fused_bn_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.bn:
+        if not self.normed:
             return super().forward(x)
         y = self[0](x)
         if self.fused_bn_relu:
             return batch_norm_relu(y, self[1])
-        if y.shape[1] < CPU_NCHW_BN_BELOW and _channels_last_on_cpu(y):
+        if self.batch_norm and y.shape[1] < CPU_NCHW_BN_BELOW and _channels_last_on_cpu(y):
             y = self[2](self[1](_Layout.apply(y, torch.contiguous_format)))
             return _Layout.apply(y, torch.channels_last)
         return self[2](self[1](y))
@@ -241,7 +291,7 @@ class Inception(nn.Module):
 class SimpleCNN(nn.Module):
     # See SIMPLE_BLOCKS above for the choice. The hidden layers (convs and dense 256)
     # follow the Inception's rules: bias only with conv_bias, BN after each in the BN
-    # arm; the output dense layer always has its bias, as Keras's Dense.
+    # arm (or norm's normalisation); the output dense layer always has its bias, as Keras's Dense.
     def __init__(self, blocks: Blocks = Blocks(), width: float = 1.0, dropout: float = 0.0, num_classes: int = 10):
         super().__init__()
         layers: list[nn.Module] = []
@@ -256,8 +306,9 @@ class SimpleCNN(nn.Module):
         hidden = scaled(SIMPLE_HIDDEN, width)
         drop = (lambda: nn.Dropout(dropout)) if dropout > 0 else nn.Identity
         head: list[nn.Module] = [nn.Flatten(), drop(), nn.Linear(flat, hidden, bias=blocks.bias)]
-        if blocks.bn:
-            head.append(blocks.norm(hidden))
+        norm = blocks.norm_layer(hidden)
+        if norm is not None:
+            head.append(norm)
         head += [nn.ReLU(inplace=True), drop(), nn.Linear(hidden, num_classes)]
         self.classifier = nn.Sequential(*head)
         _init_keras(self)
@@ -276,5 +327,5 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     except KeyError:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {cfg['model']!r}") from None
     blocks = Blocks(bn=cfg["bn"], bias=cfg["conv_bias"], bn_momentum=cfg["bn_momentum"], bn_eps=cfg["bn_eps"],
-                    fused_bn_relu=cfg["fused_bn_relu"])
+                    fused_bn_relu=cfg["fused_bn_relu"], norm=cfg.get("norm"), groups=cfg.get("groups", 32))
     return cls(blocks, width=cfg["width"], dropout=cfg["dropout"])

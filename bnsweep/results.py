@@ -20,7 +20,7 @@ import pandas as pd
 from bnsweep.asks import ASKS_TAG, from_tag
 from bnsweep.config import EPOCH_METRICS, EXECUTION_FACTS, REFERENCE
 from bnsweep.errors import BnsweepError
-from bnsweep.trials import is_confirmation
+from bnsweep.trials import arm_name, is_confirmation, norm_arm
 
 ROLE_TAG = "bnsweep.role"  # the same tag bnsweep/tracking.py writes
 PARENT_TAG = "mlflow.parentRunId"
@@ -250,8 +250,10 @@ def _trial_row(run, history: pd.DataFrame, sweep_names: dict[str, str]) -> dict[
     for key in REFERENCE:
         row[key] = parse_param(key, run.data.params.get(key))
     if row["arm"] is None and row["bn"] is not None:  # runs logged without the tag
-        row["arm"] = ("bn" if row["bn"] else "no_bn") + ("+dropout" if row["dropout"] else "")
-    row["bn_arm"] = None if row["bn"] is None else ("bn" if row["bn"] else "no_bn")
+        row["arm"] = arm_name(row)
+    # The arm of its normalisation alone, dropout aside (bn, no_bn, gn, ...); runs recorded
+    # before `norm` existed have no norm param and read by `bn`, as they always did.
+    row["bn_arm"] = None if row["bn"] is None else norm_arm(row)
     # An Optuna arm's best configuration run again on fresh seeds (sweep.confirm_seeds), not a search trial.
     row["confirm"] = is_confirmation(row["tuner"])
     row["seed"] = parse_param("seed", tags.get("seed")) if tags.get("seed") is not None else row["seed"]

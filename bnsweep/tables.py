@@ -21,8 +21,10 @@ CHANCE = 0.1  # accuracy of guessing among CIFAR-10's 10 balanced classes
 # by this much (DESIGN.md §2 claim 3; 0.1 + 0.1 = 20 % accuracy).
 TRAIN_MARGIN = 0.1
 
-ARM_ORDER = ("no_bn", "no_bn+dropout", "bn", "bn+dropout")
-ARM_LABELS = {"bn": "BN", "no_bn": "no BN", "no_bn+dropout": "no BN + dropout", "bn+dropout": "BN + dropout"}
+# The arms by normalisation (trials.arm_name): the study's two, then the other norms beside them.
+ARM_ORDER = ("no_bn", "no_bn+dropout", "bn", "bn+dropout", "bn_scale", "gn", "ln")
+ARM_LABELS = {"bn": "BN", "no_bn": "no BN", "no_bn+dropout": "no BN + dropout", "bn+dropout": "BN + dropout",
+              "bn_scale": "BN (learned scale)", "gn": "GN", "ln": "LN"}
 
 
 def arm_label(arm: str) -> str:
@@ -39,7 +41,7 @@ def arms_present(trials: pd.DataFrame, by: str = "arm") -> list[str]:
 NOT_SETTINGS = EXECUTION_KEYS
 
 
-def varied(trials: pd.DataFrame, exclude: Iterable[str] = ("seed", "bn", *NOT_SETTINGS)) -> list[str]:
+def varied(trials: pd.DataFrame, exclude: Iterable[str] = ("seed", "bn", "norm", *NOT_SETTINGS)) -> list[str]:
     """Config keys that take more than one value among the trials."""
     keys = [k for k in REFERENCE if k in trials and k not in set(exclude)]
     return [k for k in keys if trials[k].astype(str).nunique() > 1]

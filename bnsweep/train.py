@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from bnsweep import augment
 from bnsweep import data as data_mod
-from bnsweep.config import EXECUTION_FACTS, lr_at
+from bnsweep.config import EXECUTION_FACTS, lr_at, norm_of
 from bnsweep.errors import BnsweepError
 from bnsweep.model import build_model
 from bnsweep.step import TrainStep
@@ -186,6 +186,7 @@ def train(
         _momentum_like_weights(optimizer)  # a checkpoint of the other layout resumes on this one
         epochs_done = resume["epoch"]
         time_total_s = resume["time_total_s"]
+        check_resumable(resume, cfg)
         history = list(resume["history"])
 
     if on_start is not None:
@@ -274,9 +275,23 @@ def execution_facts(cfg: Mapping[str, Any], device: torch.device, run: Execution
     from bnsweep import bn_relu, pool
 
     pool_kernel = pool.kernel_for(device)
-    bn_kernel = bn_relu.kernel_for(device, cfg["bn"], cfg["fused_bn_relu"])
+    # A BN kernel runs for both BNs; Triton's fused one (no γ) only for the study's.
+    norm = norm_of(cfg)
+    bn_kernel = bn_relu.kernel_for(device, norm in ("bn", "bn_scale"), cfg["fused_bn_relu"] and norm == "bn")
     triton = pool.triton if "triton" in (pool_kernel, bn_kernel) else None
     facts = {
+def check_resumable(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a checkpoint of another normalisation: its weights might even load
+    (BN with a learned scale and GN hold the same per-channel γ and β), and mean another model."""
+    saved = state.get("config")
+    if saved is not None and norm_of(saved) != norm_of(cfg):
+        raise BnsweepError(f"the checkpoint was trained with norm={norm_of(saved)}; it cannot resume as "
+                           f"norm={norm_of(cfg)}")
+    if saved is not None and norm_of(cfg) == "gn" and saved.get("groups", 32) != cfg.get("groups", 32):
+        raise BnsweepError(f"the checkpoint was trained with groups={saved.get('groups', 32)}; it cannot resume "
+                           f"with groups={cfg.get('groups', 32)}")
+
+
         "exec.device": str(device),
         "exec.autocast": run.autocast_name,
         "exec.memory_format": "channels_last" if run.memory_format == torch.channels_last else "contiguous",

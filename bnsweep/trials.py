@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE
+from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE, norm_of
 from bnsweep.formats import number
 
 POINT_KEY = "point"  # Tune config key of an explicit grid point (a search space given as a list)
@@ -28,10 +28,26 @@ def trial_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# A trial's arm by its normalisation (config.norm_of): the study's two keep their names
+# (bn, no_bn), whichever key chose them, so `norm: none` and `bn: false` are one arm.
+NORM_ARMS = {"bn": "bn", "none": "no_bn"}
+# The keys that choose the arm (config.norm_of), left out of a pair's identity.
+ARM_KEYS = ("bn", "norm")
+# Keys added after trials were recorded: in a pair's identity only when off their default,
+# so that the pair ids of recorded trials stay what they were.
+LATER_KEYS = ("groups",)
+
+
+def norm_arm(cfg: Mapping[str, Any]) -> str:
+    """The arm of a trial's normalisation alone: bn, no_bn, bn_scale, gn or ln."""
+    norm = norm_of(cfg)
+    return NORM_ARMS.get(norm, norm)
+
+
 def arm_name(cfg: Mapping[str, Any]) -> str:
-    """A grid trial's arm: BN or not, and "+dropout" where the grid varies dropout as an
-    arm of its own (the dropout study's no_bn+dropout)."""
-    arm = "bn" if cfg["bn"] else "no_bn"
+    """A grid trial's arm: its normalisation (norm_arm), and "+dropout" where the grid varies
+    dropout as an arm of its own (the dropout study's no_bn+dropout)."""
+    arm = norm_arm(cfg)
     return f"{arm}+dropout" if cfg.get("dropout") else arm
 
 
@@ -52,9 +68,11 @@ def is_confirmation(tuner: str | None) -> bool:
 
 
 def pair_id(cfg: Mapping[str, Any]) -> str:
-    """Same for the BN and no-BN trials of one grid point: every key that defines the
-    experiment equal but `bn` (execution keys, where and how it ran, do not count)."""
-    rest = {k: cfg.get(k) for k in sorted(REFERENCE) if k != "bn" and k not in EXECUTION_KEYS}
+    """Same for the trials of every arm (BN, no BN, GN, ...) of one grid point: every key
+    that defines the experiment equal but the normalisation's (execution keys, where and
+    how it ran, do not count)."""
+    rest = {k: cfg.get(k) for k in sorted(REFERENCE) if k not in ARM_KEYS and k not in EXECUTION_KEYS
+            and not (k in LATER_KEYS and cfg.get(k, REFERENCE[k]) == REFERENCE[k])}
     return hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -64,11 +82,11 @@ def trial_name(cfg: Mapping[str, Any]) -> str:
 
 
 def display_name(cfg: Mapping[str, Any], varied: Sequence[str]) -> str:
-    """A trial's MLflow run name: its BN arm first, then the values the study varies
+    """A trial's MLflow run name: its normalisation's arm first, then the values the study varies
     (e.g. "no_bn lr=0.01"), short enough for the runs table's name column."""
     # Execution keys (where the data is, the device) say nothing about the experiment.
-    values = [f"{k}={number(cfg[k])}" for k in varied if k != "bn" and k in cfg and k not in EXECUTION_KEYS]
-    return " ".join(["bn" if cfg["bn"] else "no_bn", *values])
+    values = [f"{k}={number(cfg[k])}" for k in varied if k not in ARM_KEYS and k in cfg and k not in EXECUTION_KEYS]
+    return " ".join([norm_arm(cfg), *values])
 
 
 def mark_diverged(name: str) -> str:

@@ -25,7 +25,7 @@ from bnsweep.analysis.common import (
 )
 from bnsweep.analysis.plots import INTERVAL_WORDS, chance_line, curves_table, plot_curve_panel
 from bnsweep.results import Results
-from bnsweep.tables import best_config_per_arm
+from bnsweep.tables import arm_label, arms_present, best_config_per_arm
 
 NAME = "curves"
 METRICS = {"train_acc": "training accuracy (fraction)", "val_acc": "validation accuracy (fraction)"}
@@ -52,7 +52,9 @@ def analyse(results: Results, out: Path) -> list[Item]:
             ax.grid(alpha=0.3)
             ax.set_title(f"{ylabel.split(' (')[0]} vs {'epoch' if x == 'epoch' else 'wall-clock time'}", fontsize=10)
     axes[0, 0].legend(fontsize=8, loc="best")
-    title = "Training curves, BN vs no BN (best configuration of each arm)"
+    # The study's arms as it names them; another normalisation's (GN, ...) named beside them.
+    others = [arm_label(a) for a in arms_present(table) if a.removesuffix("+dropout") not in ("bn", "no_bn")]
+    title = f"Training curves, BN vs no BN{''.join(f' vs {o}' for o in others)} (best configuration of each arm)"
     finish(fig, title, results)
     caption = ("Training accuracy (on the augmented training batches, in training mode, averaged over the epoch) "
                "and validation accuracy (after each epoch), against the epoch and against the cumulative "

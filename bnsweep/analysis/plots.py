@@ -16,8 +16,10 @@ from bnsweep.ledger import RESULTS
 from bnsweep.results import Results, ResultsError
 from bnsweep.tables import CHANCE, arm_label, epoch_stats
 
-ARM_COLORS = {"bn": "#1f77b4", "no_bn": "#ff7f0e", "no_bn+dropout": "#2ca02c", "bn+dropout": "#9467bd"}
-ARM_MARKERS = {"bn": "o", "no_bn": "s", "no_bn+dropout": "^", "bn+dropout": "D"}
+ARM_COLORS = {"bn": "#1f77b4", "no_bn": "#ff7f0e", "no_bn+dropout": "#2ca02c", "bn+dropout": "#9467bd",
+              "gn": "#d62728", "ln": "#8c564b", "bn_scale": "#17becf"}
+ARM_MARKERS = {"bn": "o", "no_bn": "s", "no_bn+dropout": "^", "bn+dropout": "D", "gn": "v", "ln": "P",
+               "bn_scale": "X"}
 DIVERGED_HATCH = "///"
 # The original study's numbers (bnsweep/analysis/original.py): dark grey, dashed, with
 # the arm's marker hollow, in every figure, so they never read as one of our arms nor as

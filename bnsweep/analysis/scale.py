@@ -112,7 +112,7 @@ def scale_rows(results: Results) -> list[ScaleRow]:
                          else _fmt(smoke), bool(smoke)))
     data, verified = _data(t)
     rows.append(ScaleRow("data", "cifar10: official (md5-verified)", data, not verified))
-    shown = {k for k, _ in SCALE_KEYS} | {"seed", "bn", "dataset", *EXECUTION_KEYS}
+    shown = {k for k, _ in SCALE_KEYS} | {"seed", "bn", "norm", "dataset", *EXECUTION_KEYS}  # bn, norm: the arms
     others = []
     for key in REFERENCE:
         if key in shown or key in study_varies or key not in t:
