@@ -9,7 +9,7 @@
 One object per fact, never appended to: object stores (S3, GCS) cannot append, and a
 writer that dies leaves whole objects or none. Who writes what:
 
-- the trainable (sweep.run_trial): trial.json at each attempt's start, each epoch, and
+- the trainable (trainable.run_trial): trial.json at each attempt's start, each epoch, and
   the ends it knows (completed, diverged, failed for a reason no retry can fix);
 - the driver (sweep.LedgerEnds, a Tune callback): the ends Tune decides and the trainable
   never learns (stopped early by the scheduler; errored after its last retry).

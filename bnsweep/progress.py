@@ -71,7 +71,7 @@ def _row(trial, varied: list[str], epochs: int) -> dict[str, Any]:
     last = trial.last_result or {}
     if trial.status == "TERMINATED":
         # Every trial that trained reports epochs; one that ended without any failed for a
-        # reason no retry could fix (sweep.run_trial), and the summary gives the reason. One
+        # reason no retry could fix (trainable.run_trial), and the summary gives the reason. One
         # that ended before its last epoch was stopped: by the scheduler (ASHA), or the
         # sweep was interrupted (Ctrl-C, a full disk) and `bnsweep resume` continues it.
         if "epoch" not in last:

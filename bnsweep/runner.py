@@ -294,7 +294,7 @@ def _print_start(study: Study, spec: SweepSpec, sweep_dir: str, tracker: Tracker
 def _print_summary(study: Study, sweep_dir: str, tracker: Tracker) -> tuple[int, dict[str, int]]:
     """Print each arm's trials, best val_acc, diverged and failed, from the ledger; return
     the number of trials that failed after their retries, and the reasons (with counts)
-    of those that failed beyond retrying (sweep.run_trial)."""
+    of those that failed beyond retrying (trainable.run_trial)."""
     trials = ledger.read_trials(sweep_dir)
     # Arms: an Optuna study's searches (its ARMS; dropout there is a tuned nuisance
     # parameter, not an arm); a grid's BN / no BN / + dropout.

@@ -184,7 +184,7 @@ class S3Server:
 def sweep_without_ray(space: Path, storage: Path) -> Path:
     """A grid study's sweep folder as `bnsweep run --no-tracking` leaves it, with no Ray:
     its trials trained one after another in this process by train(), and the ledger
-    written as the trainable writes it (sweep.run_trial: the start, each epoch with the
+    written as the trainable writes it (trainable.run_trial: the start, each epoch with the
     run's facts, then completed or diverged). For the fast tier's tests of what reads a
     ledger (recorder, tracking, sync, results, the report) without a Ray head."""
     from bnsweep.space import load_study

@@ -360,7 +360,7 @@ def test_plan_prints_the_cost_with_a_measured_estimate(tmp_path):
 
 
 def test_gpus_per_trial_default_and_device_auto_follow_ray(tmp_path):
-    from bnsweep.sweep import trial_device
+    from bnsweep.trainable import trial_device
 
     study = load_study(REPO / "search_spaces/lr.py")
     study.default_gpus(0)

@@ -297,7 +297,7 @@ def test_a_trial_process_never_imports_mlflow():
     # pickles sweep.run_trial by reference) and what the trial imports as it starts (train);
     # none of it may pull in mlflow (seconds of import and its threads in every worker).
     code = ("import sys, bnsweep.sweep, bnsweep.train\n"
-            "assert bnsweep.sweep.run_trial.__module__ == 'bnsweep.sweep'\n"
+            "assert bnsweep.sweep.run_trial.__module__ == 'bnsweep.trainable'\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
