@@ -31,6 +31,10 @@ PATHS = {"old": {"amp": "none", "channels_last": False}, "new": {"amp": "auto", 
 QUICK = Path(__file__).resolve().parents[1] / "search_spaces" / "quick.py"
 
 
+def sd(xs: list[float]) -> str:
+    return f"{statistics.stdev(xs):.3f}" if len(xs) > 1 else "-"
+
+
 def main() -> None:
     import torch
 
@@ -69,7 +73,6 @@ def main() -> None:
         for path in paths:
             final = [r[3] for r in rows if r[0] == arm and r[1] == path]
             best = [r[4] for r in rows if r[0] == arm and r[1] == path]
-            sd = (lambda xs: f"{statistics.stdev(xs):.3f}" if len(xs) > 1 else "-")
             print(f"| {arm} | {path} | {len(final)} | {statistics.mean(final):.3f} ± {sd(final)} | "
                   f"{statistics.mean(best):.3f} ± {sd(best)} |")
 
