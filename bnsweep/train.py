@@ -181,12 +181,12 @@ def train(
     # epoch_index, which the lr schedule and the data order read, counts from 0.
     epochs_done, time_total_s, history = 0, 0.0, []
     if resume is not None:
+        check_resumable(resume, cfg)
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         _momentum_like_weights(optimizer)  # a checkpoint of the other layout resumes on this one
         epochs_done = resume["epoch"]
         time_total_s = resume["time_total_s"]
-        check_resumable(resume, cfg)
         history = list(resume["history"])
 
     if on_start is not None:
@@ -270,16 +270,6 @@ def train(
     return summarize(history)
 
 
-def execution_facts(cfg: Mapping[str, Any], device: torch.device, run: Execution) -> dict[str, str]:
-    """What this run executes (config.EXECUTION_FACTS), as strings for MLflow tags."""
-    from bnsweep import bn_relu, pool
-
-    pool_kernel = pool.kernel_for(device)
-    # A BN kernel runs for both BNs; Triton's fused one (no γ) only for the study's.
-    norm = norm_of(cfg)
-    bn_kernel = bn_relu.kernel_for(device, norm in ("bn", "bn_scale"), cfg["fused_bn_relu"] and norm == "bn")
-    triton = pool.triton if "triton" in (pool_kernel, bn_kernel) else None
-    facts = {
 def check_resumable(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
     """Refuse, in one line, a checkpoint of another normalisation: its weights might even load
     (BN with a learned scale and GN hold the same per-channel γ and β), and mean another model."""
@@ -292,6 +282,16 @@ def check_resumable(state: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
                            f"with groups={cfg.get('groups', 32)}")
 
 
+def execution_facts(cfg: Mapping[str, Any], device: torch.device, run: Execution) -> dict[str, str]:
+    """What this run executes (config.EXECUTION_FACTS), as strings for MLflow tags."""
+    from bnsweep import bn_relu, pool
+
+    pool_kernel = pool.kernel_for(device)
+    # A BN kernel runs for both BNs; Triton's fused one (no γ) only for the study's.
+    norm = norm_of(cfg)
+    bn_kernel = bn_relu.kernel_for(device, norm in ("bn", "bn_scale"), cfg["fused_bn_relu"] and norm == "bn")
+    triton = pool.triton if "triton" in (pool_kernel, bn_kernel) else None
+    facts = {
         "exec.device": str(device),
         "exec.autocast": run.autocast_name,
         "exec.memory_format": "channels_last" if run.memory_format == torch.channels_last else "contiguous",
