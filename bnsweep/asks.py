@@ -21,7 +21,9 @@ ASKS_TAG = "bnsweep.asks"
 NAMES = {"CLAIMS": "claims", "FIGURES": "figures", "ORIGINAL": "original"}  # module name -> key in the record
 CLAIM_NUMBERS = (1, 2, 3, 4, 5)  # bnsweep/claims.py STATEMENTS
 FIGURES = ("lr", "batch_size", "curves", "dropout", "optuna")  # bnsweep/analysis/<name>.py
-PUBLISHED = ("lr", "batch_size", "dropout")  # the sets bnsweep ships: bnsweep/analysis/original.py SETS
+# The sets bnsweep ships (bnsweep/analysis/original.py SETS): the original's slides per figure, and
+# group_norm, Wu & He 2018's batch-size curve of BN and GN (ResNet-50, ImageNet), for the batch_size figure.
+PUBLISHED = ("lr", "batch_size", "dropout", "group_norm")
 INLINE_FIGURES = ("lr", "batch_size")  # the figures an inline set is drawn on: its x axis
 ARMS = ("bn", "no_bn")
 INLINE_KEYS = {"figure", "source", "about", "values"}

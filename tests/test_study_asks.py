@@ -32,7 +32,8 @@ def test_declarations_load_as_declared(tmp_path):
     ("CLAIMS = 1", "CLAIMS must be a list"),
     ('FIGURES = ["lr", "histogram"]', "FIGURES must be a list of figure names (lr, batch_size, curves, dropout, "
                                       "optuna), got 'histogram'"),
-    ('ORIGINAL = "imagenet"', "ORIGINAL 'imagenet' is not a published set bnsweep ships (lr, batch_size, dropout)"),
+    ('ORIGINAL = "imagenet"', "ORIGINAL 'imagenet' is not a published set bnsweep ships (lr, batch_size, dropout, "
+                              "group_norm)"),
     ('ORIGINAL = {"figure": "curves", "source": "x", "values": {}}',
      "ORIGINAL['figure'] must be one of lr, batch_size"),
     ('ORIGINAL = {"figure": "lr", "values": {"lr": [1], "bn": [50]}}', "ORIGINAL['source'] must be a non-empty string"),

@@ -9,7 +9,8 @@ epochs). Right: median time per optimizer step, with the BN / no-BN ratio.
 Where the study asks for published numbers on this figure (its ORIGINAL: the
 original's slides, or a set of its own), their accuracies are drawn beside ours,
 grey and dashed, and their accuracies and execution times tabled beside ours
-(bnsweep/analysis/original.py).
+(bnsweep/analysis/original.py). A set whose x is not ours (Wu & He's images per GPU,
+group_norm) gets a third panel of its own, its axis labelled as theirs.
 
     python -m bnsweep.analysis.batch_size --experiment bnsweep-batch_size [--tracking-uri URI] [--out DIR]
 """
@@ -46,6 +47,7 @@ from bnsweep.analysis.plots import (
     plot_original,
 )
 from bnsweep.claims import MEDIUM_BATCH
+from bnsweep.formats import number
 from bnsweep.results import Results
 from bnsweep.stats import mean_interval
 from bnsweep.tables import arm_label, arms_present, averaged, run_step_times, trains_at
@@ -95,8 +97,8 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
     pos = {b: i for i, b in enumerate(sizes)}
     width = 0.8 / len(arms)
 
-    fig, axes = new_figure(1, 2, width=6.6, height=5.4)
-    ax, ax_step = axes[0]
+    fig, axes = new_figure(1, 3 if theirs and theirs.own_axis else 2, width=6.6, height=5.4)
+    ax, ax_step = axes[0][:2]
     ax_time = ax.twinx()
     lo, hi = MEDIUM_BATCH
     band = [pos[b] for b in sizes if lo <= b <= hi]
@@ -121,7 +123,9 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
                          yerr=interval_bars(*(rows[f"step_time_ms_{k}"] for k in ("mean", "ci_low", "ci_high"))),
                          color=arm_color(arm),
                          marker=ARM_MARKERS.get(arm, "o"), capsize=2, label=arm_label(arm))
-    if theirs:
+    if theirs and theirs.own_axis:
+        draw_own_axis(axes[0][2], theirs)
+    elif theirs:
         draw_original(ax, theirs, arms, pos, width)
     chance_line(ax)
     ax.set_xticks(range(len(sizes)), [str(b) for b in sizes])
@@ -159,11 +163,19 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
                f"Error bars: {INTERVAL_WORDS}. "
                "Times are only comparable between trials that ran alone on the same kind of device. Dashed: "
                "chance (0.1).")
-    if theirs:
+    if theirs and theirs.own_axis:
+        caption += (f" Third panel, theirs, not ours, grey and dashed, on an x axis of their own ({theirs.own_axis}, "
+                    "not our batch size). " + original.shape_note(results, theirs))
+    elif theirs:
         caption += (f" Dark grey dashed lines with hollow markers (circles BN, squares no BN): {theirs.source}, best "
                     "validation accuracy at the same batch sizes. " + original.shape_note(results, theirs))
     items = [save_figure(fig, out, NAME, table, title, caption)]
-    if theirs:
+    if theirs and theirs.own_axis:
+        items.append(save_table(
+            out, "batch_size_original", original.own_axis_table(theirs), f"Batch size: {theirs.name}",
+            f"As published, beside ours in the figure on an axis of its own ({theirs.own_axis}). "
+            + original.shape_note(results, theirs), beside=True))
+    elif theirs:
         items.append(save_table(
             out, "batch_size_original", original.batch_comparison(table, theirs),
             f"Batch size: ours beside {theirs.name}",
@@ -173,6 +185,24 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
             "Blank where one of the two did not try that batch size. " + original.shape_note(results, theirs),
             beside=True))
     return items
+
+
+def draw_own_axis(ax, theirs: original.PublishedSet) -> None:
+    """A published curve whose x is not ours, on a panel of its own, titled as theirs."""
+    table = theirs.table.sort_values("batch_size")
+    for arm in table.columns[1:]:
+        if not arm.endswith("_time_min"):
+            plot_original(ax, table["batch_size"], table[arm] / 100, arm, theirs.source)
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log", base=2)  # their sizes halve: 32, 16, ..., 2
+    ax.set_xticks(list(table["batch_size"]), [number(b) for b in table["batch_size"]])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{theirs.own_axis} (theirs, log scale)")
+    ax.set_ylabel("their validation accuracy (fraction)")
+    ax.set_title(f"theirs: {theirs.name}\n{theirs.about} (shape only)", fontsize=8, wrap=True)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 def draw_original(ax, theirs: original.PublishedSet, arms: list[str], pos: dict[int, int], width: float) -> None:

@@ -1,5 +1,6 @@
-"""The original study's published results (its slides, DESIGN.md §2), to show beside
-ours, always labelled as theirs.
+"""The original study's published results (its slides, DESIGN.md §2), and those of its
+next question (Group Normalization's batch-size curve), to show beside ours, always
+labelled as theirs.
 
 They ran one seed of the reference experiment (30 epochs, batch 250 unless varied,
 the full CIFAR-10) on a 2019 cloud GPU; their dropout study used a simpler model
@@ -17,6 +18,7 @@ import pandas as pd
 from bnsweep.analysis.scale import at_reference_scale
 from bnsweep.asks import PUBLISHED
 from bnsweep.results import Results
+from bnsweep.tables import arm_label, arms_present
 
 SOURCE = "original (slides)"
 CALLED = "the original (slides)"
@@ -47,16 +49,33 @@ class PublishedSet:
     table: pd.DataFrame | None  # the figure's x column, then per arm bn / no_bn (%) and, for batch_size, *_time_min
     reference: bool = False  # theirs is the reference experiment: at the reference scale the numbers compare directly
     called: str = ""  # how a title names them ("the original (slides)"); default: source
+    # Where their x is not ours (images per GPU, not per step): the label of their own axis, on
+    # a panel of its own beside our figure; empty: drawn on our axes, at the values we tried too.
+    own_axis: str = ""
 
     @property
     def name(self) -> str:
         return self.called or self.source
 
 
+# The study's next question: does another normalisation keep its accuracy at small batches?
+# Wu & He 2018, "Group Normalization" (ECCV), Table 2 "sensitivity to batch sizes" (plotted in
+# their Figure 5; the abstract's "10.6% lower error than BN at a batch size of 2" is 34.7 -
+# 24.1): ResNet-50 on ImageNet, 8 GPUs, BN's statistics per GPU, top-1 validation error (%) per
+# images per GPU. Here as accuracy (100 - error), so that it reads the way our figure does.
+GN_ERROR = {"bn": (23.6, 23.7, 24.8, 27.3, 34.7), "gn": (24.1, 24.2, 24.0, 24.2, 24.1)}
+GN_BATCH = pd.DataFrame({"batch_size": [32, 16, 8, 4, 2],
+                         **{arm: [round(100 - e, 1) for e in errors] for arm, errors in GN_ERROR.items()}})
+GN_SOURCE = "Wu & He 2018 (GN, Table 2)"
+GN_ABOUT = ("ResNet-50 on ImageNet, top-1 validation accuracy (100 - error) per images per GPU: a different model "
+            "and dataset")
+
 SETS = {"lr": PublishedSet("lr", SOURCE, ABOUT, LR, reference=True, called=CALLED),
         "batch_size": PublishedSet("batch_size", SOURCE, ABOUT, BATCH, reference=True, called=CALLED),
         "dropout": PublishedSet("dropout", SOURCE, "its dropout study used a simpler model and few images, "
-                                "neither published", None, called=CALLED)}
+                                "neither published", None, called=CALLED),
+        "group_norm": PublishedSet("batch_size", GN_SOURCE, GN_ABOUT, GN_BATCH, own_axis="images per GPU",
+                                   called="Wu & He 2018 (Group Normalization)")}
 assert tuple(SETS) == PUBLISHED
 
 
@@ -105,7 +124,7 @@ def _accuracy_beside(ours: pd.DataFrame, theirs: PublishedSet, x: str, kind, wor
     published = theirs.table.assign(**{x: theirs.table[x].astype(kind)}).set_index(x)
     xs = sorted(set(published.index) | set(ours[x].astype(kind)))
     table = pd.DataFrame({x: xs})
-    for arm, label in (("bn", "BN"), ("no_bn", "no BN")):
+    for arm, label in (("bn", "BN"), ("no_bn", "no BN"), *((a, arm_label(a)) for a in _other_arms(ours, published))):
         if arm not in published and arm not in set(ours["arm"]):
             continue
         mine = ours[ours["arm"] == arm].set_index(x)["best_val_acc_mean"]
@@ -113,6 +132,19 @@ def _accuracy_beside(ours: pd.DataFrame, theirs: PublishedSet, x: str, kind, wor
         if arm in published:
             table[f"{label} {word}{theirs.source} (%)"] = table[x].map(published[arm])
     return table
+
+
+def _other_arms(ours: pd.DataFrame, published: pd.DataFrame) -> list[str]:
+    """Arms beside BN and no BN (gn, ...), ours or theirs, in the tables' order."""
+    columns = [c for c in published.columns if not c.endswith("_time_min")]
+    return [a for a in arms_present(pd.DataFrame({"arm": [*ours["arm"], *columns]}))
+            if a not in ("bn", "no_bn") and (a in published or a in set(ours["arm"]))]
+
+
+def own_axis_table(theirs: PublishedSet) -> pd.DataFrame:
+    """A set drawn on its own axis (own_axis), as published: its x and each arm's accuracy (%)."""
+    table = theirs.table.rename(columns={"batch_size": theirs.own_axis})
+    return table.rename(columns={a: f"{arm_label(a)} {theirs.source} (%)" for a in table.columns[1:]})
 
 
 def batch_comparison(ours: pd.DataFrame, theirs: PublishedSet = SETS["batch_size"]) -> pd.DataFrame:
