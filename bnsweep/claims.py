@@ -22,6 +22,7 @@ import pandas as pd
 
 from bnsweep.asks import CLAIM_NUMBERS
 from bnsweep.config import EXECUTION_FACTS
+from bnsweep.formats import count, number, value_range
 from bnsweep.stats import (  # noqa: F401 — MIN_REPLICATES: the claims' reader asks it here
     LEVEL,
     MIN_REPLICATES,
@@ -234,7 +235,7 @@ def claim_accuracy_speed(trials: pd.DataFrame, history: pd.DataFrame, smoke: boo
                   f"{level(runs['no_bn']['best_val_acc'])} ({where}); epochs "
                   f"to val acc {target:.3f}: BN {level(reach['bn']['epochs'])}, no BN {level(reach['no_bn']['epochs'])}"
                   f" (never: epochs + 1; reached by {int(reach['bn']['reached'].sum())} and "
-                  f"{int(reach['no_bn']['reached'].sum())} runs)")
+                  f"{count(int(reach['no_bn']['reached'].sum()), 'run')})")
     if max(mean.values()) < CHANCE + TRAIN_MARGIN:
         c.verdict = undecided(f"neither arm gets above {CHANCE + TRAIN_MARGIN:.2f} val acc; too little training")
         return c
@@ -272,8 +273,8 @@ def claim_step_time(trials: pd.DataFrame, history: pd.DataFrame, smoke: bool | N
                  "devices": ";".join(sorted(set(pairs["device_name"].astype(str))))}
     c.evidence = (f"BN {c.numbers['bn_step_time_ms_median']:.1f} ms vs no BN "
                   f"{c.numbers['no_bn_step_time_ms_median']:.1f} ms per step (medians); BN slower in "
-                  f"{int((ratios > 1).sum())} of {len(pairs)} matched pairs, ratios "
-                  f"{ratios.min():.2f}-{ratios.max():.2f}")
+                  f"{int((ratios > 1).sum())} of {count(len(pairs), 'matched pair')}, ratios "
+                  f"{ratios.min():.2f} to {ratios.max():.2f}")
     by_device = sorted(pairs.groupby("device_name"), key=lambda kv: -len(kv[1]))  # the most pairs first
     tests = [log_ratio(g["step_time_ms_bn"], g["step_time_ms_no_bn"], f"time per step BN / no BN on {d}")
              for d, g in by_device]
@@ -288,7 +289,7 @@ def _accuracy_at(trials: pd.DataFrame, table: pd.DataFrame, arm: str, lr: float,
     ids = table.loc[table["lr"] == lr, "run_ids"]
     runs = averaged(trials[trials["run_id"].isin(ids.iloc[0].split(";"))]) if len(ids) else trials.iloc[:0]
     values = runs["best_val_acc"].where(~runs["diverged"].astype(bool), CHANCE)
-    return one_sample(values, f"{arm_label(arm)}'s best val acc at lr {lr:g}", null=CHANCE + TRAIN_MARGIN,
+    return one_sample(values, f"{arm_label(arm)}'s best val acc at lr {number(lr)}", null=CHANCE + TRAIN_MARGIN,
                       expects=expects)
 
 
@@ -306,18 +307,18 @@ def claim_lr_range(trials: pd.DataFrame, smoke: bool | None = False) -> Claim:
     table = {a: trains_at(trials, "lr", a, by="bn_arm") for a in ("bn", "no_bn")}
     if len(lrs) < 2:
         c.verdict = undecided("needs BN and no-BN trials at 2 or more of the same learning rates")
-        c.evidence = (f"learning rates tried by both arms: {', '.join(f'{x:g}' for x in lrs) or 'none'}; "
+        c.evidence = (f"learning rates tried by both arms: {', '.join(map(number, lrs)) or 'none'}; "
                       f"by one arm only: {len(tried['bn'] ^ tried['no_bn'])}")
         return c
     ok = {a: sorted(table[a].loc[table[a]["trains"], "lr"]) for a in table}
     seeds = min(int(r["best_val_acc_n"]) for t in table.values() for _, r in t.iterrows())
-    rng = lambda v: f"{v[0]:.3g}-{v[-1]:.3g}" if v else "none"  # noqa: E731
-    c.numbers = {"lrs_tried": ";".join(f"{x:.3g}" for x in lrs), "bn_trains_at": ";".join(f"{x:.3g}" for x in ok["bn"]),
-                 "no_bn_trains_at": ";".join(f"{x:.3g}" for x in ok["no_bn"]),
+    c.numbers = {"lrs_tried": ";".join(map(number, lrs)), "bn_trains_at": ";".join(map(number, ok["bn"])),
+                 "no_bn_trains_at": ";".join(map(number, ok["no_bn"])),
                  "threshold_val_acc": CHANCE + TRAIN_MARGIN, "seeds_min": seeds}
-    c.evidence = (f"trains (best val acc > {CHANCE + TRAIN_MARGIN:.2f}, not diverged) at lr: BN {rng(ok['bn'])} "
-                  f"({len(ok['bn'])} of {len(table['bn'])}), no BN {rng(ok['no_bn'])} ({len(ok['no_bn'])} of "
-                  f"{len(table['no_bn'])}); lrs tried {lrs[0]:.3g}-{lrs[-1]:.3g}; fewest seeds at one lr: {seeds}")
+    c.evidence = (f"trains (best val acc > {CHANCE + TRAIN_MARGIN:.2f}, not diverged) at lr: "
+                  f"BN {value_range(ok['bn'])} ({len(ok['bn'])} of {len(table['bn'])}), "
+                  f"no BN {value_range(ok['no_bn'])} ({len(ok['no_bn'])} of {len(table['no_bn'])}); "
+                  f"lrs tried {value_range(lrs)}; fewest seeds at one lr: {seeds}")
     if not ok["bn"] and not ok["no_bn"]:
         c.verdict = undecided("neither arm trains at any learning rate tried")
         return c

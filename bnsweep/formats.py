@@ -14,9 +14,15 @@ from typing import Any
 PLAIN_FROM, PLAIN_BELOW = 1e-2, 1e4
 
 
+def _plain(x: Any) -> Any:
+    """numpy's scalars (a pandas cell: numpy.float64, int64, bool_) as Python's."""
+    return x.item() if type(x).__module__ == "numpy" and hasattr(x, "item") else x
+
+
 def number(x: Any) -> str:
     """A setting's value in the fewest digits that read back as it: 0.01, 1000, 1e-5, 1e6, 2.5e-4; whole numbers
     as they are; anything else (a name, a bool) as str() writes it."""
+    x = _plain(x)
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
     if isinstance(x, int):
@@ -29,11 +35,36 @@ def number(x: Any) -> str:
     return format(exact, "e").replace("e+", "e").replace("e-0", "e-")
 
 
+def measured(x: Any, digits: int = 4) -> str:
+    """A measured value (an accuracy, a time, a p) to `digits` significant digits, spelled as
+    number() spells a setting: 0.8123, 1.235e-5, 2.5e4. A setting is never rounded: number()."""
+    x = _plain(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or isinstance(x, int):
+        return number(x)
+    return number(float(f"{x:.{digits}g}")) if math.isfinite(x) else number(x)
+
+
+# What a table shows where it has no value (the sd of one run, a setting one of two sources did not
+# try): a dash, not a blank that reads as forgotten nor a 0 that reads as measured.
+MISSING = "–"
+
+
+def cell(x: Any, setting: bool = False) -> str:
+    """A table cell: a setting's value as number() writes it, a measured one as measured(), yes/no
+    for a flag, MISSING for none (None, NaN)."""
+    x = _plain(x)
+    if x is None or (isinstance(x, float) and x != x):
+        return MISSING
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return number(x) if setting else measured(x)
+
+
 def value_range(values: list[Any]) -> str:
-    """The span of the values tried, with an en dash that no minus sign can be taken for: 1e-5 – 10."""
+    """The span of the values tried, in words no minus sign can be mixed into: 1e-5 to 10."""
     values = sorted(values)
     return "none" if not values else number(values[0]) if len(values) == 1 else \
-        f"{number(values[0])} – {number(values[-1])}"
+        f"{number(values[0])} to {number(values[-1])}"
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 from fake_results import history, results, trial
 
+from bnsweep.formats import MISSING, measured, number
+
 SEEDS = range(4)
 
 
@@ -124,7 +126,7 @@ def test_claim_3_lr_range_both_ways():
     assert held.verdict == "supported", held.evidence
     # At each end, BN above the threshold and no BN below it, one-sample t against 0.2.
     assert [c.what for c in held.tests] == ["BN's best val acc at lr 1", "no BN's best val acc at lr 1",
-                                            "BN's best val acc at lr 0.001", "no BN's best val acc at lr 0.001"]
+                                            "BN's best val acc at lr 1e-3", "no BN's best val acc at lr 1e-3"]
     assert {c.null for c in held.tests} == {0.2} and all(c.side == "holds" for c in held.tests)
     narrower = claim_lr_range(lr_grid({1e-2, 1e-1}, {1e-3, 1e-2, 1e-1, 1.0}))
     assert narrower.verdict == "refuted" and narrower.decisive.what == "BN's best val acc at lr 10"
@@ -251,14 +253,15 @@ def test_every_table_is_also_booktabs_latex_with_its_csvs_numbers(tmp_path):
         csv = pd.read_csv(item.files["csv"])
         assert len(rows) == len(csv) and header[0] == item.table.columns[0].replace("_", "\\_")
         for cells, (_, values) in zip(rows, csv.iterrows()):
-            ours = {f"{v:.4g}" for v in values if isinstance(v, (int, float)) and not pd.isna(v)}
-            numbers = [c for c in cells if re.fullmatch(r"-?[\d.]+(e[+-]\d+)?", c)]
+            # Settings as tried (formats.number), measurements to 4 digits (formats.measured): one spelling.
+            ours = {f(v) for v in values if isinstance(v, (int, float)) and not pd.isna(v) for f in (number, measured)}
+            numbers = [c for c in cells if re.fullmatch(r"-?[\d.]+(e-?\d+)?", c)]
             assert numbers and set(numbers) <= ours, (item.name, set(numbers) - ours)
     claims = next(i for i in items if i.name == "claims")
     header, rows = booktabs(claims.files["tex"].read_text())
     csv = pd.read_csv(claims.files["csv"])
     for col, name in (("estimate", "estimate"), ("ci_low", "95\\% CI low"), ("ci_high", "95\\% CI high"), ("p", "p")):
         shown = [row[header.index(name)] for row in rows]
-        assert shown == ["" if pd.isna(v) else f"{v:.4g}" for v in csv[col]], col
+        assert shown == [MISSING if pd.isna(v) else measured(v) for v in csv[col]], col
     assert [row[header.index("test")] for row in rows][0] == "paired t"
     assert csv.loc[0, "verdict"] == "supported" and csv.loc[0, "n"] == 4

@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from bnsweep.analysis.scale import scale_tag
+from bnsweep.config import REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
+from bnsweep.formats import cell, count, number
 from bnsweep.results import Results, ResultsError, load_experiment
 from bnsweep.storage import folder_name
 from bnsweep.tables import varied
@@ -108,7 +110,7 @@ def subtitle(results: Results, *extra: str) -> str:
     seeds = t.groupby("arm")["seed"].nunique().max()
     epochs = sorted(set(t["epochs"].dropna().astype(int)))
     parts = [f"{results.experiment}, sweep {', '.join(results.parents['run_name'])}",
-             f"{len(t)} trials, {seeds} seed{'s' if seeds != 1 else ''}",
+             f"{count(len(t), 'trial')}, {count(seeds, 'seed')}",
              f"{'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}", *extra, data_note(results),
              scale_tag(results)]
     return " · ".join(p for p in parts if p)
@@ -163,21 +165,22 @@ def latex_table(df: pd.DataFrame, title: str = "", caption: str = "") -> str:
     long = [c for c in df.columns if c not in numeric and df[c].astype(str).str.len().max() > LATEX_WRAP]
     align = "".join("p{%.2f\\linewidth}" % (0.8 / len(long)) if c in long else "r" if c in numeric else "l"
                     for c in df.columns)
-    body = df.to_latex(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}", column_format=align)
+    cells = df.apply(lambda col: col.map(lambda v: table_cell(v, col.name)))  # as the report's tables write them
+    body = cells.to_latex(index=False, escape=True, column_format=align)
     words = [f"% {line}" for line in textwrap.wrap(f"{title}. {caption}" if title else caption, 100)]
     return "\n".join([*words, "% needs \\usepackage{booktabs}", body])
 
 
-def fmt_value(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+def table_cell(v, column) -> str:
+    """One cell of a report table (markdown, HTML, LaTeX): a setting's column (a config key: lr,
+    batch_size, seed...) as formats.number writes the value tried, any other number to 4
+    significant digits in the same spelling, yes/no, and a dash where there is no value."""
+    return cell(v, setting=column in REFERENCE)
 
 
 def config_label(runs: pd.DataFrame, results: Results) -> str:
     """The varied settings of one configuration's runs and its number of seeds, for a legend."""
     keys = [k for k in varied(results.trials) if k in runs]
-    parts = [f"{k}={fmt_value(runs[k].iloc[0])}" for k in keys]
-    n = runs["seed"].nunique()
-    parts.append(f"{n} seed{'s' if n != 1 else ''}")
+    parts = [f"{k}={number(runs[k].iloc[0])}" for k in keys]
+    parts.append(count(runs["seed"].nunique(), "seed"))
     return ", ".join(parts)

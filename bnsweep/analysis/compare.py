@@ -27,6 +27,7 @@ from bnsweep.analysis.plots import (
 )
 from bnsweep.analysis.scale import scale_tag
 from bnsweep.claims import Claim, claims_table, speaks_to
+from bnsweep.formats import number
 from bnsweep.results import Results
 from bnsweep.tables import arm_label, arms_present, best_config_per_arm, trains_at
 
@@ -68,7 +69,7 @@ def setting_figure(runs: list[Results], key: str, out: Path) -> Item:
                         capsize=2, markersize=6, markeredgecolor="black", label=f"{r.experiment}: {arm_label(arm)}",
                         **_style(i))
     chance_line(ax)
-    ax.set_xticks(range(len(values)), [f"{v:g}" for v in values])
+    ax.set_xticks(range(len(values)), [number(v) for v in values])
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"{SETTINGS[key]} (each value tried, in order; not to scale)")
     ax.set_ylabel("best validation accuracy (fraction)")

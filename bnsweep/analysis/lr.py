@@ -44,6 +44,7 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_original,
 )
+from bnsweep.formats import number
 from bnsweep.ledger import RESULTS
 from bnsweep.results import Results
 from bnsweep.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
@@ -118,7 +119,7 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
     chance_line(ax)
     ax.axhline(CHANCE + TRAIN_MARGIN, color="grey", linestyle=":", linewidth=1,
                label=f"'trains' threshold ({CHANCE + TRAIN_MARGIN:.1f})", zorder=1)
-    ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs])
+    ax.set_xticks(range(len(lrs)), [number(x) for x in lrs])
     ax.set_xlim(-0.6, len(lrs) - 0.4)
     ax.set_ylim(0, 1.0)
     ax.set_xlabel("initial learning rate (each value tried, in increasing order; not to scale)")

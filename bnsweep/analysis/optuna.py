@@ -28,6 +28,7 @@ from bnsweep.analysis.common import (
 )
 from bnsweep.analysis.plots import arm_color, chance_line, log_scale
 from bnsweep.claims import confirmations
+from bnsweep.formats import measured
 from bnsweep.ledger import RESULTS
 from bnsweep.stats import mean_interval
 from bnsweep.tables import arm_label, arms_present, averaged, varied
@@ -258,7 +259,7 @@ def parallel_coordinates(results, table: pd.DataFrame, tuned: list[str], arms: l
             ax.axvline(j, color="black", linewidth=0.8, zorder=1)
             _, lo, hi = scaled[key]
             for y, value in ((0, lo), (1, hi)):
-                text = f"{10 ** value:.3g}" if is_log[key] else f"{value:.3g}"
+                text = measured(10 ** value if is_log[key] else value, 3)
                 ax.annotate(text, (j, y), xytext=(3, 0), textcoords="offset points", fontsize=7, va="center")
         ax.set_xticks(x, [{"batch_size": "batch size", "best_val_acc": "best val acc"}.get(k, k)
                           + (" (log)" if is_log[k] else "") for k in axes_keys])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import config_label
-from bnsweep.formats import count
+from bnsweep.formats import count, measured
 from bnsweep.ledger import RESULTS
 from bnsweep.results import Results, ResultsError
 from bnsweep.tables import CHANCE, arm_label, epoch_stats
@@ -43,7 +43,7 @@ def log_scale(axis) -> None:
 
     axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: measured(v, 6)))  # a tick: 6 digits, as values are spelled
     axis.set_minor_formatter(NullFormatter())
 
 

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bnsweep.analysis.common import Item, data_note
+from bnsweep.analysis.common import Item, data_note, table_cell
 from bnsweep.analysis.scale import scale_note, scale_rows, smoke_mode
 from bnsweep.claims import EVIDENCE_RULE, Claim, evaluate_claims
 from bnsweep.claims import speaks_to as claims_speaks_to
+from bnsweep.formats import MISSING
 from bnsweep.results import Results
 
 
@@ -79,15 +80,14 @@ def scale_table(results: Results) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ markdown ---
 
-def _md_cell(v) -> str:
-    if isinstance(v, float):
-        v = "" if math.isnan(v) else f"{v:.4g}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
+def _md_cell(v, column) -> str:
+    return table_cell(v, column).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(_md_cell(v, c) for v, c in zip(row, df.columns)) + " |"
+              for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -179,19 +179,15 @@ document.querySelectorAll('table.t').forEach(function(t){
 LONG_TEXT = 60  # characters: a column holding text this long wraps in a wide cell instead of stretching the table
 
 
-def _number(x: float) -> str:
-    """4 significant digits (0.8123, 1e-05, 250); large values whole, with thousands separators."""
-    return f"{x:,.0f}" if 1e4 <= abs(x) < 1e15 else f"{x:.4g}"
-
-
-def _cell(v) -> tuple[str, str]:
-    """(attributes, text) of one table cell: numbers right-aligned, with their value for sorting."""
+def _cell(v, column) -> tuple[str, str]:
+    """(attributes, text) of one table cell (common.table_cell's text): numbers right-aligned, with
+    their value for sorting; a missing one sorts last."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "", ""
+        return " class='n' data-v=''", MISSING
     if isinstance(v, (bool, np.bool_)):
-        return "", "yes" if v else "no"
+        return "", table_cell(v, column)
     if isinstance(v, (int, float, np.integer, np.floating)):
-        return f" class='n' data-v='{float(v)!r}'", _number(float(v))
+        return f" class='n' data-v='{float(v)!r}'", table_cell(v, column)
     return "", html.escape(str(v))
 
 
@@ -204,7 +200,7 @@ def html_table(df: pd.DataFrame, row_class=None) -> str:
     for _, row in df.iterrows():
         cells = []
         for c in df.columns:
-            attrs, text = _cell(row[c])
+            attrs, text = _cell(row[c], c)
             if not attrs and c in wide:
                 attrs = " class='w'"
             cells.append(f"<td{attrs}>{text}</td>")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bnsweep.config import DATASET_SIZES, EXECUTION_KEYS, N_HOLDOUT_DEFAULT, REFERENCE, n_train_available
+from bnsweep.formats import cell
 from bnsweep.results import Results
 from bnsweep.tables import varied
 
@@ -36,13 +37,8 @@ class ScaleRow:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
+    """A setting's value as every report table writes it (formats.cell): 0.0625, 50000, yes."""
+    return cell(v, setting=True)
 
 
 def _py(v):
