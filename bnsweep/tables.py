@@ -65,7 +65,7 @@ def seed_stats(trials: pd.DataFrame, keys: list[str], value: str = "best_val_acc
         return pd.Series({
             "n_trials": len(g),
             f"{value}_mean": v.mean(),
-            f"{value}_std": v.std(ddof=1) if v.notna().sum() > 1 else 0.0 if v.notna().any() else math.nan,
+            f"{value}_std": v.std(ddof=1),  # NaN from one run: no spread measured, not a spread of 0
             f"{value}_n": int(v.notna().sum()),
             f"{value}_ci_low": low,
             f"{value}_ci_high": high,
@@ -133,7 +133,7 @@ def epoch_stats(history: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     (and of the wall clock, time_total_s)."""
     metrics = list(dict.fromkeys([*metrics, "time_total_s"]))
     g = history.groupby("epoch")[metrics]
-    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).fillna(0.0).add_suffix("_std"))
+    out = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_std"))  # NaN from one run
     for m in metrics:
         ci = history.groupby("epoch")[m].apply(lambda v: pd.Series(mean_interval(v), index=["low", "high"])).unstack()
         out[f"{m}_ci_low"], out[f"{m}_ci_high"] = ci["low"], ci["high"]

@@ -74,3 +74,19 @@ def test_the_scale_box_mentions_published_numbers_only_where_shown(tmp_path):
 def test_the_quick_study_shows_the_originals_numbers_of_its_pair():
     asks = load_study(shipped_studies()["quick"]).asks
     assert asks["original"] == "lr" and asks["figures"][0] == "lr"  # the lr figure draws theirs, at lr 0.1
+
+
+def test_the_sd_of_one_run_reads_as_a_dash_not_0(tmp_path):
+    from bnsweep.analysis.summary import SHOWN, analyse
+    from bnsweep.claims import evaluate_claims
+    from bnsweep.formats import MISSING
+    from bnsweep.tables import seed_stats
+
+    rows = lr_rows() + [trial("b0.1-1", True, seed=1, lr=0.1, best_val_acc=0.5)]
+    stats = seed_stats(pd.DataFrame(rows), ["arm", "lr"]).set_index(["arm", "lr"])
+    assert pd.isna(stats.loc[("bn", 0.01), "best_val_acc_std"])  # one run: no spread measured
+    assert stats.loc[("bn", 0.1), "best_val_acc_std"] > 0  # two runs: their spread
+    r = results(rows, tmp_path)
+    item = analyse(r, tmp_path, evaluate_claims(r.trials, r.history))[0]
+    md = (tmp_path / "summary.tex").read_text()
+    assert MISSING in md and item.table[SHOWN["best_val_acc_std"]].isna().sum() == 3

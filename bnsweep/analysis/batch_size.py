@@ -67,9 +67,9 @@ def batch_table(results) -> pd.DataFrame:
         # Times of the trials the accuracy bar averages: not of failed or unfinished ones.
         runs = [averaged(t[t["run_id"].isin(ids.split(";"))]) for ids in stats["run_ids"]]
         stats["time_total_s_mean"] = [r["time_total_s"].mean() for r in runs]
-        stats["time_total_s_std"] = [r["time_total_s"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
+        stats["time_total_s_std"] = [r["time_total_s"].std(ddof=1) for r in runs]
         stats["step_time_ms_mean"] = [r["step_time_med"].mean() for r in runs]
-        stats["step_time_ms_std"] = [r["step_time_med"].std(ddof=1) if len(r) > 1 else 0.0 for r in runs]
+        stats["step_time_ms_std"] = [r["step_time_med"].std(ddof=1) for r in runs]
         stats["step_time_ms_ci_low"], stats["step_time_ms_ci_high"] = (
             zip(*[mean_interval(r["step_time_med"]) for r in runs]) if runs else ((), ()))
         stats["epochs_completed_mean"] = [r["epochs_completed"].mean() for r in runs]
