@@ -196,7 +196,7 @@ class MlflowTracker:
     def start_lines(self) -> list[str]:
         r = self.record
         return [f"MLflow: {r.uri}  experiment {r.experiment}, parent run {r.parent_run_id}",
-                f"  runs: {tracking.ui_links(r)['runs']}   (+ unfolds the sweep's trials as they start)"]
+                f"  runs: {tracking.ui_links(r)['runs']}   (this sweep's trials by arm, as they start)"]
 
     def next_lines(self, sweep_dir: str) -> list[str]:
         """Where to look at the runs, and the report command: each line pastes into a shell,
@@ -209,7 +209,7 @@ class MlflowTracker:
         try:
             links = tracking.ui_links(self.record)
             lines.append(f"  trials:  {links['trials']}   (this sweep's trials side by side, its summary first)")
-            lines.append(f"  runs:    {links['runs']}   (every sweep of the experiment; + unfolds a sweep's trials)")
+            lines.append(f"  runs:    {links['runs']}   (this sweep's trials by arm: settings, best val_acc)")
         except Exception as e:  # noqa: BLE001 — the links are a convenience; the runs are recorded
             lines.append(f"  (no links: MLflow at {uri} did not answer: {type(e).__name__})")
         report = ["bnsweep", "report", experiment]

@@ -20,7 +20,6 @@ import math
 import shlex
 import subprocess
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from bnsweep import mlflow_ui
 from bnsweep.asks import ASKS_TAG
 from bnsweep.config import EPOCH_METRICS, REFERENCE, SWEEP_COUNT_METRICS, sweep_best_metric
 from bnsweep.formats import count, number
@@ -43,7 +43,7 @@ from bnsweep.mlflow_store import (  # noqa: F401 — TrackingError, resolve_trac
     resolve_tracking_uri,
 )
 from bnsweep.storage import split
-from bnsweep.trials import RUN_INFO_KEYS, display_name, mark_diverged
+from bnsweep.trials import ARM_KEYS, RUN_INFO_KEYS, display_name, mark_diverged
 
 # MLflow's INFO lines ("Creating initial MLflow database tables...", a "View run" link per
 # run) are about its own bookkeeping; bnsweep prints the links that open the runs.
@@ -103,16 +103,10 @@ def code_version() -> dict[str, str]:
     }
 
 
-# MLflow 3's UI opens an experiment on its GenAI pages (traces, empty here) unless the
-# experiment is marked as model training; the UI reads this tag (MLflow 3.17's
-# ExperimentKind.CUSTOM_MODEL_DEVELOPMENT). Set on every experiment bnsweep records into.
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# Where `mlflow ui` serves a local store (its default host and port).
-LOCAL_UI = "http://127.0.0.1:5000"
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str, elsewhere: str) -> str:
-    """The experiment's id, created if need be, marked as a model-training experiment. One the
+    """The experiment's id, created if need be, tagged as a model-training experiment. One the
     user deleted stays deleted: bnsweep stops with one line (restore it, or `elsewhere`)."""
     exp_id = check_experiment_active(client, uri, name, elsewhere)
     if exp_id is None:
@@ -123,7 +117,7 @@ def experiment_id(client: MlflowClient, uri: str, name: str, elsewhere: str) -> 
                 raise
             # Another sweep created it a moment ago (or the user deleted it meanwhile: said so).
             exp_id = check_experiment_active(client, uri, name, elsewhere)
-    client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    client.set_experiment_tag(exp_id, *mlflow_ui.EXPERIMENT_KIND)
     return exp_id
 
 
@@ -136,20 +130,18 @@ def check_can_start(uri: str, experiment: str, hint: str, elsewhere: str) -> Non
 
 
 def ui_links(record: SweepRecord) -> dict[str, str]:
-    """Links that open the sweep in MLflow's UI (for a local store, where `mlflow ui`
-    serves it by default). "runs": the experiment's runs table, in its model-training
-    view whatever the browser chose last; MLflow 3.17 shows there one row per sweep, its
-    trials folded under it, and ignores a search filter given in the link. "trials":
-    MLflow's comparison of the sweep's parent run (its summary metrics) and every trial,
-    which lists them all (measured in headless Chromium, tests/test_mlflow_ui.py)."""
-    uri = record.uri
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
-    exp = record.experiment_id
-    runs = [record.parent_run_id, *(r.info.run_id for r in _children(MlflowClient(uri), record))]
-    query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([exp])},
-                                   quote_via=urllib.parse.quote)
-    return {"runs": f"{base}/#/experiments/{exp}?workflowType=machine_learning",
-            "trials": f"{base}/#/compare-runs?{query}"}
+    """Links that open the sweep in MLflow's UI (for a local store, where `mlflow ui` serves
+    it by default), model training's pages in any browser (bnsweep/mlflow_ui.py says what
+    MLflow decides). "runs": the sweep's trials in the runs table, grouped by arm, with the
+    arm, the settings the study varies and best val_acc as columns (a view saved here as an
+    experiment tag). "trials": MLflow's comparison of the sweep's parent run (its summary
+    metrics) and every trial. Both seen in headless Chromium (tests/test_mlflow_ui.py)."""
+    client = MlflowClient(record.uri)
+    client.set_experiment_tag(record.experiment_id, *mlflow_ui.view_tag(record.parent_run_id, record.varied,
+                                                                       ARM_KEYS))
+    runs = [record.parent_run_id, *(r.info.run_id for r in _children(client, record))]
+    return {"runs": mlflow_ui.runs_link(record.uri, record.experiment_id, record.parent_run_id),
+            "trials": mlflow_ui.compare_link(record.uri, record.experiment_id, runs)}
 
 
 def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: str, space_path: str,
