@@ -70,7 +70,7 @@ def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
     mark = "  DIVERGED" if m["diverged"] else ""
     return (f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc {m['train_acc']:.4f}  "
             f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['scheduled_lr']:.2g}  "
-            f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} img/s{mark}")
+            f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} train img/s{mark}")
 
 
 # What may differ when `train --resume` continues a checkpoint: how long it trains,
@@ -128,34 +128,6 @@ def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
     return make_config({**saved, **overrides}), state
 
 
-class _EpochBar:
-    """A progress bar over one epoch's optimizer steps on a terminal: images/s and the loss.
-
-    The loss is read (a wait for the GPU) only when the bar redraws, about twice a second.
-    """
-
-    def __init__(self, batch_size: int):
-        self.batch_size, self.bar, self.shown = batch_size, None, 0.0
-
-    def __call__(self, step: int, steps: int, loss) -> None:
-        import time
-
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=steps * self.batch_size, unit="img", unit_scale=True, leave=False,
-                            dynamic_ncols=True, desc="epoch")
-        self.bar.update(self.batch_size)
-        if time.monotonic() - self.shown > 0.5 or step == steps:
-            self.bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            self.shown = time.monotonic()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _check_writable(path: str) -> None:
     """Fail now, not after the first epoch has trained: save_checkpoint writes PATH.tmp, then renames it."""
     tmp = Path(f"{path}.tmp")
@@ -171,7 +143,6 @@ def _check_writable(path: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from bnsweep.config import make_config
-    from bnsweep.train import save_checkpoint, train
 
     resume = None
     if args.resume:
@@ -187,14 +158,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if checkpoint:
         _check_writable(checkpoint)
 
+    # At once, before the seconds of loading data and building the model (issue 21: ~15 s blank).
+    print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
+          f"batch_size={cfg['batch_size']} epochs={cfg['epochs']} seed={cfg['seed']}")
+    print(f"  loading {cfg['dataset']} data and building the model ...", flush=True)
+    from bnsweep.train import save_checkpoint, train  # torch's import: seconds
+
     def on_start(info: dict[str, Any]) -> None:
-        print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
-              f"batch_size={cfg['batch_size']} epochs={cfg['epochs']} seed={cfg['seed']}")
         ran = ", ".join(f"{k.removeprefix('exec.')} {info[k]}" for k in EXECUTION_FACTS)
         print(f"  ran: {ran}")
         print(f"  device {info['device_name']}, {info['n_params']:,} trainable params, "
               f"{info['n_train_images']:,} train / {info['n_val_images']:,} val images, "
               f"data: {info['dataset_source']} ({info['dataset_fingerprint']})", flush=True)
+        if progress is not None:
+            progress.n_train = info["n_train_images"]
 
     saved = [resume["epoch"] if resume and checkpoint == args.resume else 0]  # the epochs `checkpoint` holds
 
@@ -206,9 +183,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress.close()
         print(_fmt_epoch(metrics, cfg["epochs"]), flush=True)
 
-    progress = _EpochBar(cfg["batch_size"]) if sys.stdout.isatty() else None
+    progress = None
+    if sys.stdout.isatty():
+        from bnsweep.train_progress import EpochBar
+
+        progress = EpochBar(cfg["batch_size"], cfg["epochs"])  # its n_train: on_start's
+    hooks = {} if progress is None else {"on_step": progress.on_step, "on_epoch_start": progress.on_epoch_start,
+                                         "on_validate": progress.on_validate}
     try:
-        summary = train(cfg, report=report, resume=resume, on_start=on_start, on_step=progress)
+        summary = train(cfg, report=report, resume=resume, on_start=on_start, **hooks)
     except KeyboardInterrupt:  # say what survived, then exit as interrupted
         if checkpoint and saved[0]:
             print(f"\n{checkpoint} holds {saved[0]} epoch(s); continue with: "

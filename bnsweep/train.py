@@ -142,6 +142,8 @@ def train(
     resume: Mapping[str, Any] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_validate: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train per `cfg` (a validated config); return the last epoch's metrics plus a summary.
 
@@ -149,6 +151,9 @@ def train(
     live model, so a caller that wants a checkpoint must save it before returning.
     `on_step(step, steps, loss)` after every optimizer step (from 1; `loss` a 0-d tensor
     on the device: reading it waits for the step, so a progress bar reads it seldom).
+    `on_epoch_start(epoch)` when an epoch's clock starts, before its first step (its
+    images_per_s counts from there); `on_validate(done, total)`: validation images done,
+    from 0 before the first batch.
     """
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
@@ -212,6 +217,8 @@ def train(
         torch.manual_seed(_epoch_seed(cfg["seed"], epoch_index, DROPOUT_STREAM))  # dropout masks
 
         t0 = time.perf_counter()
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -235,7 +242,8 @@ def train(
         steps_done = step + 1
         train_s = time.perf_counter() - t0
 
-        val_loss, val_acc = evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, memory_format)
+        val_loss, val_acc = evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, memory_format,
+                                     on_validate)
         # A non-finite validation loss with a finite training loss: BN's running statistics
         # (used in evaluation only) overflowed. The model cannot be evaluated any more: diverged.
         diverged = diverged or not math.isfinite(val_loss)
@@ -336,16 +344,22 @@ def set_lr(optimizer: torch.optim.SGD, lr: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, batch_size, autocast, memory_format) -> tuple[float, float]:
+def evaluate(model, x, y, batch_size, autocast, memory_format,
+             on_batch: Callable[[int, int], None] | None = None) -> tuple[float, float]:
+    """(loss, accuracy) over x, y; `on_batch(done, total)` before the first batch and after each."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), batch_size):
+        if on_batch is not None:
+            on_batch(i, len(y))
         xb = data_mod.to_unit_float(x[i:i + batch_size]).contiguous(memory_format=memory_format)
         with autocast:
             logits = model(xb).float()
         loss_sum += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum")
         correct += (logits.argmax(1) == y[i:i + batch_size]).sum()
+    if on_batch is not None:
+        on_batch(len(y), len(y))
     return (loss_sum / len(y)).item(), correct.item() / len(y)
 
 
