@@ -17,6 +17,8 @@ import json
 import math
 from typing import Any
 
+from bnsweep.formats import number
+
 ASKS_TAG = "bnsweep.asks"
 NAMES = {"CLAIMS": "claims", "FIGURES": "figures", "ORIGINAL": "original"}  # module name -> key in the record
 CLAIM_NUMBERS = (1, 2, 3, 4, 5)  # bnsweep/claims.py STATEMENTS
@@ -43,8 +45,8 @@ def _numbers(key: str, values: Any, lo: float, hi: float, none_ok: bool = False)
         if v is None and none_ok:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-            raise AsksError(f"ORIGINAL['values'][{key!r}] holds {v!r}; each must be a number in [{lo:g}, {hi:g}]"
-                            + (" or None" if none_ok else ""))
+            raise AsksError(f"ORIGINAL['values'][{key!r}] holds {v!r}; each must be a number in "
+                            f"[{number(lo)}, {number(hi)}]" + (" or None" if none_ok else ""))
     return list(values)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bnsweep.errors import UsageError
+from bnsweep.formats import number
 
 KINDS = ("model", "optimisation", "data", "execution")
 
@@ -212,7 +213,7 @@ def value_kind(key: str) -> str:
 
 def _bounds_text(spec: Key) -> str:
     def show(x: float) -> str:
-        return str(int(x)) if spec.value_type is int else f"{x:g}"
+        return str(int(x)) if spec.value_type is int else number(x)
 
     if spec.low is not None and spec.high is not None:
         return f"in {'(' if spec.low_open else '['}{show(spec.low)}, {show(spec.high)}{')' if spec.high_open else ']'}"

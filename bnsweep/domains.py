@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bnsweep.formats import number
+
 TUPLE_FORMS = {"uniform": 2, "loguniform": 2, "intuniform": 2, "intloguniform": 2, "choice": 1}
 # All the whole numbers of an integer range are checked against the rules between keys
 # (batch size against the training set) up to this many; wider ranges by their ends.
@@ -56,9 +58,9 @@ class Domain:
         if self.kind == "choice":
             return f"choice of {list(self.values)!r}"
         scale = "log-uniform" if self.log else "uniform"
-        step = f" in steps of {self.step:g}" if self.step else ""
+        step = f" in steps of {number(self.step)}" if self.step else ""
         what = "whole numbers" if self.kind == "int" else "real numbers"
-        return f"{scale} {what} from {self.low:g} to {self.high:g}{step}"
+        return f"{scale} {what} from {number(self.low)} to {number(self.high)}{step}"
 
     def ends(self) -> list:
         """The values every point of the domain lies between (a choice: all of them)."""

@@ -76,3 +76,11 @@ def test_a_table_cell_says_yes_no_and_a_dash_for_nothing():
     assert md.splitlines()[2:] == ["| yes | 0.01235 | 1e6 |", f"| no | {MISSING} | 1e-5 |"]
     tex = latex_table(pd.DataFrame({"lr": [1e6, 1e-5], "sd": [0.5, float("nan")]}))
     assert "1e6 & 0.5" in tex and "1e-5 & –" in tex and "e+06" not in tex and "1e-05" not in tex
+
+
+def test_a_range_in_a_message_is_spelled_as_its_values():
+    from bnsweep.config import TABLE, _bounds_text
+    from bnsweep.domains import Domain
+
+    assert Domain("float", 1e-5, 10.0, log=True).describe() == "log-uniform real numbers from 1e-5 to 10"
+    assert _bounds_text(TABLE["dropout"]) == "in [0, 1)"
