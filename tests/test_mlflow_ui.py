@@ -16,11 +16,22 @@ from conftest import bnsweep_env, run_bnsweep, sweep_dir_of, write_space
 from helpers import TINY, children
 from mlflow import MlflowClient
 
-pytestmark = pytest.mark.slow
+from bnsweep import mlflow_ui
+from bnsweep.trials import ARM_KEYS
 
 SHOTS = Path("/tmp/ui-shots")
 NAMES = ["bn lr=0.05", "bn lr=1e6", "no_bn lr=0.05", "no_bn lr=1e6"]
 GENAI = ["Detect Issues", "Traces"]  # what GenAI's overview of an experiment shows, and no "Run Name"
+
+
+def test_the_runs_view_names_the_arm_the_varied_settings_and_best_val_acc():
+    # Fast: what the runs link asks MLflow to show, for a study varying lr and seed by arm
+    # (the arm is a tag, and where the data or the device is says nothing of the experiment).
+    view = mlflow_ui.runs_view("p1", ["lr", "seed", "bn", "norm", "device"], ARM_KEYS)
+    assert view["selectedColumns"] == ["tags.`arm`", "params.`lr`", "params.`seed`", "metrics.`best_val_acc`"]
+    assert view["searchFilter"] == "tags.`mlflow.parentRunId` = 'p1'"
+    assert mlflow_ui.runs_link("sqlite:///mlflow.db", "3", "p1") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=bnsweep-p1")
 
 
 @pytest.fixture(scope="module")
