@@ -152,7 +152,7 @@ def analyse(results: Results, out: Path, theirs: original.PublishedSet | None = 
         items.append(save_table(out, "lr_original", original.lr_comparison(table, theirs),
                                 f"Learning rate: ours beside {theirs.name}",
                                 f"Best validation accuracy (%) per initial learning rate: ours (best setting of each "
-                                f"arm, mean over seeds) beside {theirs.name}; blank where one of the two did not "
+                                f"arm, mean over seeds) beside {theirs.name}; a dash where one of the two did not "
                                 "try that lr. " + original.shape_note(results, theirs), beside=True))
     return items
 
