@@ -16,6 +16,7 @@ from typing import Any
 
 from bnsweep.config import EXECUTION_FACTS, EXECUTION_KEYS, REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
+from bnsweep.formats import measured, number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +70,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _fmt_epoch(m: dict[str, float], epochs: int) -> str:
     mark = "  DIVERGED" if m["diverged"] else ""
     return (f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc {m['train_acc']:.4f}  "
-            f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {m['scheduled_lr']:.2g}  "
+            f"val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  lr {measured(m['scheduled_lr'], 6)}  "
             f"{m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} train img/s{mark}")
 
 
@@ -159,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_writable(checkpoint)
 
     # At once, before the seconds of loading data and building the model (issue 21: ~15 s blank).
-    print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={cfg['width']} lr={cfg['lr']} "
+    print(f"bnsweep train: {cfg['model']} bn={cfg['bn']} width={number(cfg['width'])} lr={number(cfg['lr'])} "
           f"batch_size={cfg['batch_size']} epochs={cfg['epochs']} seed={cfg['seed']}")
     print(f"  loading {cfg['dataset']} data and building the model ...", flush=True)
     from bnsweep.train import save_checkpoint, train  # torch's import: seconds
