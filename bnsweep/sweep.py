@@ -44,9 +44,11 @@ from bnsweep.space import Study  # noqa: E402
 from bnsweep.storage import SweepSpec, folder_name, join, split  # noqa: E402
 from bnsweep.trainable import run_trial  # noqa: E402
 from bnsweep.trials import (  # noqa: E402
+    ARM_KEYS,
     CONFIRM_PREFIX,
     GRID_TUNER,
     POINT_KEY,
+    norm_arm,
     trial_config,
     trial_dirname,
 )
@@ -118,7 +120,8 @@ def tuner_names(study: Study) -> list[tuple[str, dict[str, Any] | None]]:
     """(label, arm) of each Tuner: "grid", or an Optuna study's searches ("bn", "no_bn")."""
     if study.search == "grid":
         return [(GRID_TUNER, None)]
-    return [("_".join(("bn" if v else "no_bn") if k == "bn" else f"{k}={v}" for k, v in a.items()) or "all", a)
+    # Named as a grid names its arms (trials.norm_arm): bn, no_bn, gn, ... whichever of bn or norm varies.
+    return [("_".join(norm_arm({"bn": True, k: v}) if k in ARM_KEYS else f"{k}={v}" for k, v in a.items()) or "all", a)
             for a in study.arm_list()]
 
 

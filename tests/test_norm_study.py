@@ -73,3 +73,14 @@ def test_the_norm_studies_load_plan_and_pair_their_three_arms(name):
     if name == "norm_batch_size":  # the batch-size study's sizes, its reference otherwise
         assert sorted({c["batch_size"] for c in configs}) == [5, 10, 50, 100, 250]
         assert all(c["lr"] == 0.01 and c["epochs"] == 30 and c["width"] == 1.0 for c in configs)
+
+
+def test_an_optuna_study_of_norms_names_its_searches_as_a_grid_names_its_arms(tmp_path):
+    from bnsweep.space import load_study
+    from bnsweep.sweep import tuner_names
+
+    f = tmp_path / "o.py"
+    f.write_text('SEARCH = "optuna"\nARMS = {"norm": ["bn", "gn", "none"]}\nSPACE = {"lr": ("loguniform", 1e-3, 1.0)}\n'
+                 'NUM_SAMPLES = 2\n')
+    assert [name for name, _ in tuner_names(load_study(f))] == ["bn", "gn", "no_bn"]
+    assert [name for name, _ in tuner_names(load_study(REPO / "search_spaces" / "optuna.py"))] == ["bn", "no_bn"]
