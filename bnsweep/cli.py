@@ -64,6 +64,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(value, str) and value.lower() in ("none", "all") and key in ("n_train", "n_val", "data_dir"):
             value = None
         out[key] = value
+    if "bn" in out and out.get("norm") is not None and out["bn"] != (out["norm"] == "bn"):
+        # One choice (config.norm_of): a set norm decides, so a contradicting --bn would be dropped unsaid.
+        raise UsageError(f"{_flag_text('bn', out['bn'])} and --norm {out['norm']} disagree; --norm alone chooses "
+                         "the normalisation (bn, bn_scale, gn, ln, none)")
     return out
 
 
@@ -115,6 +119,9 @@ def _resume_config(path: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
         return cfg, state
     saved = {k: v for k, v in saved.items() if k in REFERENCE}
     # bn and norm are one choice (config.norm_of), compared as one: --norm bn resumes a bn=true run.
+    # --bn / --no-bn alone means the study's two arms: BN or none, whatever norm the run had.
+    if "bn" in overrides and "norm" not in overrides:
+        overrides = {**overrides, "norm": None}
     was, now = norm_of(saved), norm_of(make_config({**saved, **overrides}, consistent=False))
     norm_key = next((k for k in overrides if k in ("bn", "norm")), None) if now != was else None
     changed = [f"{_flag_text(k, v)} (trained with "

@@ -376,9 +376,10 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     overrides = dict(overrides or {})
     _check_exclusive(path, fixed, smoke_over, overrides, arms, space, points)
     layered = {**fixed, **(smoke_over if smoke else {}), **overrides}
-    if "bn" in varied and ("norm" in varied or layered.get("norm") is not None):
-        # A set norm decides and bn follows it (config.make_config): a bn axis beside it would vary nothing.
-        _fail(path, "bn and norm both choose the normalisation; vary norm (bn, gn, none, ...) and leave bn out")
+    if ("bn" in varied or "bn" in layered) and ("norm" in varied or layered.get("norm") is not None):
+        # A set norm decides and bn follows it (config.make_config): a bn beside it would change nothing.
+        _fail(path, "bn and norm both choose the normalisation; set or vary norm (bn, gn, none, ...) and leave "
+                    "bn out")
     try:
         # Varied keys are not in `layered`; the rules between keys wait for their values.
         base = make_config({k: v for k, v in layered.items() if k != "seed"},

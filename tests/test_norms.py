@@ -162,6 +162,28 @@ def test_cli_resume_compares_bn_and_norm_as_one_choice(tmp_path):
         _resume_config(str(path), {"norm": "gn"})
     with pytest.raises(UsageError, match=r"--no-bn \(trained with --bn\)"):
         _resume_config(str(path), {"bn": False})
+    gn = tmp_path / "gn.pt"
+    torch.save({"config": make_config({"dataset": "synthetic", "norm": "gn"}), "model": {}, "optimizer": {},
+                "epoch": 1, "time_total_s": 1.0, "history": []}, gn)
+    assert norm_of(_resume_config(str(gn), {"epochs": 3})[0]) == "gn"
+    # --bn / --no-bn alone are the study's two arms (BN, none): neither continues a GN run.
+    for flags, said in (({"bn": False}, "--no-bn"), ({"bn": True}, "--bn")):
+        with pytest.raises(UsageError, match=rf"{said} \(trained with --norm gn\)"):
+            _resume_config(str(gn), flags)
+
+
+def test_bn_and_norm_flags_that_disagree_are_one_line():
+    import argparse
+
+    from bnsweep.cli import config_overrides
+    from bnsweep.errors import UsageError
+
+    def flags(**given):
+        return argparse.Namespace(**{k: given.get(k) for k in REFERENCE})
+
+    assert config_overrides(flags(bn=False, norm="none")) == {"bn": False, "norm": "none"}
+    with pytest.raises(UsageError, match=r"^--bn and --norm gn disagree; --norm alone chooses the normalisation"):
+        config_overrides(flags(bn=True, norm="gn"))
 
 
 # ---------------------------------------------------------- names, pairs ---
@@ -191,7 +213,13 @@ def test_a_study_may_not_vary_bn_beside_norm(tmp_path):
     from bnsweep.errors import UsageError
     from bnsweep.space import load_study
 
-    f = tmp_path / "s.py"
-    f.write_text('SPACE = {"bn": [True, False], "norm": ["gn", "none"]}\n')
+    for text in ('SPACE = {"bn": [True, False], "norm": ["gn", "none"]}\n',
+                 'SPACE = {"norm": ["gn", "none"]}\nFIXED = {"bn": False}\n',
+                 'SPACE = {"bn": [True, False]}\nFIXED = {"norm": "gn"}\n'):
+        f = tmp_path / "s.py"
+        f.write_text(text)
+        with pytest.raises(UsageError, match="bn and norm both choose the normalisation"):
+            load_study(f)
+    f.write_text('SPACE = {"bn": [True, False]}\n')
     with pytest.raises(UsageError, match="bn and norm both choose the normalisation"):
-        load_study(f)
+        load_study(f, overrides={"norm": "gn"})  # bnsweep run FILE --norm gn
