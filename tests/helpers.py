@@ -193,7 +193,7 @@ def sweep_without_ray(space: Path, storage: Path) -> Path:
 
     study = load_study(space)
     sweep_dir = storage / f"{study.name}-no-ray"
-    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "logs").mkdir(parents=True)  # where a driver's log would be (runner._driver_log)
     SweepSpec(study_path=str(space), study_text=study.text, smoke=False, overrides={}, resources=study.resources,
               max_concurrent=study.max_concurrent, max_failures=study.max_failures, tracking=None,
               seeds=study.seeds, experiment=study.experiment_name(), sweep_dir=str(sweep_dir)).write(str(sweep_dir))

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
-from helpers import TINY
+from conftest import VENV_BIN, bnsweep_env, ledger_trials, run_bnsweep, write_space
+from helpers import TINY, sweep_without_ray
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -23,18 +23,16 @@ from bnsweep.results import load_experiment
 
 
 @pytest.fixture(scope="module")
-def swept(ray_address, tmp_path_factory) -> tuple[Path, Path]:
-    """(the study file, a finished sweep of it, run without MLflow): each test records it
-    into an experiment of its own with `bnsweep sync`, which needs no Ray."""
+def swept(tmp_path_factory) -> tuple[Path, Path]:
+    """(the study file, a finished sweep of it, run without MLflow and without Ray:
+    helpers.sweep_without_ray): each test records it into an experiment of its own with
+    `bnsweep sync`, which needs no Ray either."""
     root = tmp_path_factory.mktemp("lifecycle")
     space = write_space(root / "kept.py", f"""
         SPACE = {{"bn": [True, False]}}
         FIXED = {{**{TINY}, "epochs": 2}}
     """)
-    r = run_bnsweep("run", str(space), "--storage", str(root / "results"), "--no-tracking",
-                    env=bnsweep_env(RAY_ADDRESS=ray_address), cwd=root)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return space, sweep_dir_of(root / "results")
+    return space, sweep_without_ray(space, root / "results")
 
 
 def record_into(server, sweep_dir: Path, experiment: str) -> dict:
