@@ -223,3 +223,20 @@ def test_a_study_may_not_vary_bn_beside_norm(tmp_path):
     f.write_text('SPACE = {"bn": [True, False]}\n')
     with pytest.raises(UsageError, match="bn and norm both choose the normalisation"):
         load_study(f, overrides={"norm": "gn"})  # bnsweep run FILE --norm gn
+
+
+def test_every_norm_keeps_the_reference_convolution_and_dense_flops():
+    # FlopCounterMode counts the convolutions and the dense layer (tests/test_model.py pins them
+    # for the reference arms, 2.8 GFLOP per image); a normalisation's elementwise work is not
+    # among them, so every norm's count is the reference's exactly.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    for norm in NORMS:
+        with torch.device("meta"):
+            model = build_model(make_config({"norm": norm}))
+            x = torch.empty(1, 3, 32, 32)
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        counts[norm] = counter.get_total_flops()
+    assert len(set(counts.values())) == 1 and 2.7e9 < counts["bn"] < 2.9e9, counts
