@@ -43,11 +43,15 @@ class EpochBar:
             rate = done / max(now - self.started, 1e-9)
             self.bar.set_postfix_str(f"{rate:,.0f} train img/s, loss {loss.item():.4f}", refresh=False)
             self.shown = now
+        if step == steps:  # drawn at 100 % before it is cleared (tqdm redraws at most every 0.1 s)
+            self.bar.refresh()
 
     def on_validate(self, done: int, total: int) -> None:
         if done == 0:
             self._open("validate", total)
         self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
