@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from bnsweep.analysis import batch_size, curves, dropout, lr, original, summary
+from bnsweep.analysis import batch_size, curves, dropout, lr, optuna, original, summary
 from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
 from bnsweep.analysis.compare import comparison_items
 from bnsweep.analysis.plots import nothing_to_draw
@@ -66,13 +66,10 @@ def draw(name: str, results: Results, out: Path, theirs: original.PublishedSet |
     """bnsweep.analysis.<name>'s figures and tables of `results` into `out`."""
     if name not in FIGURES:
         raise ResultsError(f"no analysis figure {name!r}; there are {', '.join(FIGURES)}")
-    if name == "optuna":  # its module is still a script (issue 18 is rewriting it): hand it its command line
-        from bnsweep.analysis import optuna
-
-        return optuna.main(["--experiment", results.experiment, "--out", str(out)], results=results)
     if name == "curves":
         return curves.analyse(results, out)
-    return {"lr": lr, "batch_size": batch_size, "dropout": dropout}[name].analyse(results, out, theirs)
+    modules = {"lr": lr, "batch_size": batch_size, "dropout": dropout, "optuna": optuna}
+    return modules[name].analyse(results, out, theirs)
 
 
 def _reading_order(item: Item) -> int:

@@ -1,6 +1,6 @@
 """MLflow → pandas → figures and tables: the read side of bnsweep.
 
-Each figure module (lr, batch_size, curves, dropout; optuna still a script, issue 18)
+Each figure module (lr, batch_size, curves, dropout, optuna)
 has `analyse(results, out, ...) -> list[Item]`, a function from the loaded results
 (bnsweep.results.Results) to figures and tables, and a thin `main(argv)` that runs
 alone as `python -m bnsweep.analysis.<name> --experiment bnsweep-<study>`; summary

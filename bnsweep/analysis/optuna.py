@@ -53,26 +53,51 @@ def search_table(results, tuned: list[str]) -> pd.DataFrame:
 
 
 def main(argv=None, results=None):
+    """`python -m bnsweep.analysis.optuna`: the command line around analyse()."""
     args = script_parser(__doc__).parse_args(argv)
     results = results or load(args)
     require(results.search == "optuna", results, "the optuna analysis", "an Optuna search (search tag 'optuna')")
-    out = out_dir(args, results)
+    return analyse(results, out_dir(args, results))
+
+
+def analyse(results, out, theirs=None) -> list:
+    """The Optuna figures and tables of `results` into `out` (no published set has an
+    Optuna counterpart: `theirs` is accepted, as every analysis takes it, and unused)."""
     tuned = sorted(varied(results.trials),
                    key=lambda k: (k not in PREFERRED, PREFERRED.index(k) if k in PREFERRED else 0))
     table = search_table(results, tuned)
     arms = arms_present(results.trials, by="bn_arm")
-    items = []
     confirm = confirmation_table(results.trials, table, tuned, arms)
+    items = [best_trials(table, out), history_figure(results, table, confirm, arms, out)]
+    if len(confirm):
+        items.append(save_table(
+            out, "optuna_confirmation", confirm, "Optuna: each arm's best configuration on fresh seeds",
+            "Each arm's best configuration (the search's trial with the best final metric among those that ran "
+            "furthest) trained again on seeds the search did not use: best validation accuracy (fraction), mean "
+            "over those runs with its 95% t interval (from 2 runs) and n. The arms are compared on these (claim "
+            "1). Beside them, the search's own best: the best of its single-seed trials, an optimistic number "
+            "(the best of many noisy draws), and how far the confirmation fell below it.",
+            confirm.rename(columns={"confirm_mean": "confirmed", "confirm_ci_low": "95% CI low",
+                                    "confirm_ci_high": "95% CI high", "search_best": "search's best",
+                                    "optimism": "search's best - confirmed"})))
+    items.extend(importance_items(results, table, tuned, arms, out))
+    items.append(params_figure(results, table, tuned, arms, out))
+    items.append(parallel_coordinates(results, table, tuned, arms, out))
+    return items
 
+
+def best_trials(table: pd.DataFrame, out):
     best = (table.sort_values("best_val_acc", ascending=False).groupby("arm", sort=False).head(TOP)
             .sort_values(["arm", "best_val_acc"], ascending=[True, False]))
     best.insert(1, "rank", best.groupby("arm").cumcount() + 1)
     shown = best.drop(columns=["run_id", "trial_order", "running_best_val_acc"])
-    items.append(save_table(out, "optuna_best_trials", best, f"Optuna: the {TOP} best trials of each arm",
-                            "Each arm's best trials by best validation accuracy (fraction), with the tuned "
-                            "parameters. Trials stopped early by the scheduler have fewer epochs_completed.",
-                            shown))
+    return save_table(out, "optuna_best_trials", best, f"Optuna: the {TOP} best trials of each arm",
+                      "Each arm's best trials by best validation accuracy (fraction), with the tuned "
+                      "parameters. Trials stopped early by the scheduler have fewer epochs_completed.", shown)
 
+
+def history_figure(results, table: pd.DataFrame, confirm: pd.DataFrame, arms: list[str], out):
+    """Each arm's search in trial order with its running best, and its confirmation's mean and interval."""
     fig, axes = new_figure(1, len(arms), width=5.2, height=4.2)
     for ax, arm in zip(axes[0], arms):
         rows = table[table["arm"] == arm]
@@ -100,25 +125,16 @@ def main(argv=None, results=None):
         ax.legend(fontsize=8, loc="upper left")
     title = "Optuna search history per arm"
     finish(fig, title, results)
-    items.append(save_figure(fig, out, "optuna_history", table, title,
-                             "Each point is one trial's best validation accuracy, in the order the trials started "
-                             "within its arm (BN and no BN are separate searches with equal budgets); the line "
-                             "is the best so far. X: diverged; hollow: failed or unfinished. Dashed, coloured: "
-                             "the arm's best configuration run again on fresh seeds, mean and 95% t interval "
-                             "(band; from 2 seeds or more). Dashed grey: chance (0.1)."))
-    if len(confirm):
-        items.append(save_table(
-            out, "optuna_confirmation", confirm, "Optuna: each arm's best configuration on fresh seeds",
-            "Each arm's best configuration (the search's trial with the best final metric among those that ran "
-            "furthest) trained again on seeds the search did not use: best validation accuracy (fraction), mean "
-            "over those runs with its 95% t interval (from 2 runs) and n. The arms are compared on these (claim "
-            "1). Beside them, the search's own best: the best of its single-seed trials, an optimistic number "
-            "(the best of many noisy draws), and how far the confirmation fell below it.",
-            confirm.rename(columns={"confirm_mean": "confirmed", "confirm_ci_low": "95% CI low",
-                                    "confirm_ci_high": "95% CI high", "search_best": "search's best",
-                                    "optimism": "search's best - confirmed"})))
-    items.extend(importance_items(results, table, tuned, arms, out))
+    return save_figure(fig, out, "optuna_history", table, title,
+                       "Each point is one trial's best validation accuracy, in the order the trials started "
+                       "within its arm (BN and no BN are separate searches with equal budgets); the line "
+                       "is the best so far. X: diverged; hollow: failed or unfinished. Dashed, coloured: "
+                       "the arm's best configuration run again on fresh seeds, mean and 95% t interval "
+                       "(band; from 2 seeds or more). Dashed grey: chance (0.1).")
 
+
+def params_figure(results, table: pd.DataFrame, tuned: list[str], arms: list[str], out):
+    """Each tuned parameter against the accuracy it gave, a panel per parameter."""
     fig, axes = new_figure(1, max(1, len(tuned)), width=4.6, height=4.2)
     for ax, key in zip(axes[0], tuned or ["lr"]):
         for arm in arms:
@@ -138,12 +154,10 @@ def main(argv=None, results=None):
     title = "Optuna: each tuned parameter against the accuracy it gave"
     finish(fig, title, results)
     params = table[["arm", "run_id", "run_name", *tuned, "best_val_acc", "outcome"]]
-    items.append(save_figure(fig, out, "optuna_params", params, title,
-                             "One point per trial: the value Optuna chose for each tuned parameter (x) and the "
-                             "trial's best validation accuracy (y), coloured by arm. A parameter whose points "
-                             "rise or fall together matters; a flat cloud does not. Dashed: chance (0.1)."))
-    items.append(parallel_coordinates(results, table, tuned, arms, out))
-    return items
+    return save_figure(fig, out, "optuna_params", params, title,
+                       "One point per trial: the value Optuna chose for each tuned parameter (x) and the "
+                       "trial's best validation accuracy (y), coloured by arm. A parameter whose points "
+                       "rise or fall together matters; a flat cloud does not. Dashed: chance (0.1).")
 
 
 LOG_AXES = ("lr",)  # tuned on a log scale (search_spaces/optuna.py: loguniform)
