@@ -314,7 +314,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bnsweep.report import build_report
+    from bnsweep.analysis.report import build_report
     from bnsweep.tracking import resolve_tracking_uri
 
     experiment = args.experiment[0] if len(args.experiment) == 1 else args.experiment

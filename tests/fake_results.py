@@ -1,5 +1,5 @@
 """Results tables built by hand, for the rules behind the report's header, verdicts and
-tables (tests/test_report_rules.py, test_stats.py, test_study_asks.py): bnsweep.results's
+tables (tests/test_report_rules.py, test_stats.py, test_study_asks.py): bnsweep.analysis.results's
 shapes without a sweep."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from bnsweep.config import REFERENCE
 
 
 def trial(run_id: str, bn: bool, seed: int = 0, **values) -> dict:
-    """One trial's row as bnsweep.results loads it: the reference config, then `values`."""
+    """One trial's row as bnsweep.analysis.results loads it: the reference config, then `values`."""
     row = {**REFERENCE, "run_id": run_id, "run_name": run_id, "bn": bn, "seed": seed, "arm": "bn" if bn else "no_bn",
            "bn_arm": "bn" if bn else "no_bn", "outcome": "completed", "status": "FINISHED",
            "diverged": False, "best_val_acc": 0.5, "val_acc": 0.5, "train_acc": 0.6, "time_total_s": 100.0,
@@ -38,7 +38,7 @@ def history(trials: pd.DataFrame, step_ms: dict[str, float] | None = None) -> pd
 
 
 def results(rows: list[dict], tmp_path, smoke: bool | None = False, study: str = "lr", asks: dict | None = None):
-    from bnsweep.results import Results
+    from bnsweep.analysis.results import Results
 
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """Analysis on real MLflow data: tiny sweeps trained here, read back by
-bnsweep.results and the analysis modules (bnsweep/analysis/, through their thin
-analysis/ scripts), with the claims (bnsweep/claims.py) judged from them.
+bnsweep.analysis.results and the analysis modules (bnsweep/analysis/, through their thin
+analysis/ scripts), with the claims (bnsweep/analysis/claims.py) judged from them.
 
 The sweeps are real: `bnsweep run` of small search-space files (the small
 model on synthetic data, 2-3 epochs) on the session's Ray head, recorded by the
@@ -30,7 +30,7 @@ def run_analysis(name: str, uri: str, experiment: str, out: Path, *extra: str) -
 
 
 def direct_history(uri: str, run_id: str, key: str) -> dict[int, float]:
-    """A metric's values by epoch, read straight from MLflow, bypassing bnsweep.results."""
+    """A metric's values by epoch, read straight from MLflow, bypassing bnsweep.analysis.results."""
     from mlflow import MlflowClient
 
     return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, key)}
@@ -46,7 +46,7 @@ def best_val_acc_direct(uri: str, run_id: str) -> float:
 def test_load_experiment_types_outcomes_and_history(lr_sweep):
     from mlflow import MlflowClient
 
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = lr_sweep
     r = load_experiment(experiment, uri)
@@ -170,7 +170,7 @@ def _swap_arms(trials: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def lr_results(lr_sweep):
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.results import load_experiment
 
     return load_experiment(lr_sweep[1], lr_sweep[0])
 
@@ -182,8 +182,8 @@ def test_tables_average_the_trials_the_accuracy_averages():
     from types import SimpleNamespace
 
     from bnsweep.analysis.batch_size import batch_table
+    from bnsweep.analysis.tables import study_table
     from bnsweep.config import REFERENCE
-    from bnsweep.tables import study_table
 
     def trial(run_id, bn, seed, batch_size, outcome, best, total_s, epochs, step_ms):
         return {**REFERENCE, "run_id": run_id, "bn": bn, "seed": seed, "batch_size": batch_size,
@@ -217,7 +217,7 @@ def _tripled(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_claim1_accuracy_and_speed_both_ways(lr_results):
-    from bnsweep.claims import claim_accuracy_speed
+    from bnsweep.analysis.claims import claim_accuracy_speed
 
     r = lr_results
     held = claim_accuracy_speed(r.trials, r.history)
@@ -234,8 +234,8 @@ def test_claim1_accuracy_and_speed_both_ways(lr_results):
 
 
 def test_claim2_step_time_both_ways(lr_results):
-    from bnsweep.claims import claim_step_time
-    from bnsweep.tables import run_step_times
+    from bnsweep.analysis.claims import claim_step_time
+    from bnsweep.analysis.tables import run_step_times
 
     r = lr_results
     step = run_step_times(r.history)
@@ -259,7 +259,7 @@ def test_claim2_step_time_both_ways(lr_results):
 
 
 def test_claim3_lr_range_both_ways(lr_results):
-    from bnsweep.claims import claim_lr_range
+    from bnsweep.analysis.claims import claim_lr_range
 
     r = lr_results
     held = claim_lr_range(r.trials)
@@ -287,8 +287,8 @@ def test_claim3_lr_range_both_ways(lr_results):
 
 
 def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
-    from bnsweep.claims import claim_batch_size
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.claims import claim_batch_size
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = batch_sweep
     t = load_experiment(experiment, uri).trials
@@ -309,8 +309,8 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
 
 
 def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
-    from bnsweep.claims import REGULARISES_LIKE, claim_regularisation
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.claims import REGULARISES_LIKE, claim_regularisation
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = dropout_sweep
     r = load_experiment(experiment, uri)
@@ -353,7 +353,7 @@ def test_claim5_regularisation_both_ways(dropout_sweep, lr_results):
 # -------------------------------------------------------------- bad input ---
 
 def test_missing_experiment_names_it_and_lists_existing(lr_sweep):
-    from bnsweep.results import ResultsError, load_experiment
+    from bnsweep.analysis.results import ResultsError, load_experiment
 
     uri, experiment = lr_sweep
     with pytest.raises(ResultsError, match=r"no MLflow experiment named 'bnsweep-nope'.*bnsweep-lr"):
@@ -363,7 +363,7 @@ def test_missing_experiment_names_it_and_lists_existing(lr_sweep):
 def test_experiment_without_runs(lr_sweep):
     from mlflow import MlflowClient
 
-    from bnsweep.results import ResultsError, load_experiment
+    from bnsweep.analysis.results import ResultsError, load_experiment
 
     uri, _ = lr_sweep
     client = MlflowClient(uri)
@@ -374,7 +374,7 @@ def test_experiment_without_runs(lr_sweep):
 
 
 def test_different_study(lr_sweep, dropout_sweep, tmp_path):
-    from bnsweep.results import ResultsError, load_experiment
+    from bnsweep.analysis.results import ResultsError, load_experiment
 
     uri, experiment = lr_sweep
     with pytest.raises(ResultsError, match="'bnsweep-lr' holds study 'lr', not 'dropout'"):

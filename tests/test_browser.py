@@ -19,7 +19,7 @@ WINDOW = {"width": 1280, "height": 900}  # a laptop's browser window, px
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["dropout_sweep", "lr_sweep"])
 def test_report_page_reads_in_chromium(browser, which, request, tmp_path):  # no browser: skips before the sweep
-    from bnsweep.report import build_report
+    from bnsweep.analysis.report import build_report
 
     uri, experiment = request.getfixturevalue(which)
     report = build_report(experiment, tmp_path / "report", uri, log_to_mlflow=False)

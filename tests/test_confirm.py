@@ -17,10 +17,10 @@ import pytest
 from conftest import bnsweep_env, ledger_trials, run_bnsweep, sweep_dir_of, write_space
 
 from bnsweep import ledger
-from bnsweep.claims import claim_accuracy_speed
+from bnsweep.analysis.claims import claim_accuracy_speed
+from bnsweep.analysis.results import Results
 from bnsweep.config import REFERENCE
 from bnsweep.optuna_study import best_trial, rebuild_optuna_study, storage_url
-from bnsweep.results import Results
 from bnsweep.space import SpaceError, load_study
 
 SEARCH_FILE = textwrap.dedent("""
@@ -161,8 +161,8 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
     from helpers import assert_mlflow_equals_ledger, start_driver, wait_for
 
     from bnsweep.analysis import optuna as optuna_report
-    from bnsweep.claims import evaluate_claims
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.claims import evaluate_claims
+    from bnsweep.analysis.results import load_experiment
 
     space = write_space(tmp_path / "confirmed.py", SEARCH_FILE + "CONFIRM_SEEDS = 2\nMAX_CONCURRENT = 1\n")
     storage = tmp_path / "results"

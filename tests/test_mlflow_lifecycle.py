@@ -19,7 +19,7 @@ from helpers import TINY, sweep_without_ray
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from bnsweep.results import load_experiment
+from bnsweep.analysis.results import load_experiment
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def _three_arms(tmp_path, asks=None):
 
 
 def test_claims_compare_bn_with_no_normalisation_and_leave_gn_beside(tmp_path):
-    from bnsweep.claims import claim_step_time, evaluate_claims
+    from bnsweep.analysis.claims import claim_step_time, evaluate_claims
 
     r = _three_arms(tmp_path)
     claims = {c.number: c for c in evaluate_claims(r.trials, r.history, smoke=False)}

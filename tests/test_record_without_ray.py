@@ -1,6 +1,6 @@
 """The upper layers in the fast tier: a sweep's ledger (written as the trainable writes it,
 trials trained here by train(), no Ray head) replayed by `bnsweep sync` into an sqlite
-MLflow store, read back by bnsweep.results and turned into a report. The same code paths
+MLflow store, read back by bnsweep.analysis.results and turned into a report. The same code paths
 the slow tests reach through a real sweep: ledger, recorder, tracking, runner.sync,
 results, claims, the analysis modules and the report's renderers."""
 
@@ -68,8 +68,8 @@ def test_a_second_sync_adds_nothing(synced):
 
 
 def test_results_and_report_read_the_synced_sweep(synced, tmp_path):
-    from bnsweep.report import build_report
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
 
     _, uri, _, _ = synced
     r = load_experiment("bnsweep-fast", uri)

@@ -19,9 +19,9 @@ from recorded_sweeps import sweep  # the session's tiny real sweeps, trained onc
 def test_report_for_lr_study(lr_sweep, tmp_path):
     from mlflow import MlflowClient
 
-    from bnsweep.claims import claim_accuracy_speed
-    from bnsweep.report import build_report
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.claims import claim_accuracy_speed
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = lr_sweep
     out = tmp_path / "report"
@@ -74,8 +74,8 @@ def test_report_for_lr_study(lr_sweep, tmp_path):
 
 
 def test_scripts_follow_what_the_study_asks_never_its_name(lr_sweep):
-    from bnsweep.report import scripts_for
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.report import scripts_for
+    from bnsweep.analysis.results import load_experiment
 
     r = load_experiment(lr_sweep[1], lr_sweep[0])
     assert r.asks == {"claims": [3, 1], "figures": ["lr", "curves"], "original": "lr"}  # recorded by the sweep
@@ -92,8 +92,8 @@ def test_scripts_follow_what_the_study_asks_never_its_name(lr_sweep):
 
 def test_report_bad_input(lr_sweep, tmp_path):
     from bnsweep import report
+    from bnsweep.analysis.results import ResultsError
     from bnsweep.errors import UsageError
-    from bnsweep.results import ResultsError
 
     uri, experiment = lr_sweep
     with pytest.raises(ResultsError, match="no MLflow experiment named 'bnsweep-missing'.*there: .*bnsweep-lr"):
@@ -110,8 +110,8 @@ def test_report_uploads_only_what_it_wrote_and_refuses_an_out_that_holds_the_rec
     from mlflow import MlflowClient
 
     from bnsweep import cli
-    from bnsweep.report import build_report
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = lr_sweep
     out = tmp_path / "shared-folder"  # a folder that already holds files of the user's
@@ -141,7 +141,7 @@ def test_an_experiment_name_that_reads_as_a_path_gets_a_report_folder_under_repo
 
     from mlflow import MlflowClient
 
-    from bnsweep.report import build_report
+    from bnsweep.analysis.report import build_report
 
     uri, experiment = lr_sweep
     store = tmp_path / "copy.db"  # the session's store is only read: rename the experiment in a copy
@@ -175,9 +175,9 @@ def quick_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
 
 @pytest.mark.parametrize("study", QUICK)
 def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study, quick_sweeps, tmp_path):
-    from bnsweep.claims import STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time
-    from bnsweep.report import build_report
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.claims import STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
 
     uri, experiment = quick_sweeps[study]
     expect = QUICK[study]
@@ -241,7 +241,7 @@ def _sections(md: str, experiment: str) -> list[str]:
 
 
 def test_a_copy_of_lr_under_another_name_reports_as_lr(lr_smoke_sweeps, tmp_path):
-    from bnsweep.report import build_report
+    from bnsweep.analysis.report import build_report
 
     (uri, experiment), (copy_uri, copy_experiment) = lr_smoke_sweeps
     assert copy_experiment == "bnsweep-my_rates"
@@ -267,7 +267,7 @@ def test_report_sets_two_experiments_side_by_side(lr_smoke_sweeps, tmp_path):
 
     from conftest import bnsweep_cmd, bnsweep_env
 
-    from bnsweep.results import load_experiment
+    from bnsweep.analysis.results import load_experiment
 
     (uri, experiment), (copy_uri, copy_experiment) = lr_smoke_sweeps
     moved = tmp_path / "moved"
@@ -307,9 +307,9 @@ def test_a_study_that_declares_nothing_and_one_that_declares_a_claim_it_cannot_s
 
     from mlflow import MlflowClient
 
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
     from bnsweep.asks import ASKS_TAG
-    from bnsweep.report import build_report
-    from bnsweep.results import load_experiment
 
     uri, experiment = lr_sweep
     for asks, expect in (({}, "- **speaks to**: no claim declared (CLAIMS); those its trials could compare: claim 1"),
@@ -405,7 +405,7 @@ def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factor
         return subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, cwd=elsewhere,
                               timeout=300)
 
-    where = run(bin_dir / "python", "-c", "import bnsweep.report as r; print(r.__file__)")
+    where = run(bin_dir / "python", "-c", "import bnsweep.analysis.report as r; print(r.__file__)")
     assert where.returncode == 0 and where.stdout.startswith(str(tmp_path / "venv")), where.stdout + where.stderr
     r = run(bin_dir / "bnsweep", "report", experiment, "--tracking-uri", uri, "--out", elsewhere / "report")
     assert r.returncode == 0, r.stdout + r.stderr[-4000:]

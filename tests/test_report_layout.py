@@ -77,10 +77,10 @@ def test_the_quick_study_shows_the_originals_numbers_of_its_pair():
 
 
 def test_the_sd_of_one_run_reads_as_a_dash_not_0(tmp_path):
+    from bnsweep.analysis.claims import evaluate_claims
     from bnsweep.analysis.summary import SHOWN, analyse
-    from bnsweep.claims import evaluate_claims
+    from bnsweep.analysis.tables import seed_stats
     from bnsweep.formats import MISSING
-    from bnsweep.tables import seed_stats
 
     rows = lr_rows() + [trial("b0.1-1", True, seed=1, lr=0.1, best_val_acc=0.5)]
     stats = seed_stats(pd.DataFrame(rows), ["arm", "lr"]).set_index(["arm", "lr"])

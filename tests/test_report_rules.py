@@ -57,7 +57,7 @@ def test_scale_header_for_a_smoke_run(tmp_path):
 # -------------------------------------------------------------- verdicts ---
 
 def test_one_pair_or_seed_cannot_decide_a_claim():
-    from bnsweep.claims import claim_accuracy_speed, claim_step_time
+    from bnsweep.analysis.claims import claim_accuracy_speed, claim_step_time
 
     def pairs(n):
         t = pd.DataFrame([trial(f"{a}{s}", a == "b", s, best_val_acc=0.8 if a == "b" else 0.5)
@@ -74,7 +74,7 @@ def test_one_pair_or_seed_cannot_decide_a_claim():
 
 
 def test_a_claim_needs_a_difference_beyond_the_spread():
-    from bnsweep.claims import claim_accuracy_speed
+    from bnsweep.analysis.claims import claim_accuracy_speed
 
     # Three seeds each, BN ahead by 0.02 on average but with an sd of 0.1: the paired t
     # interval of the difference includes 0.
@@ -87,7 +87,7 @@ def test_a_claim_needs_a_difference_beyond_the_spread():
 
 
 def test_best_configuration_is_never_one_that_diverged_or_failed():
-    from bnsweep.tables import best_config_per_arm
+    from bnsweep.analysis.tables import best_config_per_arm
 
     rows = [trial("b-high", True, lr=1.0, best_val_acc=0.9, outcome="diverged", diverged=True),  # peaked, then NaN
             trial("b-fail", True, lr=0.5, best_val_acc=0.95, outcome="failed", status="FAILED"),
@@ -102,7 +102,7 @@ def test_best_configuration_is_never_one_that_diverged_or_failed():
 
 def test_trials_sort_by_value_not_text():
     from bnsweep.analysis.render import html_table
-    from bnsweep.tables import sort_trials
+    from bnsweep.analysis.tables import sort_trials
 
     lrs = [10.0, 1.0, 1e-05, 0.1, 1e-4]
     t = pd.DataFrame([trial(f"{a}{lr}", a == "b", lr=lr) for a in "bn" for lr in lrs])
@@ -176,7 +176,7 @@ def test_shipped_studies_found_by_name(tmp_path, monkeypatch):
 
 def test_step_time_pairs_only_trials_that_executed_alike():
     # A BN trial under bf16 autocast against a no-BN one in fp32 says nothing about BN's cost.
-    from bnsweep.claims import claim_step_time
+    from bnsweep.analysis.claims import claim_step_time
 
     rows = []
     for seed in range(3):

@@ -1,4 +1,4 @@
-"""How verdicts are reached (bnsweep/stats.py, bnsweep/claims.py, docs/design.md §6), on
+"""How verdicts are reached (bnsweep/analysis/stats.py, bnsweep/analysis/claims.py, docs/design.md §6), on
 tables built here: each claim with seeds, arranged so that it holds and so that it does
 not, decided by its interval and test; a paired design against an unpaired one on the
 same data; trials too short, or a --smoke sweep, deciding nothing and saying why; and
@@ -25,7 +25,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 # ------------------------------------------------------------ the numbers ---
 
 def test_paired_interval_is_narrower_than_unpaired_on_the_same_data():
-    from bnsweep.stats import paired, welch
+    from bnsweep.analysis.stats import paired, welch
 
     # Seeds differ a lot (0.76-0.88); BN adds 0.04-0.06 to each: pairing removes the seeds' spread.
     base = [0.76, 0.84, 0.80, 0.88]
@@ -38,7 +38,7 @@ def test_paired_interval_is_narrower_than_unpaired_on_the_same_data():
 
 
 def test_claim_1_pairs_by_pair_id_and_falls_back_to_welch():
-    from bnsweep.claims import claim_accuracy_speed
+    from bnsweep.analysis.claims import claim_accuracy_speed
 
     base = [0.76, 0.84, 0.80, 0.88]
     rows = [trial(f"b{s}", True, s, best_val_acc=base[s] + (0.05, 0.06, 0.04, 0.05)[s]) for s in SEEDS]
@@ -58,7 +58,7 @@ def test_claim_1_pairs_by_pair_id_and_falls_back_to_welch():
 
 
 def test_claim_1_both_ways_and_its_speed():
-    from bnsweep.claims import claim_accuracy_speed
+    from bnsweep.analysis.claims import claim_accuracy_speed
 
     def arms(bn_acc, no_acc):
         t = frame([trial(f"b{s}", True, s, best_val_acc=bn_acc + 0.01 * s) for s in SEEDS]
@@ -80,7 +80,7 @@ def test_claim_1_both_ways_and_its_speed():
 
 
 def test_claim_2_log_ratio_per_device():
-    from bnsweep.claims import claim_step_time
+    from bnsweep.analysis.claims import claim_step_time
 
     def pairs(ratios, device="cpu"):
         t = frame([trial(f"{a}{s}-{device}", a == "b", s, device_name=device)
@@ -120,7 +120,7 @@ def lr_grid(bn_trains, no_trains, lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0), seeds
 
 
 def test_claim_3_lr_range_both_ways():
-    from bnsweep.claims import claim_lr_range
+    from bnsweep.analysis.claims import claim_lr_range
 
     held = claim_lr_range(lr_grid({1e-3, 1e-2, 1e-1, 1.0}, {1e-2, 1e-1}))
     assert held.verdict == "supported", held.evidence
@@ -141,7 +141,7 @@ def test_claim_3_lr_range_both_ways():
 
 
 def test_claim_4_batch_band_welch_both_ways():
-    from bnsweep.claims import claim_batch_size
+    from bnsweep.analysis.claims import claim_batch_size
 
     def grid(best_batch):
         acc = {10: 0.7, 50: 0.68, 100: 0.72, 250: 0.65} | {best_batch: 0.8}
@@ -155,7 +155,7 @@ def test_claim_4_batch_band_welch_both_ways():
 
 
 def test_claim_5_regularisation_paired_by_seed():
-    from bnsweep.claims import claim_regularisation
+    from bnsweep.analysis.claims import claim_regularisation
 
     def arms(gaps, seeds=SEEDS):
         rows = []
@@ -190,8 +190,8 @@ def smoke_lr_sweep(seeds=(0,)) -> pd.DataFrame:
 
 
 def test_the_smoke_lr_sweep_decides_no_claim_and_says_why(tmp_path):
+    from bnsweep.analysis.claims import evaluate_claims
     from bnsweep.analysis.summary import main
-    from bnsweep.claims import evaluate_claims
 
     t = smoke_lr_sweep(seeds=range(3))  # three seeds: the length, not n, keeps it from a verdict
     steps = {rid: 12.0 if rid.startswith("b") else 10.0 for rid in t["run_id"]}
@@ -239,8 +239,8 @@ def booktabs(tex: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_every_table_is_also_booktabs_latex_with_its_csvs_numbers(tmp_path):
+    from bnsweep.analysis.report import overview_items
     from bnsweep.analysis.summary import main
-    from bnsweep.report import overview_items
 
     rows = [trial(f"{a}{lr}-{s}", a == "b", s, lr=lr, best_val_acc=(0.8 if a == "b" else 0.6) + 0.01 * s)
             for lr in (0.01, 0.1) for s in SEEDS for a in "bn"]

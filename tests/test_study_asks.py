@@ -71,8 +71,8 @@ def test_a_copy_asks_the_same_under_any_name(tmp_path):
 
 
 def test_speaks_to_what_is_declared_else_what_the_trials_can_compare(tmp_path):
+    from bnsweep.analysis.claims import STATEMENTS
     from bnsweep.analysis.render import speaks_to
-    from bnsweep.claims import STATEMENTS
 
     rows = [trial(f"{a}{lr}-{s}", a == "b", s, lr=lr, best_val_acc=(0.8 if a == "b" else 0.6) + 0.01 * s)
             for lr in (0.01, 0.1) for s in range(4) for a in "bn"]

@@ -123,7 +123,7 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
         # The 14-trial smoke sweep's report decides no claim, and says why (claims.too_short).
         import pandas as pd
 
-        from bnsweep.report import build_report
+        from bnsweep.analysis.report import build_report
 
         build_report("bnsweep-lr", tmp_path / "report", f"sqlite:///{tmp_path}/mlflow.db", log_to_mlflow=False)
         claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")

@@ -2,9 +2,9 @@
 
 Each figure module (lr, batch_size, curves, dropout, optuna)
 has `analyse(results, out, ...) -> list[Item]`, a function from the loaded results
-(bnsweep.results.Results) to figures and tables, and a thin `main(argv)` that runs
+(bnsweep.analysis.results.Results) to figures and tables, and a thin `main(argv)` that runs
 alone as `python -m bnsweep.analysis.<name> --experiment bnsweep-<study>`; summary
-takes the claims as judged once by its caller. `bnsweep report` (bnsweep/report.py)
+takes the claims as judged once by its caller. `bnsweep report` (bnsweep/analysis/report.py)
 draws the ones the study asks for (its FIGURES, bnsweep/asks.py); compare sets
 experiments side by side. The shared parts: common (command line, output files),
 plots (colours, curves), scale (how the sweep compares with the reference experiment),

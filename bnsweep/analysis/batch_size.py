@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.analysis import original
+from bnsweep.analysis.claims import MEDIUM_BATCH
 from bnsweep.analysis.common import (
     Item,
     finish,
@@ -46,11 +47,10 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_original,
 )
-from bnsweep.claims import MEDIUM_BATCH
+from bnsweep.analysis.results import Results
+from bnsweep.analysis.stats import mean_interval
+from bnsweep.analysis.tables import arm_label, arms_present, averaged, run_step_times, trains_at
 from bnsweep.formats import number
-from bnsweep.results import Results
-from bnsweep.stats import mean_interval
-from bnsweep.tables import arm_label, arms_present, averaged, run_step_times, trains_at
 
 NAME = "batch_size"
 

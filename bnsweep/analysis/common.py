@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bnsweep.analysis.results import Results, ResultsError, load_experiment
 from bnsweep.analysis.scale import scale_tag
+from bnsweep.analysis.tables import varied
 from bnsweep.config import REFERENCE
 from bnsweep.errors import BnsweepError, UsageError
 from bnsweep.formats import cell, count, number
-from bnsweep.results import Results, ResultsError, load_experiment
 from bnsweep.storage import folder_name
-from bnsweep.tables import varied
 
 DEFAULT_OUT = Path("reports")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bnsweep.analysis.claims import Claim, claims_table, speaks_to
 from bnsweep.analysis.common import Item, new_figure, save_figure, save_table
 from bnsweep.analysis.plots import (
     ARM_MARKERS,
@@ -25,11 +26,10 @@ from bnsweep.analysis.plots import (
     interval_bars,
     plot_mean_band,
 )
+from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import scale_tag
-from bnsweep.claims import Claim, claims_table, speaks_to
+from bnsweep.analysis.tables import arm_label, arms_present, best_config_per_arm, trains_at
 from bnsweep.formats import number
-from bnsweep.results import Results
-from bnsweep.tables import arm_label, arms_present, best_config_per_arm, trains_at
 
 # Per experiment, in the order given: a line style and a marker (the arm keeps its colour).
 STYLES = ("-", "--", ":", "-.")

@@ -24,8 +24,8 @@ from bnsweep.analysis.common import (
     script_parser,
 )
 from bnsweep.analysis.plots import INTERVAL_WORDS, chance_line, curves_table, plot_curve_panel
-from bnsweep.results import Results
-from bnsweep.tables import arm_label, arms_present, best_config_per_arm
+from bnsweep.analysis.results import Results
+from bnsweep.analysis.tables import arm_label, arms_present, best_config_per_arm
 
 NAME = "curves"
 METRICS = {"train_acc": "training accuracy (fraction)", "val_acc": "validation accuracy (fraction)"}

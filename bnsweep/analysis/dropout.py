@@ -39,8 +39,8 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_curve_panel,
 )
-from bnsweep.results import Results
-from bnsweep.tables import arm_label, best_config_per_arm
+from bnsweep.analysis.results import Results
+from bnsweep.analysis.tables import arm_label, best_config_per_arm
 
 NAME = "dropout_curves"
 PANELS = (("acc", "accuracy (fraction)"), ("loss", "cross-entropy loss (nats)"))

@@ -44,10 +44,10 @@ from bnsweep.analysis.plots import (
     ours_first,
     plot_original,
 )
+from bnsweep.analysis.results import Results
+from bnsweep.analysis.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
 from bnsweep.formats import number
 from bnsweep.ledger import RESULTS
-from bnsweep.results import Results
-from bnsweep.tables import CHANCE, TRAIN_MARGIN, arm_label, arms_present, trains_at
 
 NAME = "lr_accuracy"
 

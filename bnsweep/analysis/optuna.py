@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from bnsweep.analysis.claims import confirmations
 from bnsweep.analysis.common import (
     finish,
     load,
@@ -27,11 +28,10 @@ from bnsweep.analysis.common import (
     script_parser,
 )
 from bnsweep.analysis.plots import arm_color, chance_line, log_scale
-from bnsweep.claims import confirmations
+from bnsweep.analysis.stats import mean_interval
+from bnsweep.analysis.tables import arm_label, arms_present, averaged, varied
 from bnsweep.formats import measured
 from bnsweep.ledger import RESULTS
-from bnsweep.stats import mean_interval
-from bnsweep.tables import arm_label, arms_present, averaged, varied
 
 PREFERRED = ["lr", "batch_size", "dropout"]  # panel order of the tuned parameters
 TOP = 5  # best trials listed per arm

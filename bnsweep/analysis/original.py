@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import at_reference_scale
+from bnsweep.analysis.tables import arm_label, arms_present
 from bnsweep.asks import PUBLISHED
-from bnsweep.results import Results
-from bnsweep.tables import arm_label, arms_present
 
 SOURCE = "original (slides)"
 CALLED = "the original (slides)"

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.analysis.common import config_label
+from bnsweep.analysis.results import Results, ResultsError
+from bnsweep.analysis.tables import CHANCE, arm_label, epoch_stats
 from bnsweep.formats import count, measured
 from bnsweep.ledger import RESULTS
-from bnsweep.results import Results, ResultsError
-from bnsweep.tables import CHANCE, arm_label, epoch_stats
 
 ARM_COLORS = {"bn": "#1f77b4", "no_bn": "#ff7f0e", "no_bn+dropout": "#2ca02c", "bn+dropout": "#9467bd",
               "gn": "#d62728", "ln": "#8c564b", "bn_scale": "#17becf"}
@@ -61,7 +61,7 @@ def ours_first(handles: list, labels: list[str], source: str = "original") -> tu
     return [handles[i] for i in order], [labels[i] for i in order]
 
 
-# What the bands and error bars of every figure are, for its caption (bnsweep/stats.py).
+# What the bands and error bars of every figure are, for its caption (bnsweep/analysis/stats.py).
 INTERVAL_WORDS = ("the 95% confidence interval of the mean over seeds (t; none from one seed, and wide from two: "
                   "12.7 standard errors either side)")
 

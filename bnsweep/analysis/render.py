@@ -18,12 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bnsweep.analysis.claims import EVIDENCE_RULE, Claim, evaluate_claims
+from bnsweep.analysis.claims import speaks_to as claims_speaks_to
 from bnsweep.analysis.common import Item, data_note, table_cell
+from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import scale_note, scale_rows, smoke_mode
-from bnsweep.claims import EVIDENCE_RULE, Claim, evaluate_claims
-from bnsweep.claims import speaks_to as claims_speaks_to
 from bnsweep.formats import MISSING
-from bnsweep.results import Results
 
 
 def header_rows(results: Results, claims: list[Claim] | None = None) -> list[tuple[str, str]]:

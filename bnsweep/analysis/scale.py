@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bnsweep.analysis.results import Results
+from bnsweep.analysis.tables import varied
 from bnsweep.config import DATASET_SIZES, EXECUTION_KEYS, N_HOLDOUT_DEFAULT, REFERENCE, n_train_available
 from bnsweep.formats import cell
-from bnsweep.results import Results
-from bnsweep.tables import varied
 
 # (config key, what a reader calls it): the settings that make a run big or small.
 SCALE_KEYS = (("model", "model"), ("width", "width (channel multiplier)"), ("n_train", "training images"),

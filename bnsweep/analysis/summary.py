@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bnsweep.analysis.claims import EVIDENCE_RULE, Claim, claims_table, evaluate_claims, speaks_to
 from bnsweep.analysis.common import Item, load, out_dir, run_script, save_table, script_parser
+from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import smoke_mode
-from bnsweep.claims import EVIDENCE_RULE, Claim, claims_table, evaluate_claims, speaks_to
-from bnsweep.results import Results
-from bnsweep.tables import CHANCE, TRAIN_MARGIN, study_table
+from bnsweep.analysis.tables import CHANCE, TRAIN_MARGIN, study_table
 
 # The summary's columns as the report shows them: short headers, each with its unit
 # (the CSV keeps the analysis names).

@@ -1,7 +1,7 @@
-"""Aggregation over the tables bnsweep/results.py loads: arms, the settings a sweep
+"""Aggregation over the tables bnsweep/analysis/results.py loads: arms, the settings a sweep
 varies, statistics over seeds, each arm's best configuration, per-epoch means,
 time per step, and the per-study summary. Pure functions of DataFrames: the
-claims (bnsweep/claims.py) and the figures (bnsweep/analysis/) share them.
+claims (bnsweep/analysis/claims.py) and the figures (bnsweep/analysis/) share them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from bnsweep.analysis.stats import mean_interval
 from bnsweep.config import EXECUTION_KEYS, REFERENCE, n_train_available
 from bnsweep.ledger import RESULTS, UNFINISHED
-from bnsweep.stats import mean_interval
 
 CHANCE = 0.1  # accuracy of guessing among CIFAR-10's 10 balanced classes
 # An arm "trains" at a setting when its best validation accuracy clears chance

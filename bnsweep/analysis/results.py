@@ -4,8 +4,8 @@
 sweep (tag bnsweep.role=sweep, study, search), a child run per trial with the
 config as params (strings) and metrics per epoch (step = epoch). Trials that
 diverged, failed or never finished stay in the tables; `outcome` says which.
-Aggregation over those tables is bnsweep/tables.py; the study's claims judged
-from them, bnsweep/claims.py.
+Aggregation over those tables is bnsweep/analysis/tables.py; the study's claims judged
+from them, bnsweep/analysis/claims.py.
 """
 
 from __future__ import annotations

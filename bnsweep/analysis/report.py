@@ -12,17 +12,17 @@ import sys
 from pathlib import Path
 
 from bnsweep.analysis import batch_size, curves, dropout, lr, optuna, original, summary
+from bnsweep.analysis.claims import evaluate_claims
 from bnsweep.analysis.common import Item, default_out, make_out_dir, save_table
 from bnsweep.analysis.compare import comparison_items
 from bnsweep.analysis.plots import nothing_to_draw
 from bnsweep.analysis.render import comparison_html, comparison_markdown, render_html, render_markdown
+from bnsweep.analysis.results import Results, ResultsError, load_experiment
 from bnsweep.analysis.scale import smoke_mode
+from bnsweep.analysis.tables import sort_trials, varied
 from bnsweep.asks import FIGURES
-from bnsweep.claims import evaluate_claims
 from bnsweep.errors import UsageError
-from bnsweep.results import Results, ResultsError, load_experiment
 from bnsweep.storage import DEFAULT_STORAGE, contains
-from bnsweep.tables import sort_trials, varied
 
 MODULES = (*FIGURES, "summary")  # bnsweep.analysis.<name>; summary runs last, always
 

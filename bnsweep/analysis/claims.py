@@ -1,10 +1,10 @@
 """The study's five claims (DESIGN.md §2), each judged from the tables
-bnsweep/results.py loads: supported, refuted, suggestive (which way it leans) or
+bnsweep/analysis/results.py loads: supported, refuted, suggestive (which way it leans) or
 undecided (why).
 
 The claim functions are pure: DataFrames in, a `Claim` out, so a test can feed
 them runs arranged so that a claim holds, and so that it does not. Each claim
-states what it compares as `Comparison`s (bnsweep/stats.py: n, a 95 % interval, the
+states what it compares as `Comparison`s (bnsweep/analysis/stats.py: n, a 95 % interval, the
 test) and hands them to the one rule, `stats.verdict`; what a claim adds is which
 numbers it compares and whether the trials were long enough to measure them
 (`too_short`). How and why: docs/design.md §6.
@@ -20,10 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnsweep.asks import CLAIM_NUMBERS
-from bnsweep.config import EXECUTION_FACTS
-from bnsweep.formats import count, number, value_range
-from bnsweep.stats import (  # noqa: F401 — MIN_REPLICATES: the claims' reader asks it here
+from bnsweep.analysis.stats import (  # noqa: F401 — MIN_REPLICATES: the claims' reader asks it here
     LEVEL,
     MIN_REPLICATES,
     REFUTED,
@@ -37,7 +34,7 @@ from bnsweep.stats import (  # noqa: F401 — MIN_REPLICATES: the claims' reader
     welch,
     welch_contrast,
 )
-from bnsweep.tables import (
+from bnsweep.analysis.tables import (
     CHANCE,
     TRAIN_MARGIN,
     arm_label,
@@ -49,6 +46,9 @@ from bnsweep.tables import (
     trains_at,
     tried_alike,
 )
+from bnsweep.asks import CLAIM_NUMBERS
+from bnsweep.config import EXECUTION_FACTS
+from bnsweep.formats import count, number, value_range
 
 # How long trials must be to measure what a claim needs (docs/design.md §6).
 # Accuracy with BN: its running statistics (used in validation) keep momentum^steps of
