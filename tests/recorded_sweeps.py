@@ -63,7 +63,17 @@ FIXED = {_fixed("lr", "batch_size", epochs=2)}
 }
 # name -> (shipped study, the copy's file name): search_spaces/<study>.py copied elsewhere, run in smoke mode.
 COPIES = {"lr_copy": ("lr", "my_rates")}
-SHIPPED = {"lr_smoke": "lr"}  # a session's name for a shipped file run as it is (in smoke mode)
+README_STUDY = "quick"  # run by test_sweep on a Ray of its own (the README's defaults), never shared
+
+
+def smoke_name(stem: str) -> str:
+    """The session's name for search_spaces/<stem>.py run as it is, in smoke mode: its stem,
+    unless a tiny space of SPACE_FILES has that name ("lr" -> "lr_smoke")."""
+    return f"{stem}_smoke" if stem in SPACE_FILES else stem
+
+
+# A session's name for each shipped file run as it is (in smoke mode) -> the file's stem.
+SHIPPED = {smoke_name(p.stem): p.stem for p in sorted((ROOT / "search_spaces").glob("*.py")) if p.stem != README_STUDY}
 N_TRIALS = {"lr": 14, "batch_size": 4, "dropout": 3, "optuna": 4}
 
 
@@ -98,10 +108,14 @@ class RecordedSweep:
 
     def result(self) -> tuple[str, str]:
         """(tracking_uri, experiment) once the sweep is done."""
-        rc = self.proc.wait(timeout=600)
-        log = (self.work / "run.log").read_text(errors="replace")
-        assert rc in (0, 1), f"bnsweep run {self.study}: exit {rc}\n{log[-6000:]}"  # 1: the lr study's failing trials
+        rc = self.proc.wait(timeout=900)
+        # 1: the tiny lr study's failing trials (a point with no data), which it keeps on purpose
+        assert rc in (0, 1), f"bnsweep run {self.study}: exit {rc}\n{self.log()[-6000:]}"
         return self.uri, self.experiment
+
+    def log(self) -> str:
+        """What `bnsweep run` printed (stdout and stderr, as a terminal shows them)."""
+        return (self.work / "run.log").read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -140,23 +154,37 @@ def studies_used(session) -> list[str]:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("study") in SPACE_FILES:
             used.add(params["study"])
-    return [s for s in SPACE_FILES if s in used]
+        if isinstance(params.get("space"), Path) and smoke_name(params["space"].stem) in SHIPPED:
+            used.add(smoke_name(params["space"].stem))  # test_sweep's smoke run of every shipped file
+    return [s for s in [*SPACE_FILES, *SHIPPED] if s in used]
 
 
 def sweep(tmp_path_factory, ray_address: str, study: str, session=None, data_dir: Path | None = None,
           together: tuple[str, ...] = ()) -> tuple[str, str]:
-    """(tracking_uri, experiment) of the study's tiny sweep, made once per test session.
+    """(tracking_uri, experiment) of the study's tiny sweep, made once per test session (recorded)."""
+    return recorded(tmp_path_factory, ray_address, study, session, data_dir, together).result()
+
+
+def recorded(tmp_path_factory, ray_address: str, study: str, session=None, data_dir: Path | None = None,
+             together: tuple[str, ...] = ()) -> RecordedSweep:
+    """The study's tiny sweep, made once per test session, once its driver has exited.
 
     Given the pytest session, the first call also starts the sweeps of every other
     study the session's tests use, and of the studies in `together`: side by side on
     the Ray head, since a driver's start-up (imports, Tune, the first trial process)
     costs more than its trials. data_dir: the CIFAR-10 files, for the smoke runs of
-    search_spaces/ files (see RecordedSweep)."""
+    search_spaces/ files (see RecordedSweep); found as the cifar_dir fixture finds them
+    where not given. A shipped file's smoke run starts only where there are files to train on."""
+    from conftest import find_cifar
+
     if "dir" not in _STORE:
         _STORE["dir"] = _fast_dir(tmp_path_factory)
+    if data_dir is None and session is not None:
+        data_dir = find_cifar(session.config)[0]
     for name in dict.fromkeys([study, *together, *(studies_used(session) if session is not None else [])]):
-        if name not in _STORE:
+        if name not in _STORE and (name == study or name not in SHIPPED or data_dir is not None):
             _STORE[name] = RecordedSweep(name, ray_address, tmp_path_factory.mktemp(name), _STORE["dir"], data_dir)
             if session is not None:  # before the Ray head stops: no driver outlives the session
                 session.addfinalizer(_STORE[name].stop)
-    return _STORE[study].result()
+    _STORE[study].proc.wait(timeout=900)
+    return _STORE[study]

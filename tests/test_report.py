@@ -423,3 +423,23 @@ def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factor
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "'lrr' is neither a search-space file nor a shipped study; shipped studies: batch_size, dropout, lr," \
         in r.stderr
+
+
+def test_the_norm_study_reports_three_arms_beside_wu_and_he(request, tmp_path_factory, ray_address, cifar_dir,
+                                                           tmp_path):
+    # search_spaces/quick_norm_batch_size.py run as shipped (smoke mode; the session's run, which
+    # test_sweep also reads): BN, GN and none at three batch sizes, their figure with Wu & He's
+    # BN / GN curve on a panel of its own, labelled as theirs and by shape only.
+    from bnsweep.analysis.report import build_report
+    from bnsweep.analysis.results import load_experiment
+
+    uri, experiment = sweep(tmp_path_factory, ray_address, "quick_norm_batch_size", request.session, cifar_dir)
+    r = load_experiment(experiment, uri)
+    assert sorted(set(r.trials["arm"])) == ["bn", "gn", "no_bn"] and len(r.trials) == 9
+    build_report(experiment, tmp_path, uri, log_to_mlflow=False)
+    md = (tmp_path / "report.md").read_text()
+    drawn = pd.read_csv(tmp_path / "batch_size.csv")
+    assert sorted(set(drawn["arm"])) == ["bn", "gn", "no_bn"]
+    assert "](batch_size.png)" in md and "Wu & He 2018" in md and "shape only" in md
+    claims = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
+    assert sorted(claims.index[claims["speaks_to"]]) == [2, 4]  # as the file declares (CLAIMS)

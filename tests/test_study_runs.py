@@ -149,7 +149,9 @@ def test_printed_commands_paste_into_a_shell(ray_address, tmp_path):
     synced = _shell(_printed(resumed.stdout, r"^next: (bnsweep sync .*?)   \("), env, work)
     assert "epoch(s) added" in synced.stdout
     reported = _shell(_printed(synced.stdout, r"^next: (bnsweep report .*?)   \("), env, work)
-    assert (work / "reports" / experiment / "report.html").is_file(), reported.stdout[-2000:]
+    from bnsweep.storage import folder_name  # a name becomes a folder by one rule (the ':', quotes and '#' go)
+
+    assert (work / "reports" / folder_name(experiment) / "report.html").is_file(), reported.stdout[-2000:]
     ui = _printed(synced.stdout, r"^  view:    (mlflow ui .*?)   \(then")
     port = free_port()
     server = subprocess.Popen(["bash", "-c", f"exec {ui} --host 127.0.0.1 --port {port}"], cwd=work, env=env,

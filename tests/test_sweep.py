@@ -26,6 +26,7 @@ from conftest import (
 )
 from helpers import TINY, assert_mlflow_equals_ledger, children, start_driver, steps, trials_so_far, wait_for
 from mlflow import MlflowClient
+from recorded_sweeps import README_STUDY, recorded, smoke_name
 
 from bnsweep.space import load_study
 
@@ -77,44 +78,47 @@ def test_sweeps_started_in_the_same_second_share_no_folder(monkeypatch):
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
-def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path):
-    # quick.py also proves the README's defaults: no address -> a Ray of its own, even with
-    # another Ray running on this machine (the session's head); no tracking URI -> ./mlflow.db.
-    readme = space.stem == "quick"
-    env = bnsweep_env(cifar_dir, RAY_TMPDIR=str(Path(RAY_TEMP).parent)) if readme else \
-        bnsweep_env(cifar_dir, RAY_ADDRESS=ray_address)
-    r = run_bnsweep("run", str(space), "--smoke", "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    if readme:
+def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path, tmp_path_factory,
+                                                          request):
+    if space.stem == README_STUDY:
+        # quick.py also proves the README's defaults: no address -> a Ray of its own, even with
+        # another Ray running on this machine (the session's head); no tracking URI -> ./mlflow.db.
+        env = bnsweep_env(cifar_dir, RAY_TMPDIR=str(Path(RAY_TEMP).parent))
+        r = run_bnsweep("run", str(space), "--smoke", "--storage", str(tmp_path / "results"), env=env, cwd=tmp_path)
+        rc, out, results, uri = r.returncode, r.stdout + r.stderr, tmp_path / "results", f"sqlite:///{tmp_path}/mlflow.db"
         assert not [j for j in gcs_state(ray_address)["jobs"] if str(tmp_path) in j["entrypoint"]]
-    assert "summary" in r.stdout
+    else:  # the session's smoke run of the file (tests/recorded_sweeps.py), which other tests also read
+        run = recorded(tmp_path_factory, ray_address, smoke_name(space.stem), request.session, cifar_dir)
+        rc, out, results, uri = run.proc.returncode, run.log(), run.work / "results", run.uri
+    assert rc == 0, out[-6000:]
+    assert "summary" in out
     study = load_study(space, smoke=True)
     from bnsweep.sweep import tuner_names
     from bnsweep.trials import arm_name
 
-    summary = r.stdout.split("\nsummary\n")[1].split("\nresults on storage:")[0]
+    summary = out.split("\nsummary\n")[1].split("\nresults on storage:")[0]
     printed = [line.split()[0] for line in summary.splitlines() if line.startswith("  ")]
     arms = ({arm_name(c) for c in study.grid_configs()} if study.search == "grid"
             else {name for name, _ in tuner_names(study)})  # Optuna: its searches, whatever dropout it tunes
-    assert sorted(printed) == sorted(arms), r.stdout[-2000:]
-    trials = ledger_trials(sweep_dir_of(tmp_path / "results"))
+    assert sorted(printed) == sorted(arms), out[-2000:]
+    trials = ledger_trials(sweep_dir_of(results))
     assert len(trials) == study.n_trials()
     for t in trials:
         assert t.epochs and t.status in ("completed", "diverged", "stopped"), (t.name, t.end)
         if study.scheduler == "fifo":
             assert t.epochs[-1]["epoch"] == study.fixed["epochs"] or t.status == "diverged"
-    runs = children(f"sqlite:///{tmp_path}/mlflow.db", f"bnsweep-{study.name}")
+    runs = children(uri, f"bnsweep-{study.name}")
     assert len(runs) == study.n_trials()
     assert all(r.info.status == "FINISHED" for r in runs)
     if space.stem == "lr":  # the transcript fits a screen or two and gives every trial's val_acc
-        transcript = (r.stdout + r.stderr).splitlines()
+        transcript = out.splitlines()
         assert len(transcript) < 100, "\n".join(transcript)
         ends = [line for line in transcript
                 if line.lstrip().startswith(("completed ", "diverged ")) and "val_acc" in line]
         assert len(ends) == 14, "\n".join(transcript)
         assert not [line for line in transcript if "Current best trial" in line or "tensorboard" in line.lower()]
-        log = sorted(sweep_dir_of(tmp_path / "results").glob("logs/driver-*.log"))
-        assert log and f"Ray's and Tune's own output: {log[0]}" in r.stdout
+        log = sorted(sweep_dir_of(results).glob("logs/driver-*.log"))
+        assert log and f"Ray's and Tune's own output: {log[0]}" in out
     if space.stem == "lr":  # Tune ran exactly the grid, pairs sharing their seed
         params = [t.config for t in trials]
         assert sorted((p["lr"], p["bn"]) for p in params) == sorted(
@@ -125,7 +129,7 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
 
         from bnsweep.analysis.report import build_report
 
-        build_report("bnsweep-lr", tmp_path / "report", f"sqlite:///{tmp_path}/mlflow.db", log_to_mlflow=False)
+        build_report("bnsweep-lr", tmp_path / "report", uri, log_to_mlflow=False)
         claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")
         # Each says why: the first reason the data gives (here no arm trained past chance), else its length or --smoke.
         assert claims["verdict"].str.fullmatch(r"undecided \(.{10,}\)").all(), claims["verdict"].to_dict()
