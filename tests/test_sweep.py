@@ -202,8 +202,8 @@ def test_trial_folders_tunes_saved_state_missed_are_harmless(ray_address, tmp_pa
     r = run_bnsweep("resume", str(sweep), env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     summary = r.stdout.split("\nsummary\n")[1]
-    assert sorted(line.split()[:3] for line in summary.splitlines()[:2]) == [["bn", "1", "trials"],
-                                                                            ["no_bn", "1", "trials"]]
+    assert sorted(line.split()[:3] for line in summary.splitlines()[:2]) == [["bn", "1", "trial"],
+                                                                            ["no_bn", "1", "trial"]]
     after = ledger_trials(sweep)
     assert [(t.trial_id, t.epochs, t.end) for t in after] == [(t.trial_id, t.epochs, t.end) for t in before]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
