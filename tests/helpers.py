@@ -215,3 +215,24 @@ def _train_into_ledger(sweep_dir: str, name: str, trial_id: str, cfg: dict) -> N
 
     summary = train(cfg, report=report, on_start=lambda run_info: info.update({k: run_info[k] for k in RUN_INFO_KEYS}))
     ledger.end_trial(sweep_dir, name, "diverged" if summary["diverged"] else "completed")
+
+
+# ------------------------------------------- a command run in this process ---
+
+def bnsweep_here(monkeypatch, capsys, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """`bnsweep ARGS` run by its main() in this process, with `env` as the whole environment and
+    `cwd` as the working folder, both restored after: for the commands a test expects to stop
+    before Ray starts, where a subprocess would spend its seconds importing torch, Ray and
+    MLflow. Returns what a subprocess.run(..., capture_output=True) would."""
+    from bnsweep.cli import main
+
+    capsys.readouterr()  # what the test printed before is not this command's
+    with monkeypatch.context() as m:
+        m.chdir(cwd)
+        for key in list(os.environ):
+            m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        rc = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["bnsweep", *args], rc, out.out, out.err)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import VENV_BIN, bnsweep_env, free_port, run_bnsweep, sweep_dir_of, write_space
-from helpers import TINY, wait_for_health
+from helpers import TINY, bnsweep_here, wait_for_health
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow  # a real server (and, for the right password, a sweep on Ray)
@@ -69,7 +69,10 @@ WRONG_LOGINS = {
 }
 
 
-def test_credentials_are_checked_before_anything_starts(auth_server, ray_address, tmp_path):
+def test_credentials_are_checked_before_anything_starts(auth_server, ray_address, tmp_path, monkeypatch, capsys):
+    def refused(*args: str, **login: str) -> subprocess.CompletedProcess:  # stops before Ray: run in this process
+        return bnsweep_here(monkeypatch, capsys, *args, env=env_with(auth_server, ray_address, **login), cwd=tmp_path)
+
     space = write_space(tmp_path / "authed.py", f"""
         SPACE = {{"bn": [True, False]}}
         FIXED = {{**{TINY}, "epochs": 1}}
@@ -77,14 +80,12 @@ def test_credentials_are_checked_before_anything_starts(auth_server, ray_address
     right = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
     # Wrong or missing: `run` stops before Ray or storage are touched.
     for login, what in WRONG_LOGINS.values():
-        r = run_bnsweep("run", str(space), "--storage", str(tmp_path / "refused"),
-                        env=env_with(auth_server, ray_address, **login), cwd=tmp_path)
+        r = refused("run", str(space), "--storage", str(tmp_path / "refused"), **login)
         assert_refused(r, auth_server, what)
         assert not (tmp_path / "refused").exists()
-    for case in ("no login", "wrong password"):  # each command costs seconds of imports: two cases each
+    for case in ("no login", "wrong password"):
         login, what = WRONG_LOGINS[case]
-        r = run_bnsweep("report", "bnsweep-authed", "--out", str(tmp_path / "report"),
-                        env=env_with(auth_server, **login), cwd=tmp_path)
+        r = refused("report", "bnsweep-authed", "--out", str(tmp_path / "report"), **login)
         assert_refused(r, auth_server, what)
         assert not (tmp_path / "report").exists()
 
@@ -108,7 +109,7 @@ def test_credentials_are_checked_before_anything_starts(auth_server, ray_address
     logs = sorted((sweep_dir / "logs").iterdir())
     for command, case in (("resume", "wrong password"), ("sync", "no password")):
         login, what = WRONG_LOGINS[case]
-        r = run_bnsweep(command, str(sweep_dir), env=env_with(auth_server, ray_address, **login), cwd=tmp_path)
+        r = refused(command, str(sweep_dir), **login)
         assert_refused(r, auth_server, what)
     assert sorted((sweep_dir / "logs").iterdir()) == logs  # no driver started
 
