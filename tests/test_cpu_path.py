@@ -3,8 +3,6 @@ what the exec.* tags say, and what stays fp32 under a CPU's bf16 autocast (issue
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,15 +111,15 @@ def test_the_fast_path_learns_what_the_old_one_does(cifar_dir):
     assert abs(fast["val_acc"] - old["val_acc"]) <= SAME_ACCURACY, (fast["val_acc"], old["val_acc"])
 
 
-@pytest.mark.slow  # four `bnsweep train` processes
-def test_a_checkpoint_resumes_on_the_other_path(tmp_path):
-    from conftest import bnsweep_cmd, bnsweep_env
+# four `bnsweep train` runs in this process: about 10 s, so in the fast tier
+def test_a_checkpoint_resumes_on_the_other_path(tmp_path, monkeypatch, capsys):
+    from conftest import bnsweep_env
+    from helpers import bnsweep_here
 
     from bnsweep.train import load_checkpoint
 
-    def bnsweep_train(*args: str) -> str:
-        r = subprocess.run(bnsweep_cmd("train", *args), capture_output=True, text=True, env=bnsweep_env(),
-                           timeout=300)
+    def bnsweep_train(*args: str) -> str:  # in this process: the CLI's own code, without a new interpreter's imports
+        r = bnsweep_here(monkeypatch, capsys, "train", *args, env=bnsweep_env(), cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         return r.stdout
 
