@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, bnsweep_env, ledger_trials, run_bnsweep, write_space
-from helpers import TINY, sweep_without_ray
+from conftest import VENV_BIN, bnsweep_env, ledger_trials, write_space
+from helpers import TINY, bnsweep_here, sweep_without_ray
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -35,18 +35,25 @@ def swept(tmp_path_factory) -> tuple[Path, Path]:
     return space, sweep_without_ray(space, root / "results")
 
 
-def record_into(server, sweep_dir: Path, experiment: str) -> dict:
+@pytest.fixture
+def bnsweep(monkeypatch, capsys):
+    """`bnsweep ARGS` in this process (helpers.bnsweep_here): sync needs no Ray, and resume
+    and run are expected to stop before it; a subprocess would spend its time on imports."""
+    return lambda *args, env, cwd: bnsweep_here(monkeypatch, capsys, *args, env=env, cwd=cwd)
+
+
+def record_into(bnsweep, server, sweep_dir: Path, experiment: str) -> dict:
     """Record the sweep into `experiment` on the server as `sync` does for a sweep run with
     --no-tracking --experiment EXPERIMENT; return sweep.json's record of it."""
     spec = json.loads((sweep_dir / "sweep.json").read_text())
     (sweep_dir / "sweep.json").write_text(json.dumps({**spec, "tracking": None, "experiment": experiment}))
-    r = sync(server, sweep_dir)
+    r = sync(bnsweep, server, sweep_dir)
     assert r.returncode == 0 and "had no record" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads((sweep_dir / "sweep.json").read_text())["tracking"]
 
 
-def sync(server, sweep_dir: Path) -> subprocess.CompletedProcess:
-    return run_bnsweep("sync", str(sweep_dir), env=bnsweep_env(MLFLOW_TRACKING_URI=server.uri), cwd=sweep_dir.parent)
+def sync(bnsweep, server, sweep_dir: Path) -> subprocess.CompletedProcess:
+    return bnsweep("sync", str(sweep_dir), env=bnsweep_env(MLFLOW_TRACKING_URI=server.uri), cwd=sweep_dir.parent)
 
 
 def mlflow_cli(server, *args: str) -> None:
@@ -73,24 +80,24 @@ def assert_stopped(r: subprocess.CompletedProcess, *needles: str) -> str:
     return line
 
 
-def assert_sync_and_resume_stopped(server, sweep_dir: Path, *needles: str) -> None:
+def assert_sync_and_resume_stopped(bnsweep, server, sweep_dir: Path, *needles: str) -> None:
     """`sync` and `resume` stop in one line holding `needles` and their own way on, before
     a driver starts (no new log) or anything is written."""
     logs = sorted((sweep_dir / "logs").iterdir())
-    assert_stopped(sync(server, sweep_dir), *needles, f"bnsweep sync {sweep_dir} --tracking-uri URI")
-    r = run_bnsweep("resume", str(sweep_dir), env=bnsweep_env(), cwd=sweep_dir.parent)
+    assert_stopped(sync(bnsweep, server, sweep_dir), *needles, f"bnsweep sync {sweep_dir} --tracking-uri URI")
+    r = bnsweep("resume", str(sweep_dir), env=bnsweep_env(), cwd=sweep_dir.parent)
     assert_stopped(r, *needles, f"bnsweep resume {sweep_dir} --no-tracking")
     assert sorted((sweep_dir / "logs").iterdir()) == logs
 
 
-def test_a_deleted_trial_run_stays_deleted_and_gets_no_twin(mlflow_server, swept):
+def test_a_deleted_trial_run_stays_deleted_and_gets_no_twin(bnsweep, mlflow_server, swept):
     _, sweep_dir = swept
-    record = record_into(mlflow_server, sweep_dir, "kept-trial-deleted")
+    record = record_into(bnsweep, mlflow_server, sweep_dir, "kept-trial-deleted")
     trials = ledger_trials(sweep_dir)
     deleted = runs_of(mlflow_server, record, "trial")[0]
     mlflow_cli(mlflow_server, "runs", "delete", "--run-id", deleted.info.run_id)
 
-    r = sync(mlflow_server, sweep_dir)
+    r = sync(bnsweep, mlflow_server, sweep_dir)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"mlflow runs restore --run-id {deleted.info.run_id}" in r.stdout  # said, with the way back
     kids = runs_of(mlflow_server, record, "trial")
@@ -99,17 +106,17 @@ def test_a_deleted_trial_run_stays_deleted_and_gets_no_twin(mlflow_server, swept
     assert len(load_experiment("kept-trial-deleted", mlflow_server.uri).trials) == len(trials) - 1
 
     mlflow_cli(mlflow_server, "runs", "restore", "--run-id", deleted.info.run_id)
-    r = sync(mlflow_server, sweep_dir)
+    r = sync(bnsweep, mlflow_server, sweep_dir)
     assert r.returncode == 0 and "is deleted" not in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
     assert len(runs_of(mlflow_server, record, "trial")) == len(trials)
     results = load_experiment("kept-trial-deleted", mlflow_server.uri)
     assert sorted(results.trials["ray_trial_id"]) == sorted(t.trial_id for t in trials)
 
 
-def test_the_report_counts_a_trial_once_where_a_store_holds_two_runs_of_it(mlflow_server, swept):
+def test_the_report_counts_a_trial_once_where_a_store_holds_two_runs_of_it(bnsweep, mlflow_server, swept):
     # What an older bnsweep left: a second run for a trial whose first was deleted, then restored.
     _, sweep_dir = swept
-    record = record_into(mlflow_server, sweep_dir, "kept-twin")
+    record = record_into(bnsweep, mlflow_server, sweep_dir, "kept-twin")
     client = MlflowClient(mlflow_server.uri)
     first = runs_of(mlflow_server, record, "trial")[0]
     twin = client.create_run(record["experiment_id"], run_name=first.info.run_name, tags=first.data.tags)
@@ -123,31 +130,31 @@ def test_the_report_counts_a_trial_once_where_a_store_holds_two_runs_of_it(mlflo
     assert "1 more run of a trial already counted left out" in results.note
 
 
-def test_a_deleted_parent_run_stops_sync_and_resume(mlflow_server, swept):
+def test_a_deleted_parent_run_stops_sync_and_resume(bnsweep, mlflow_server, swept):
     _, sweep_dir = swept
-    record = record_into(mlflow_server, sweep_dir, "kept-parent-deleted")
+    record = record_into(bnsweep, mlflow_server, sweep_dir, "kept-parent-deleted")
     parent = record["parent_run_id"]
     mlflow_cli(mlflow_server, "runs", "delete", "--run-id", parent)
-    assert_sync_and_resume_stopped(mlflow_server, sweep_dir, f"parent run {parent}", "is deleted",
+    assert_sync_and_resume_stopped(bnsweep, mlflow_server, sweep_dir, f"parent run {parent}", "is deleted",
                                    f"mlflow runs restore --run-id {parent}")
     assert [p.info.lifecycle_stage for p in runs_of(mlflow_server, record, "sweep")] == ["deleted"]  # no new one
 
     mlflow_cli(mlflow_server, "runs", "restore", "--run-id", parent)
-    r = sync(mlflow_server, sweep_dir)
+    r = sync(bnsweep, mlflow_server, sweep_dir)
     assert r.returncode == 0 and "0 epoch(s) added" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
 
 
-def test_a_deleted_experiment_stops_run_resume_and_sync_and_stays_deleted(mlflow_server, swept, tmp_path):
+def test_a_deleted_experiment_stops_run_resume_and_sync_and_stays_deleted(bnsweep, mlflow_server, swept, tmp_path):
     space, sweep_dir = swept
-    record = record_into(mlflow_server, sweep_dir, "kept-experiment-deleted")
+    record = record_into(bnsweep, mlflow_server, sweep_dir, "kept-experiment-deleted")
     exp_id = record["experiment_id"]
     mlflow_cli(mlflow_server, "experiments", "delete", "--experiment-id", exp_id)
     restore = f"mlflow experiments restore --experiment-id {exp_id}"
     named = "MLflow experiment 'kept-experiment-deleted'"
-    assert_sync_and_resume_stopped(mlflow_server, sweep_dir, named, restore)
+    assert_sync_and_resume_stopped(bnsweep, mlflow_server, sweep_dir, named, restore)
     # The same study run again into it: refused before Ray or the results folder.
-    r = run_bnsweep("run", str(space), "--experiment", "kept-experiment-deleted", "--storage",
-                    str(tmp_path / "again"), env=bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri), cwd=tmp_path)
+    r = bnsweep("run", str(space), "--experiment", "kept-experiment-deleted", "--storage",
+                str(tmp_path / "again"), env=bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri), cwd=tmp_path)
     assert_stopped(r, named, restore, "--experiment NAME", "--tracking-uri URI")
     assert not (tmp_path / "again").exists()
     client = MlflowClient(mlflow_server.uri)
@@ -155,11 +162,11 @@ def test_a_deleted_experiment_stops_run_resume_and_sync_and_stays_deleted(mlflow
     runs = runs_of(mlflow_server, record, "sweep") + runs_of(mlflow_server, record, "trial")
     assert runs and {r.info.lifecycle_stage for r in runs} == {"deleted"}
     # The report says the same, not "no experiment named ...".
-    r = run_bnsweep("report", "kept-experiment-deleted", "--out", str(tmp_path / "report"),
-                    env=bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri), cwd=tmp_path)
+    r = bnsweep("report", "kept-experiment-deleted", "--out", str(tmp_path / "report"),
+                env=bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri), cwd=tmp_path)
     assert_stopped(r, named, restore, "report another experiment")
     assert not (tmp_path / "report").exists()
 
     mlflow_cli(mlflow_server, "experiments", "restore", "--experiment-id", exp_id)
-    r = sync(mlflow_server, sweep_dir)
+    r = sync(bnsweep, mlflow_server, sweep_dir)
     assert r.returncode == 0 and "0 epoch(s) added" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
