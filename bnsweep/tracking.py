@@ -159,7 +159,7 @@ def start_sweep(uri: str, experiment: str, study: str, search: str, sweep_dir: s
         tags = {ROLE_TAG: "sweep", "study": study, "search": search, "sweep_dir": sweep_dir, **code,
                 **({ASKS_TAG: json.dumps(dict(asks))} if asks else {})}
         run = client.create_run(exp_id, run_name=split(sweep_dir)[1], tags=tags)
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in shared.items()])
+        client.log_batch(run.info.run_id, params=[Param(k, number(v)) for k, v in shared.items()])
         client.log_text(run.info.run_id, space_text, f"search_space/{Path(space_path).name}")
     return SweepRecord(uri=uri, experiment=experiment, experiment_id=exp_id, parent_run_id=run.info.run_id,
                        study=study, code=code, varied=list(varied))
@@ -339,7 +339,7 @@ class TrialRuns:
             run = self.client.create_run(self.record.experiment_id, run_name=name, tags=all_tags,
                                          start_time=start_ms)
             run_id = run.info.run_id
-            params = [Param(k, str(cfg[k])) for k in REFERENCE if k in cfg]
+            params = [Param(k, number(cfg[k])) for k in REFERENCE if k in cfg]
             for i in range(0, len(params), 100):
                 self.client.log_batch(run_id, params=params[i:i + 100])
             self.last_step[trial_id] = 0

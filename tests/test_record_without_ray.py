@@ -57,6 +57,9 @@ def test_sync_records_every_epoch_of_the_ledger_once(synced):
             assert [s for s, _ in got] == [s for s, _ in want], (t.name, key)
             assert all(a == b or (math.isnan(a) and math.isnan(b)) for (_, a), (_, b) in zip(got, want)), key
     assert any(t.status == "diverged" for t in trials)  # lr 1e6 without BN
+    # A setting reads the same in the runs table's columns as in the run's name (formats.number).
+    for run in runs.values():
+        assert f"lr={run.data.params['lr']}" in run.info.run_name and run.data.params["lr"] in ("0.05", "1e6")
 
 
 def test_a_second_sync_adds_nothing(synced):
