@@ -243,7 +243,7 @@ def test_claim2_step_time_both_ways(lr_results):
     assert step[slow] > 1.1 * step[fast]
     pair = r.trials.set_index("run_id").loc[[slow, fast]].reset_index()
     pair["pair_id"], pair["device_name"] = "p", "cpu"
-    pair["bn"] = [True, False]
+    pair["bn"], pair["bn_arm"] = [True, False], ["bn", "no_bn"]  # claim 2 pairs by arm (its normalisation)
     # The tiny sweep's epochs have 10 steps (500 images, batch 50): too few to time a step.
     assert claim_step_time(_tripled(pair), r.history).verdict == (
         "undecided (trials too short to measure it: 10 steps per epoch; a step time needs 50)")
@@ -252,7 +252,7 @@ def test_claim2_step_time_both_ways(lr_results):
     assert claim_step_time(pair, r.history).verdict == "suggestive, leans supported (1 matched pair; a verdict needs 3)"
     held = claim_step_time(_tripled(pair), r.history)
     assert held.verdict == "supported" and held.decisive.estimate == pytest.approx(step[slow] / step[fast])
-    pair["bn"] = [False, True]
+    pair["bn"], pair["bn_arm"] = [False, True], ["no_bn", "bn"]
     refuted = claim_step_time(_tripled(pair), r.history)
     assert refuted.verdict == "refuted" and refuted.numbers["ratio_median"] == pytest.approx(step[fast] / step[slow])
     assert claim_step_time(r.trials[r.trials["bn"]], r.history).verdict.startswith("undecided")

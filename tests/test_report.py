@@ -91,7 +91,7 @@ def test_scripts_follow_what_the_study_asks_never_its_name(lr_sweep):
 
 
 def test_report_bad_input(lr_sweep, tmp_path):
-    from bnsweep import report
+    from bnsweep.analysis import report
     from bnsweep.analysis.results import ResultsError
     from bnsweep.errors import UsageError
 
