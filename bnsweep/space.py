@@ -108,15 +108,18 @@ class Study:
         if gpus_available and not self.gpu_declared:
             self.resources["gpu"] = 1.0
 
-    def grid_configs(self) -> list[dict[str, Any]]:
-        """Every grid trial's full config, pairs (same point, other arm) adjacent."""
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every grid trial's values beside `fixed` (its point, the space's keys, its seed), in
+        the order trials run: seeds outermost, the file's last key fastest, so a pair (same
+        point, other arm: bn or norm listed last) is adjacent."""
         keys = list(self.space)
-        out = []
-        for seed in self.seeds:
-            for point in self.points or [{}]:
-                for values in itertools.product(*(self.space[k] for k in keys)):
-                    out.append(make_config({**point, **dict(zip(keys, values)), "seed": seed}, base=self.fixed))
-        return out
+        return [{**point, **dict(zip(keys, values)), "seed": seed}
+                for seed in self.seeds for point in self.points or [{}]
+                for values in itertools.product(*(self.space[k] for k in keys))]
+
+    def grid_configs(self) -> list[dict[str, Any]]:
+        """Every grid trial's full config, in grid_points' order."""
+        return [make_config(point, base=self.fixed) for point in self.grid_points()]
 
     def arm_list(self) -> list[dict[str, Any]]:
         keys = list(self.arms)

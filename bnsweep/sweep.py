@@ -86,14 +86,10 @@ def _trial_name_creator(trial) -> str:
 
 def _param_space(study: Study, arm: dict[str, Any] | None) -> dict[str, Any]:
     if study.search == "grid":
-        # Seeds outermost, then the space's keys: pairs (bn last) are adjacent in Tune's order.
-        space = {k: v for k, v in study.fixed.items()}
-        space["seed"] = tune.grid_search(study.seeds)
-        if study.points:
-            space[POINT_KEY] = tune.grid_search(study.points)
-        for key, values in study.space.items():
-            space[key] = tune.grid_search(values)
-        return space
+        # Tune orders a grid by its keys' names (the first name varies fastest), not as the file
+        # lists them: the batch-size study's trials came batch size by batch size, BN's far from
+        # no BN's. So Tune gets one grid over whole points, in Study.grid_points' order.
+        return {**study.fixed, POINT_KEY: tune.grid_search(study.grid_points())}
     space = {**study.fixed, **(arm or {}), "seed": study.seeds[0]}
     for key, domain in study.space.items():
         space[key] = tune_domain(domain)

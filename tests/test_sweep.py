@@ -53,6 +53,23 @@ def test_lr_study_is_14_trials_with_paired_seeds():
         assert len({m["seed"] for m in members}) == 1
 
 
+@pytest.mark.parametrize("name", ["lr", "batch_size", "dropout", "norm_batch_size"])
+def test_tune_runs_a_grid_in_the_files_order_the_arms_of_a_point_side_by_side(name):
+    # Tune varies a grid's first key fastest; the trials must come as Study.grid_configs lists
+    # them (the file's last key, its arm, fastest; seeds outermost), whatever the config
+    # table's order of the keys (norm's trials once came batch size by batch size).
+    from ray.tune.search.variant_generator import generate_variants
+
+    from bnsweep import sweep
+    from bnsweep.config import make_config
+    from bnsweep.trials import trial_config
+
+    study = load_study(REPO / "search_spaces" / f"{name}.py")
+    study.seeds = [0, 1]
+    tune_order = [make_config(trial_config(c)) for _, c in generate_variants(sweep._param_space(study, None))]
+    assert tune_order == study.grid_configs()
+
+
 def test_seeds_axis_repeats_every_point_and_keeps_pairs(tmp_path):
     f = write_space(tmp_path / "s.py", 'SPACE = {"lr": [0.1, 0.01], "bn": [True, False]}\nSEEDS = [0, 1, 2]\n')
     configs = load_study(f).grid_configs()
