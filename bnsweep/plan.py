@@ -24,10 +24,17 @@ from bnsweep.space import Study
 from bnsweep.step import TrainStep
 from bnsweep.train import execution, resolve_device
 
-# Images per probe step on a CPU: enough to time, small enough to stay seconds at
-# width 1. A GPU takes the trial's own batch: its cost per image depends on it.
-PROBE_IMAGES = 32
-PROBE_STEPS = 3  # the first is warm-up and not timed
+# Images per probe step on a CPU: the trial's batch up to this many, since a small model's
+# cost per image depends on its batch (a step's fixed overhead shared by fewer images: at
+# width 1/16, 32 images cost 1.4-1.6x per image what the quick study's 50 do, and plan read
+# 96 s for a sweep whose trials trained 69 and 56 s, 2026-12-07); small enough to stay
+# seconds per step at width 1. A GPU takes the trial's own batch.
+PROBE_IMAGES = 64
+# Steps per probe: the first is warm-up and not timed, and the fastest of the others counts.
+# A small model on a CPU needs more than one to warm up (oneDNN's bf16 kernels: at width 1/16
+# 3 steps read 3.7 ms per image, 8 read 3.1, the trial trained at 3.0), so the probe takes up
+# to PROBE_STEPS_MAX steps within PROBE_BUDGET_S seconds, and never fewer than PROBE_STEPS.
+PROBE_STEPS, PROBE_STEPS_MAX, PROBE_BUDGET_S = 3, 8, 10.0
 # Validation is a forward pass only: about a third of a training step's cost per image.
 VAL_COST = 1 / 3
 
@@ -50,8 +57,8 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
     x = torch.rand(n, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (n,), device=device)
     gen = data.make_generator(0, device)
-    times = []
-    for _ in range(PROBE_STEPS):
+    times: list[float] = []
+    while len(times) < PROBE_STEPS or (len(times) < PROBE_STEPS_MAX and sum(times) < PROBE_BUDGET_S):
         t0 = time.perf_counter()
         xb = augment.augment(x, gen, cfg["shear_range"], cfg["zoom_range"], cfg["horizontal_flip"]) \
             if cfg["augment"] else x
@@ -102,7 +109,7 @@ def describe(study: Study, probe: bool = True) -> str:
         return "\n".join(lines)
     threads = max(1, int(study.resources["cpu"]))
     cache: dict[tuple, float] = {}
-    total_s = 0.0
+    trial_s = []
     for cfg in configs:
         # What a step's time per image depends on (the config table's cost keys), and the probe's batch.
         key = (*(cfg[k] for k in COST_KEYS), probe_images(cfg))
@@ -110,13 +117,25 @@ def describe(study: Study, probe: bool = True) -> str:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)
         n_val = cfg["n_val"] or (DATASET_SIZES[cfg["dataset"]][1] if cfg["val_split"] == "test" else N_HOLDOUT_DEFAULT)
-        total_s += epochs * cache[key] * (n_train + VAL_COST * n_val)
+        trial_s.append(epochs * cache[key] * (n_train + VAL_COST * n_val))
+    total_s = sum(trial_s)
     device = resolve_device(study.fixed["device"])
-    wall = f"{_duration(total_s / concurrent)} wall here" if concurrent else "no wall time here (a trial does not fit)"
+    wall = f"{_duration(_makespan(trial_s, concurrent))} wall here" if concurrent else \
+        "no wall time here (a trial does not fit)"
     lines.append(f"  estimate        {wall} ({_duration(total_s)} of trial time), "
                  f"from a {len(cache)}-shape probe on {device.type}; without each trial's start-up (data "
                  f"loading, the first epoch's warm-up: tens of seconds on a CPU); optuna/ASHA may stop trials earlier")
     return "\n".join(lines)
+
+
+def _makespan(seconds: list[float], slots: int) -> float:
+    """When the last trial ends, trials started in the study's order each on the first slot
+    to free up, as Tune starts them: the longest trial of a pair sets the pace, not their mean."""
+    free = [0.0] * slots
+    for s in seconds:
+        i = free.index(min(free))
+        free[i] += s
+    return max(free)
 
 
 def _duration(seconds: float) -> str:

@@ -406,3 +406,14 @@ def test_local_run_without_the_dataset_stops_before_ray(tmp_path):
     assert "CIFAR-10 files missing in" in r.stderr and str(tmp_path / "no-data-here") in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert list(work.iterdir()) == [], "nothing may be written"
+
+
+def test_plans_wall_time_is_when_the_last_trial_ends():
+    # Trials start in the study's order, each on the first free slot: a pair's longer trial
+    # sets the wall time, not the mean (plan read 96 s for quick.py, whose trials took 69 and 56).
+    from bnsweep.plan import _makespan
+
+    assert _makespan([69.0, 56.0], 2) == 69.0
+    assert _makespan([10.0, 10.0, 10.0], 2) == 20.0
+    assert _makespan([30.0, 10.0, 10.0, 10.0], 2) == 30.0
+    assert _makespan([5.0, 7.0], 1) == 12.0
