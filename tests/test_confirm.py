@@ -164,7 +164,11 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
     from bnsweep.analysis.claims import evaluate_claims
     from bnsweep.analysis.results import load_experiment
 
-    space = write_space(tmp_path / "confirmed.py", SEARCH_FILE + "CONFIRM_SEEDS = 2\nMAX_CONCURRENT = 1\n")
+    # 5 epochs of 500 images a trial (the other tests' file trains 2 of 200): with one thread
+    # per trial a tiny trial ends in about a second, and the whole sweep could finish between
+    # the first confirmation epoch and the kill (CI, 2026-12-07).
+    longer = SEARCH_FILE.replace('"n_train": 200', '"n_train": 500').replace('"epochs": 2', '"epochs": 5')
+    space = write_space(tmp_path / "confirmed.py", longer + "CONFIRM_SEEDS = 2\nMAX_CONCURRENT = 1\n")
     storage = tmp_path / "results"
     env = bnsweep_env(RAY_ADDRESS=ray_address, MLFLOW_TRACKING_URI=mlflow_server.uri)
     driver = start_driver(space, storage, env, tmp_path)
@@ -201,7 +205,7 @@ def test_confirmation_runs_once_each_across_a_kill_and_resume(ray_address, mlflo
     for arm in ("bn", "no_bn"):
         confirmed = by_tuner[f"confirm_{arm}"]
         assert sorted(t.config["seed"] for t in confirmed) == [1, 2]  # fresh: the search trained on seed 0
-        assert all(t.status == "completed" and len(t.epochs) == 2 for t in confirmed)
+        assert all(t.status == "completed" and len(t.epochs) == 5 for t in confirmed)
         winner = best_trial(trials, arm, "val_acc")
         for t in confirmed:  # the winner's configuration, the seed aside
             assert {k: v for k, v in t.config.items() if k != "seed"} == \

@@ -282,7 +282,9 @@ def test_diverged_trial_is_a_result_and_the_sweep_completes(ray_address, mlflow_
     assert "diverged 1" in r.stdout
     statuses = {t.config["lr"]: t.status for t in ledger_trials(sweep_dir_of(tmp_path / "results"))}
     assert statuses == {10.0: "diverged", 0.01: "completed"}
-    by_lr = {json.loads((t / "params.json").read_text())["lr"]: results_of(t)
+    from bnsweep.trials import trial_config  # Tune's config holds the grid's point (sweep._param_space)
+
+    by_lr = {trial_config(json.loads((t / "params.json").read_text()))["lr"]: results_of(t)
              for t in trial_dirs(sweep_dir_of(tmp_path / "results"))}
     assert by_lr[10.0][-1]["diverged"] == 1.0
     assert [x["epoch"] for x in by_lr[10.0]] == list(range(1, len(by_lr[10.0]) + 1)), "no retry"
