@@ -1,6 +1,6 @@
 """Quick dropout: does BN regularise the way dropout does (the study's claim 5)?
-search_spaces/dropout.py shrunk until it fits two CPU cores for about a quarter of
-an hour, keeping what the comparison needs: a network that overfits.
+search_spaces/dropout.py shrunk until it fits two CPU cores for a few minutes,
+keeping what the comparison needs: a network that overfits.
 
 The study's three arms: no BN, no BN with 50% dropout, BN (no dropout). What to
 read: each arm's last-epoch train - validation accuracy gap, and its validation
@@ -40,20 +40,25 @@ The scale, reasoned from images, steps and epochs:
   images per forward pass (eval_batch_size; no effect on results), 1.7x faster on
   this CPU than 1,000 at a time, measured.
 - Estimated wall time on 2 idle cores: 160-200 s of training and 180 s of
-  validation per trial; three trials at one per core take two rounds (the two
-  no-BN arms side by side, then BN): about 12-13 minutes.
+  validation per trial in fp32; three trials at one per core take two rounds (the
+  two no-BN arms side by side, then BN): about 12-13 minutes in fp32, and about 4
+  on a CPU with native bf16 (`bnsweep plan quick_dropout`: 4 minutes, 2026-12-07).
 
-Measured (full run, 2026-12-06, this project's 2-vCPU build machine, JPEG-derived
-CIFAR-10, one seed; the machine was shared with other work for part of the run):
-16.6 minutes wall (998 s). Last epoch, training accuracy / validation accuracy (gap):
-no BN 0.922 / 0.369 (0.55), its validation loss up from 1.86 to 5.11: it memorised;
-no BN + 50% dropout 0.396 / 0.374 (0.02): dropout kept it from memorising; BN 0.999 /
-0.481 (0.52), validation loss up from 1.82 to 2.41. So at this scale BN raised
-validation accuracy by 11 points but did not narrow the train-validation gap the way
-dropout did: claim 5, read as "BN regularises like dropout", is not shown here. The
-original's three arms all ended near 0.30-0.35 with training accuracy near 1; ours
-land in that band without BN, and above it with BN. One seed: `--seeds 0,1` for a
-spread.
+Measured (full run, 2026-12-07, this project's 2-vCPU build machine, idle, JPEG-derived
+CIFAR-10, one seed, bnsweep's CPU path: bf16 autocast and channels-last, since this CPU
+computes bf16 natively): 4.1 minutes wall (248 s; the no-BN pair side by side in 99 and
+101 s, then BN alone in 123 s). Last epoch, training accuracy / validation accuracy
+(gap): no BN 0.776 / 0.334 (0.44), its validation loss up from 1.88 (its least) to
+3.84: it memorised; no BN + 50% dropout 0.298 / 0.306 (-0.01): dropout kept it from
+memorising; BN 0.999 / 0.467 (0.53), validation loss up from 1.98 to 2.51. So at this
+scale BN raised validation accuracy by 13 points but did not narrow the
+train-validation gap the way dropout did: claim 5, read as "BN regularises like
+dropout", is not shown here. The original's three arms all ended near 0.30-0.35 with
+training accuracy near 1; ours land in that band without BN, and above it with BN.
+In fp32 (2026-12-06, 16.6 minutes on shared cores) the shape was the same: no BN 0.922
+/ 0.369, dropout 0.396 / 0.374, BN 0.999 / 0.481; bf16 memorises less without BN (the
+numerics check in docs/benchmarks.md found bf16 costs the no-BN net about 2 points).
+`--amp none` gives the fp32 run. One seed: `--seeds 0,1` for a spread.
 """
 
 SEARCH = "grid"

@@ -160,7 +160,7 @@ def test_an_experiment_name_that_reads_as_a_path_gets_a_report_folder_under_repo
 
 # Each quick study's file (search_spaces/), the claims it speaks to, its figures and trials.
 QUICK = {
-    "quick_batch_size": {"claims": (4, 2), "figures": ("batch_size", "curves"), "trials": 6},
+    "quick_batch_size": {"claims": (4, 2), "figures": ("batch_size", "curves"), "trials": 8},
     "quick_dropout": {"claims": (5,), "figures": ("dropout_curves",), "trials": 3},
 }
 
@@ -202,8 +202,8 @@ def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study
     # step times; the last-epoch train - val gap of each dropout arm.
     if study == "quick_batch_size":
         bn = t[t["bn"]].set_index("batch_size")["best_val_acc"]
-        assert claims.loc[4, "n:per_batch"] == ";".join(f"{b}:{bn[b]:.3f}" for b in (5, 50, 100))
-        assert claims.loc[2, "n:pairs"] == 3  # BN and no BN at each batch size, same seed and device
+        assert claims.loc[4, "n:per_batch"] == ";".join(f"{b}:{bn[b]:.3f}" for b in (5, 10, 50, 100))
+        assert claims.loc[2, "n:pairs"] == 4  # BN and no BN at each batch size, same seed and device
         assert claims.loc[4, "verdict"] not in ("supported", "refuted")  # one seed: never decided
     else:
         for arm, row in t.set_index("arm").iterrows():
@@ -217,7 +217,7 @@ def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study
         assert list(theirs.loc[[5, 10, 50, 100, 250], "BN acc original (slides) (%)"]) == [92, 92, 91, 89, 87]
         assert list(theirs.loc[[5, 10, 50, 100, 250], "no BN time original (slides) (min)"]) == [123, 77, 43, 36, 33]
         assert theirs.loc[5, "BN/no BN time original (slides)"] == pytest.approx(225 / 123, abs=0.005)
-        assert pd.notna(theirs.loc[5, "BN acc ours (%)"]) and pd.isna(theirs.loc[10, "BN acc ours (%)"])
+        assert pd.notna(theirs.loc[5, "BN acc ours (%)"]) and pd.isna(theirs.loc[250, "BN acc ours (%)"])
         assert "### Batch size: ours beside the original (slides)" in md
     else:
         theirs = pd.read_csv(tmp_path / "dropout_original.csv").set_index("arm")
