@@ -220,17 +220,25 @@ def good_batch(**changes) -> dict:
     return record
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("data_batch_3", "truncated", "truncated or corrupted"),
-    ("data_batch_1", pickled(good_batch(data=np.zeros((10_000, 1024), np.uint8))), "shape"),
-    ("data_batch_1", pickled(good_batch(data=np.zeros((10_000, 3072), np.float32))), "uint8"),
-    ("data_batch_1", pickled(good_batch(labels=[10] * 10_000)), "labels range"),
-    ("data_batch_1", b"not a pickle at all", "truncated or corrupted"),
-])
-def test_bad_file_raises_data_error_naming_it(cifar_dir, tmp_path, name, content, message):
-    if content == "truncated":
+# Each bad file's bytes are made when its test runs, not when the tests are collected: a batch
+# is up to 120 MB, and a parameter's bytes would become the test's id (sent to every xdist worker).
+BAD_FILES = {
+    "truncated": ("data_batch_3", None, "truncated or corrupted"),
+    "wrong shape": ("data_batch_1", lambda: pickled(good_batch(data=np.zeros((10_000, 1024), np.uint8))), "shape"),
+    "float pixels": ("data_batch_1", lambda: pickled(good_batch(data=np.zeros((10_000, 3072), np.float32))), "uint8"),
+    "label 10": ("data_batch_1", lambda: pickled(good_batch(labels=[10] * 10_000)), "labels range"),
+    "not a pickle": ("data_batch_1", lambda: b"not a pickle at all", "truncated or corrupted"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_file_raises_data_error_naming_it(cifar_dir, tmp_path, case):
+    name, make, message = BAD_FILES[case]
+    if make is None:  # the real file, cut in half
         raw = (cifar_dir / data.BASE_FOLDER / name).read_bytes()
         content = raw[: len(raw) // 2]
+    else:
+        content = make()
     root = link_copy(cifar_dir, tmp_path / "bad", replace={name: content})
     with pytest.raises(data.DataError, match=message) as err:
         data.load_cifar10(root, download=False)
