@@ -102,10 +102,24 @@ def pytest_configure(config):
 SLOW_FIXTURES = {"ray_address", "mlflow_server", "browser"}
 
 
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the item's fixtures
+    return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        # Under pytest-xdist (-n, with pyproject's --dist loadgroup) a group runs on one worker:
+        # the session's shared sweeps run once, not once per worker; a module's own fixture (a
+        # sweep, a cluster, a server) is built once, not on every worker its tests reach.
+        if "recorded_sweeps" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("recorded_sweeps"))
+        elif _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 def _needs_cifar(items) -> list:
@@ -195,8 +209,10 @@ import urllib.request  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 # Short: Ray's socket paths must fit in 107 bytes. Named <dir>/ray, Ray's default layout, so
-# that RAY_TMPDIR=<dir> makes this head the one `ray.init()` would find on its own.
-RAY_TEMP = "/tmp/rbt/ray"
+# that RAY_TMPDIR=<dir> makes this head the one `ray.init()` would find on its own. One per
+# pytest-xdist worker ("gw0", ...), each with a Ray head of its own: two heads never share a
+# session folder.
+RAY_TEMP = f"/tmp/rbt/{os.environ.get('PYTEST_XDIST_WORKER', 'main')}/ray"
 
 
 def free_port() -> int:
@@ -271,12 +287,28 @@ def gcs_state(address: str) -> dict:
     return json.loads(r.stdout)
 
 
+def _ensure_ray_auth_token() -> None:
+    """~/.ray/auth_token, made once: under a lock, since two xdist workers may start their
+    heads at the same moment, and a token rewritten under a running head locks its drivers out."""
+    import fcntl
+
+    folder = Path.home() / ".ray"
+    folder.mkdir(exist_ok=True)
+    with open(folder / ".bnsweep-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "auth_token").exists():
+            _ray("get-auth-token", "--generate")
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
-    if not (Path.home() / ".ray" / "auth_token").exists():
-        _ray("get-auth-token", "--generate")
+    _ensure_ray_auth_token()
     port = free_port()
+    # Every port its own (free ones, not Ray's defaults): under pytest-xdist each worker has a
+    # head, and a README-style run starts a local Ray beside them with Ray's defaults.
     head = start_ray_node("--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+                          f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                          "--min-worker-port=0", "--max-worker-port=0",
                           f"--temp-dir={RAY_TEMP}")
     address = f"127.0.0.1:{port}"
     wait_for_nodes(address, 1)
@@ -413,29 +445,36 @@ def on_terminal(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> tu
 
 
 # ------------------------------------------ the session's shared sweeps ---
-# Run once per session (tests/recorded_sweeps.py), read by every test that asks.
+# Run once per session (tests/recorded_sweeps.py), read by every test that asks. Every
+# reader reaches them through `recorded_sweeps`: under pytest-xdist those tests form one
+# group (pytest_collection_modifyitems), so one worker runs the sweeps, not every worker.
 
 @pytest.fixture(scope="session")
-def lr_sweep(request, tmp_path_factory, ray_address):
+def recorded_sweeps(request, tmp_path_factory, ray_address):
+    """recorded_sweeps(study, data_dir=None, together=()) -> the study's RecordedSweep, its
+    driver exited; the first call starts every sweep the session's tests use."""
+    import functools
+
+    from recorded_sweeps import recorded
+
+    return functools.partial(recorded, tmp_path_factory, ray_address, session=request.session)
+
+
+@pytest.fixture(scope="session")
+def lr_sweep(recorded_sweeps):
     """The lr study's tiny sweep (14 trials, 2 seeds, a diverging lr and a failing point)."""
-    from recorded_sweeps import sweep
-
-    return sweep(tmp_path_factory, ray_address, "lr", request.session)
+    return recorded_sweeps("lr").result()
 
 
 @pytest.fixture(scope="session")
-def batch_sweep(request, tmp_path_factory, ray_address):
-    from recorded_sweeps import sweep
-
-    return sweep(tmp_path_factory, ray_address, "batch_size", request.session)
+def batch_sweep(recorded_sweeps):
+    return recorded_sweeps("batch_size").result()
 
 
 @pytest.fixture(scope="session")
-def dropout_sweep(request, tmp_path_factory, ray_address):
+def dropout_sweep(recorded_sweeps):
     """The dropout study's tiny sweep (3 trials): a report with a figure and the original's numbers."""
-    from recorded_sweeps import sweep
-
-    return sweep(tmp_path_factory, ray_address, "dropout", request.session)
+    return recorded_sweeps("dropout").result()
 
 
 # ------------------------------------------- a real S3 server (moto) ---

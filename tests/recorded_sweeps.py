@@ -159,10 +159,22 @@ def studies_used(session) -> list[str]:
     return [s for s in [*SPACE_FILES, *SHIPPED] if s in used]
 
 
-def sweep(tmp_path_factory, ray_address: str, study: str, session=None, data_dir: Path | None = None,
-          together: tuple[str, ...] = ()) -> tuple[str, str]:
-    """(tracking_uri, experiment) of the study's tiny sweep, made once per test session (recorded)."""
-    return recorded(tmp_path_factory, ray_address, study, session, data_dir, together).result()
+def _claim_for_this_worker(config, tmp_path_factory) -> None:
+    """Under pytest-xdist, the shared sweeps belong to the one worker that runs the
+    recorded_sweeps group (conftest.py): a second worker reaching them means a test reads
+    them without naming that fixture (e.g. through request.getfixturevalue), and would
+    train every one of them again. Said at once, not found as a slower suite."""
+    me = getattr(config, "workerinput", {}).get("workerid")
+    if me is None:  # one process: nothing to share
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "recorded-sweeps-worker"  # the run's folder, above each worker's
+    try:
+        with open(claim, "x") as f:
+            f.write(me)
+    except FileExistsError:
+        owner = claim.read_text()
+        assert owner == me, (f"the shared sweeps already run on xdist worker {owner}: this test reaches them "
+                             "without the recorded_sweeps fixture in its signature (tests/conftest.py)")
 
 
 def recorded(tmp_path_factory, ray_address: str, study: str, session=None, data_dir: Path | None = None,
@@ -178,6 +190,8 @@ def recorded(tmp_path_factory, ray_address: str, study: str, session=None, data_
     from conftest import find_cifar
 
     if "dir" not in _STORE:
+        if session is not None:
+            _claim_for_this_worker(session.config, tmp_path_factory)
         _STORE["dir"] = _fast_dir(tmp_path_factory)
     if data_dir is None and session is not None:
         data_dir = find_cifar(session.config)[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from recorded_sweeps import DIVERGING_LR, N_TRIALS, sweep
+from recorded_sweeps import DIVERGING_LR, N_TRIALS
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS = ROOT / "analysis"
@@ -110,8 +110,8 @@ def _check_files(items) -> None:
 # lr, curves and batch_size are checked below, with their CSVs against the runs.
 @pytest.mark.parametrize("script, study", [("summary", "lr"), ("dropout", "dropout"), ("optuna", "optuna"),
                                            ("summary", "dropout")])
-def test_every_script_writes_figures_and_csvs(script, study, tmp_path, tmp_path_factory, ray_address, request):
-    uri, experiment = sweep(tmp_path_factory, ray_address, study, request.session)
+def test_every_script_writes_figures_and_csvs(script, study, tmp_path, recorded_sweeps):
+    uri, experiment = recorded_sweeps(study).result()
     _check_files(run_analysis(script, uri, experiment, tmp_path))
 
 

@@ -17,11 +17,11 @@ WINDOW = {"width": 1280, "height": 900}  # a laptop's browser window, px
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["dropout_sweep", "lr_sweep"])
-def test_report_page_reads_in_chromium(browser, which, request, tmp_path):  # no browser: skips before the sweep
+@pytest.mark.parametrize("study", ["dropout", "lr"])
+def test_report_page_reads_in_chromium(browser, recorded_sweeps, study, tmp_path):  # no browser: skips first
     from bnsweep.analysis.report import build_report
 
-    uri, experiment = request.getfixturevalue(which)
+    uri, experiment = recorded_sweeps(study).result()
     report = build_report(experiment, tmp_path / "report", uri, log_to_mlflow=False)
     page = browser.new_page(viewport=WINDOW)
     errors: list[str] = []
@@ -46,7 +46,7 @@ def test_report_page_reads_in_chromium(browser, which, request, tmp_path):  # no
         assert hrefs and all((report.parent / h).is_file() for h in hrefs), hrefs
         # A click on the seed / lr header of the trials table sorts its rows by value.
         trials = page.locator("table.t").last
-        column = "lr" if which == "lr_sweep" else "seed"
+        column = "lr" if study == "lr" else "seed"
         headers = trials.locator("th").all_inner_texts()
         index = [h.replace("\u200b", "") for h in headers].index(column)
         trials.locator("th").nth(index).click()
@@ -60,4 +60,4 @@ def test_report_page_reads_in_chromium(browser, which, request, tmp_path):  # no
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
     keep = os.environ.get("BNSWEEP_SCREENSHOTS")
     if keep and Path(keep).is_dir():
-        shutil.copy(tmp_path / "report.png", Path(keep) / f"report-{which}.png")
+        shutil.copy(tmp_path / "report.png", Path(keep) / f"report-{study}.png")

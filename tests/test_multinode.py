@@ -55,8 +55,8 @@ class Cluster:
         self.temp_dir = temp_dir
         port = free_port()
         self.address = f"127.0.0.1:{port}"
-        # No port may clash with another Ray on this machine (the session's head uses Ray's
-        # defaults: dashboard 8265, dashboard agent 52365, worker ports 10002-19999).
+        # No port may clash with another Ray on this machine (the session's heads, a local Ray
+        # started with Ray's defaults: dashboard 8265, dashboard agent 52365, worker ports 10002-19999).
         self.head = start_ray_node(
             "--head", f"--port={port}", *self._node_args(),
             f"--dashboard-port={free_port()}", "--include-dashboard=false",

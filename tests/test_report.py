@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from recorded_sweeps import sweep  # the session's tiny real sweeps, trained once
 
 
 def test_report_for_lr_study(lr_sweep, tmp_path):
@@ -166,11 +165,11 @@ QUICK = {
 
 
 @pytest.fixture(scope="session")
-def quick_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
+def quick_sweeps(recorded_sweeps, cifar_dir):
     """(tracking_uri, experiment) per quick study: `bnsweep run search_spaces/<study>.py --smoke`
     on the CIFAR-10 files, both started at once."""
     names = tuple(QUICK)
-    return {s: sweep(tmp_path_factory, ray_address, s, request.session, cifar_dir, together=names) for s in names}
+    return {s: recorded_sweeps(s, data_dir=cifar_dir, together=names).result() for s in names}
 
 
 @pytest.mark.parametrize("study", QUICK)
@@ -228,10 +227,10 @@ def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study
 
 
 @pytest.fixture(scope="session")
-def lr_smoke_sweeps(request, tmp_path_factory, ray_address, cifar_dir):
+def lr_smoke_sweeps(recorded_sweeps, cifar_dir):
     """search_spaces/lr.py and a copy of it (another name, another folder), both run with --smoke."""
     names = ("lr_smoke", "lr_copy")
-    return [sweep(tmp_path_factory, ray_address, s, request.session, cifar_dir, together=names) for s in names]
+    return [recorded_sweeps(s, data_dir=cifar_dir, together=names).result() for s in names]
 
 
 def _sections(md: str, experiment: str) -> list[str]:
@@ -384,7 +383,7 @@ def _wheel_venv(root: Path, work: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factory, ray_address, cifar_dir, tmp_path):
+def test_wheel_reports_and_runs_shipped_studies_by_name(recorded_sweeps, cifar_dir, tmp_path):
     """Built as a wheel and installed without -e, from a folder outside the repository:
     `bnsweep report` on a smoke sweep's store (the analysis modules come from the
     package), `bnsweep plan lr` finding the shipped study by name, and an analysis
@@ -393,8 +392,7 @@ def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factor
 
     from conftest import bnsweep_env
 
-    uri, experiment = sweep(tmp_path_factory, ray_address, "quick_batch_size", request.session, cifar_dir,
-                            together=tuple(QUICK))
+    uri, experiment = recorded_sweeps("quick_batch_size", data_dir=cifar_dir, together=tuple(QUICK)).result()
     root = Path(__file__).resolve().parents[1]
     bin_dir = _wheel_venv(root, tmp_path)
     elsewhere = tmp_path / "elsewhere"  # not the repository: nothing there to import or read
@@ -425,15 +423,14 @@ def test_wheel_reports_and_runs_shipped_studies_by_name(request, tmp_path_factor
         in r.stderr
 
 
-def test_the_norm_study_reports_three_arms_beside_wu_and_he(request, tmp_path_factory, ray_address, cifar_dir,
-                                                           tmp_path):
+def test_the_norm_study_reports_three_arms_beside_wu_and_he(recorded_sweeps, cifar_dir, tmp_path):
     # search_spaces/quick_norm_batch_size.py run as shipped (smoke mode; the session's run, which
     # test_sweep also reads): BN, GN and none at three batch sizes, their figure with Wu & He's
     # BN / GN curve on a panel of its own, labelled as theirs and by shape only.
     from bnsweep.analysis.report import build_report
     from bnsweep.analysis.results import load_experiment
 
-    uri, experiment = sweep(tmp_path_factory, ray_address, "quick_norm_batch_size", request.session, cifar_dir)
+    uri, experiment = recorded_sweeps("quick_norm_batch_size", data_dir=cifar_dir).result()
     r = load_experiment(experiment, uri)
     assert sorted(set(r.trials["arm"])) == ["bn", "gn", "no_bn"] and len(r.trials) == 9
     build_report(experiment, tmp_path, uri, log_to_mlflow=False)

@@ -26,7 +26,7 @@ from conftest import (
 )
 from helpers import TINY, assert_mlflow_equals_ledger, children, start_driver, steps, trials_so_far, wait_for
 from mlflow import MlflowClient
-from recorded_sweeps import README_STUDY, recorded, smoke_name
+from recorded_sweeps import README_STUDY, smoke_name
 
 from bnsweep.space import load_study
 
@@ -95,8 +95,7 @@ def test_sweeps_started_in_the_same_second_share_no_folder(monkeypatch):
 
 
 @pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
-def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path, tmp_path_factory,
-                                                          request):
+def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, cifar_dir, tmp_path, recorded_sweeps):
     if space.stem == README_STUDY:
         # quick.py also proves the README's defaults: no address -> a Ray of its own, even with
         # another Ray running on this machine (the session's head); no tracking URI -> ./mlflow.db.
@@ -105,7 +104,7 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
         rc, out, results, uri = r.returncode, r.stdout + r.stderr, tmp_path / "results", f"sqlite:///{tmp_path}/mlflow.db"
         assert not [j for j in gcs_state(ray_address)["jobs"] if str(tmp_path) in j["entrypoint"]]
     else:  # the session's smoke run of the file (tests/recorded_sweeps.py), which other tests also read
-        run = recorded(tmp_path_factory, ray_address, smoke_name(space.stem), request.session, cifar_dir)
+        run = recorded_sweeps(smoke_name(space.stem), data_dir=cifar_dir)
         rc, out, results, uri = run.proc.returncode, run.log(), run.work / "results", run.uri
     assert rc == 0, out[-6000:]
     assert "summary" in out
