@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import shlex
 import subprocess
 import time
@@ -80,10 +81,10 @@ class SweepRecord:
 
 
 def code_version() -> dict[str, str]:
-    """Git commit and dirty flag of the bnsweep checkout, and the stack's versions."""
-    import optuna
-    import ray
-    import torch
+    """Git commit and dirty flag of the bnsweep checkout, and the stack's versions: read from
+    the installed packages' metadata, since importing torch and optuna only to ask costs the
+    driver ~2 CPU-seconds (py-spy, 2026-12-07) and it trains nothing."""
+    from importlib.metadata import version
 
     repo = Path(__file__).resolve().parents[1]
 
@@ -98,11 +99,24 @@ def code_version() -> dict[str, str]:
     return {
         "git_commit": commit or "unknown",
         "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower() if commit else "unknown",
-        "torch_version": torch.__version__, "ray_version": ray.__version__,
-        "mlflow_version": mlflow.__version__, "optuna_version": optuna.__version__,
+        "torch_version": _torch_version(version("torch")), "ray_version": version("ray"),
+        "mlflow_version": version("mlflow"), "optuna_version": version("optuna"),
     }
 
 
+
+
+def _torch_version(released: str) -> str:
+    """torch.__version__ without importing torch: the package's metadata says only the release
+    ("2.14.1"); torch/version.py also names the build ("2.14.1+cu130", "2.14.1+cpu")."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = Path(distribution("torch").locate_file("torch/version.py")).read_text()
+    except (OSError, PackageNotFoundError):
+        return released
+    found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.M)
+    return found.group(1) if found else released
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str, elsewhere: str) -> str:

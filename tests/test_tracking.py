@@ -291,6 +291,19 @@ def test_arm_means_one_thing_a_tuned_dropout_is_a_setting():
     assert trial_tags(make_config({"bn": True}), "grid")["arm"] == "bn"
 
 
+def test_the_recorded_versions_are_the_modules_own_without_importing_torch():
+    # The driver records the stack's versions on every sweep; it trains nothing, so asking must
+    # not import torch (~2 CPU-s a process), yet torch's build ("+cu130", "+cpu") is kept.
+    code = ("import sys, json\nfrom bnsweep.tracking import code_version\nv = code_version()\n"
+            "assert 'torch' not in sys.modules and 'optuna' not in sys.modules, 'imported'\n"
+            "import torch, ray, mlflow, optuna\n"
+            "print(json.dumps([v, [torch.__version__, ray.__version__, mlflow.__version__, optuna.__version__]]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recorded, imported = json.loads(r.stdout)
+    assert [recorded[f"{m}_version"] for m in ("torch", "ray", "mlflow", "optuna")] == imported, recorded
+
+
 @pytest.mark.slow  # a fresh interpreter importing torch and Ray: about 5 s
 def test_a_trial_process_never_imports_mlflow():
     # Only the driver writes to MLflow. A trial's process imports the trainable's module (Ray
