@@ -14,7 +14,8 @@ the same code is in the installed bundle, mlflow/server/js/build/static/js):
   changes what the page shows); GenAI until then.
 - So an experiment opened without the parameter (from the experiment list, from the
   compare page's breadcrumb, or a run page's breadcrumb) opens on GenAI's overview
-  ("Traces 0", "Detect Issues") in a browser that never clicked "Model training", and
+  (its sidebar's "Observability" and "Traces"; 3.17 adds a "Detect Issues" pop-up, 3.18 a
+  "Send your first trace" guide) in a browser that never clicked "Model training", and
   a run page opened from the runs table (its link drops the parameter) is labelled
   "Evaluations" (the run page header's `shouldRouteToEvaluations`: a GenAI kind and no
   logged model) with GenAI's sidebar.
