@@ -33,9 +33,15 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
 # check that every result holds the metric would count the end of such a trial as a
 # result without it. Every epoch's result holds val_acc and the other metrics (train.py).
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Tune's automatic loggers write CSV, JSON and TensorBoard files into every trial's folder.
+# bnsweep adds the CSV and JSON ones itself (_run_config: Tune's own tools read them) and leaves
+# TensorBoard's out: MLflow is the sweep's viewer, and that logger imports tensorboardX and,
+# with it, torch into the driver, which trains nothing (~3 CPU-s a driver; py-spy, 2026-12-07).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from bnsweep import ledger, optuna_study, progress  # noqa: E402
 from bnsweep.domains import Domain  # noqa: E402
@@ -216,7 +222,8 @@ def _run_config(tune_dir: str, spec: SweepSpec, callbacks: list, verbose: bool) 
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=list(callbacks),  # a list of its own: Tune appends its progress reporter to it
+        # A list of its own: Tune appends its progress reporter to it.
+        callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()],
         verbose=1 if verbose else 0,  # bnsweep's Progress shows the trials; --verbose, Tune's own output
     )
 

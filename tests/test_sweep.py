@@ -126,6 +126,10 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
     runs = children(uri, f"bnsweep-{study.name}")
     assert len(runs) == study.n_trials()
     assert all(r.info.status == "FINISHED" for r in runs)
+    # Tune's CSV and JSON logs in every trial's folder; no TensorBoard files (bnsweep/sweep.py).
+    folders = trial_dirs(sweep_dir_of(results))
+    assert len(folders) == study.n_trials() and all((t / "progress.csv").is_file() for t in folders), folders
+    assert not list(sweep_dir_of(results).rglob("events.out.tfevents*"))
     if space.stem == "lr":  # the transcript fits a screen or two and gives every trial's val_acc
         transcript = out.splitlines()
         assert len(transcript) < 100, "\n".join(transcript)
