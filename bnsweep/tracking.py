@@ -99,24 +99,25 @@ def code_version() -> dict[str, str]:
     return {
         "git_commit": commit or "unknown",
         "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower() if commit else "unknown",
-        "torch_version": _torch_version(version("torch")), "ray_version": version("ray"),
+        "torch_version": _torch_version(), "ray_version": version("ray"),
         "mlflow_version": version("mlflow"), "optuna_version": version("optuna"),
     }
 
 
 
 
-def _torch_version(released: str) -> str:
+def _torch_version() -> str:
     """torch.__version__ without importing torch: the package's metadata says only the release
     ("2.14.1"); torch/version.py also names the build ("2.14.1+cu130", "2.14.1+cpu")."""
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distribution
 
+    torch = distribution("torch")
     try:
-        text = Path(distribution("torch").locate_file("torch/version.py")).read_text()
-    except (OSError, PackageNotFoundError):
-        return released
+        text = Path(torch.locate_file("torch/version.py")).read_text()
+    except OSError:
+        return torch.version
     found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.M)
-    return found.group(1) if found else released
+    return found.group(1) if found else torch.version
 
 
 def experiment_id(client: MlflowClient, uri: str, name: str, elsewhere: str) -> str:
