@@ -27,6 +27,7 @@ the value each tuned key explains, over its whole range.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -120,21 +121,11 @@ def _trials_of(study: Study, trials: list[ledger.TrialRecord], tuner: str, distr
     return out
 
 
-def rebuild_optuna_study(sweep_dir: str, study: Study) -> str | None:
-    """Write SWEEP_DIR/optuna.db afresh from the ledger: one Optuna study per arm's search.
-    Returns where it is, or None for a grid study (it has no search). The file is built
-    beside its place and renamed into it, so a reader (the dashboard) never sees half of it."""
-    if study.search != "optuna":
-        return None
+def _write_searches(url: str, sweep_dir: str, study: Study) -> None:
+    """One Optuna study per arm's search, from the ledger, into the storage at URL."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..." per arm
-    remote = "://" in sweep_dir
-    folder = tempfile.mkdtemp(prefix="bnsweep-optuna-") if remote else sweep_dir
-    fd, path = tempfile.mkstemp(prefix=".optuna-", suffix=".db", dir=folder)
-    os.close(fd)
-    os.unlink(path)  # SQLite creates it
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    storage = optuna.storages.RDBStorage(url)
     try:
         trials = ledger.read_trials(sweep_dir)
         distributions = {k: distribution(d) for k, d in study.space.items()}
@@ -148,15 +139,36 @@ def rebuild_optuna_study(sweep_dir: str, study: Study) -> str | None:
     finally:
         storage.remove_session()
         storage.engine.dispose()
+
+
+def rebuild_optuna_study(sweep_dir: str, study: Study) -> str | None:
+    """Write SWEEP_DIR/optuna.db afresh from the ledger: one Optuna study per arm's search.
+    Returns where it is, or None for a grid study (it has no search). The file is built
+    beside its place and renamed into it, so a reader (the dashboard) never sees half of it."""
+    if study.search != "optuna":
+        return None
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..." per arm
+    remote = "://" in sweep_dir
     target = join(sweep_dir, STORAGE_FILE)
-    if remote:
-        fs, where = filesystem(target)
-        with open(path, "rb") as src, fs.open_output_stream(where) as out:
-            out.write(src.read())
-        os.unlink(path)
-        os.rmdir(folder)
-    else:
-        os.replace(path, target)
+    # A remote sweep's file is built in a local folder of its own, which goes once it is uploaded.
+    local = tempfile.TemporaryDirectory(prefix="bnsweep-optuna-") if remote else contextlib.nullcontext(sweep_dir)
+    with local as folder:
+        fd, path = tempfile.mkstemp(prefix=".optuna-", suffix=".db", dir=folder)
+        os.close(fd)
+        os.unlink(path)  # SQLite creates it
+        try:
+            _write_searches(f"sqlite:///{path}", sweep_dir, study)
+            if remote:
+                fs, where = filesystem(target)
+                with open(path, "rb") as src, fs.open_output_stream(where) as out:
+                    out.write(src.read())
+            else:
+                os.replace(path, target)
+        finally:
+            if os.path.exists(path):  # a failed write leaves no half-built file beside the sweep
+                os.unlink(path)
     return target
 
 

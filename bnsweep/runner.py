@@ -234,18 +234,20 @@ def _driver_log(sweep_dir: str, verbose: bool):
         return
     name = f"logs/driver-{time.strftime('%Y%m%d-%H%M%S')}.log"
     remote = "://" in sweep_dir
-    path = os.path.join(tempfile.mkdtemp(prefix="bnsweep-"), "driver.log") if remote else f"{sweep_dir}/{name}"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     print(f"Ray's and Tune's own output: {join(sweep_dir, name)}  (--verbose shows it here)", flush=True)
-    try:
-        with progress.output_to_log(path):
-            try:
-                yield
-            finally:
-                sweep.shutdown_ray()
-    finally:
-        if remote:
-            write_text(join(sweep_dir, name), Path(path).read_text(errors="replace"))
+    # A remote log is written in a local folder of its own, which goes once it is uploaded.
+    with tempfile.TemporaryDirectory(prefix="bnsweep-") if remote else contextlib.nullcontext() as local:
+        path = os.path.join(local, "driver.log") if remote else f"{sweep_dir}/{name}"
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with progress.output_to_log(path):
+                try:
+                    yield
+                finally:
+                    sweep.shutdown_ray()
+        finally:
+            if remote:
+                write_text(join(sweep_dir, name), Path(path).read_text(errors="replace"))
 
 
 def _fit_and_summarize(study: Study, spec: SweepSpec, sweep_dir: str, tracker: Tracker, resume: bool,

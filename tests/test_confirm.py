@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import signal
+import tempfile
 import textwrap
 import time
 
@@ -245,6 +246,9 @@ def test_an_object_store_sweep_gets_optuna_db_uploaded_whole(tmp_path, monkeypat
 
     for key, value in AWS.items():
         monkeypatch.setenv(key, value)
+    scratch = tmp_path / "scratch"  # where the file is built before its upload
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     study = load_study(write_space(tmp_path / "tuned.py", SEARCH_FILE))
     d = s3.uri(f"{BUCKET}/optuna-db/sweep")
     cfg = {**study.fixed, "seed": 0, "bn": True, "lr": 0.01, "batch_size": 50, "dropout": 0.2}
@@ -255,3 +259,19 @@ def test_an_object_store_sweep_gets_optuna_db_uploaded_whole(tmp_path, monkeypat
         local.write_bytes(f.read())
     (trial,) = optuna.load_study(study_name="bn", storage=f"sqlite:///{local}").trials
     assert trial.params == {"lr": 0.01, "batch_size": 50, "dropout": 0.2} and trial.value == 0.5
+    assert not list(scratch.iterdir())
+    with pytest.raises(OSError):  # a bucket that is not there: the upload fails, and leaves nothing behind
+        rebuild_optuna_study(s3.uri("no-such-bucket/sweep"), study)
+    assert not list(scratch.iterdir())
+
+
+def test_a_failed_optuna_db_leaves_no_half_built_file_in_the_sweep(tmp_path):
+    study = load_study(write_space(tmp_path / "tuned.py", SEARCH_FILE))
+    d = tmp_path / "sweep"
+    cfg = {**study.fixed, "seed": 0, "bn": True, "lr": 0.01, "batch_size": 50, "dropout": 0.2}
+    _record(str(d), "one", "bn", cfg, [0.3, 0.5], "completed")
+    (d / "optuna.db").mkdir()  # its place is taken: the rename into it fails
+    before = sorted(p.name for p in d.iterdir())
+    with pytest.raises(OSError):
+        rebuild_optuna_study(str(d), study)
+    assert sorted(p.name for p in d.iterdir()) == before

@@ -54,7 +54,10 @@ def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_pa
     """)
     # One trial at a time: at the interrupt the second has not started, so the resume both
     # continues a trial from its checkpoint on S3 and runs one from the start.
-    env = bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_TMPDIR=str(Path(RAY_TEMP).parent), **AWS)
+    scratch = tmp_path / "scratch"  # the commands' temporary folder: what they write there must go
+    scratch.mkdir()
+    env = bnsweep_env(MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_TMPDIR=str(Path(RAY_TEMP).parent),
+                      TMPDIR=str(scratch), **AWS)
     driver = start_driver(space, s3.uri(f"{BUCKET}/{PREFIX}"), env, tmp_path)  # type: ignore[arg-type]
     try:
         deadline = time.monotonic() + 300
@@ -150,6 +153,10 @@ def test_sweep_on_s3_is_interrupted_resumed_and_synced(s3, mlflow_server, tmp_pa
     from pyarrow import fs as pafs
 
     assert pafs.FileSystem.from_uri(run_log)[1] in logs, (run_log, sorted(logs))
+    # (e) Run, resume and sync left nothing in the temporary folder (the log was written there first)
+    # but torch's own compile cache, which torch keeps there on purpose.
+    left = sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+    assert not left, left
 
 
 def test_the_lock_on_s3_lets_one_racing_process_in_and_a_silent_holder_goes_stale(s3, monkeypatch, capsys):
