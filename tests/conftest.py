@@ -89,10 +89,15 @@ def pytest_configure(config):
     nodes and trials), as each Ray trial already has (sweep.py: its cpu resource). The suite
     trains in this process while the session's sweeps train beside it on the same cores;
     with a thread per core each, PyTorch's threads spin against each other: a 4-step training
-    took 55 s instead of 3 s on this project's 2-core machine under the suite's load."""
+    took 55 s instead of 3 s on this project's 2-core machine under the suite's load.
+
+    And no job runner beside each `mlflow server` the tests start: MLflow 3's server spawns
+    Huey consumers for its GenAI jobs (scorers, trace roll-ups), which bnsweep never asks for;
+    idle, they took 125 CPU-s of a 1,630 CPU-s suite (about 8 processes per server)."""
     import torch
 
     os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     torch.set_num_threads(1)
 
 
