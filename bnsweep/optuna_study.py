@@ -144,7 +144,8 @@ def _write_searches(url: str, sweep_dir: str, study: Study) -> None:
 def rebuild_optuna_study(sweep_dir: str, study: Study) -> str | None:
     """Write SWEEP_DIR/optuna.db afresh from the ledger: one Optuna study per arm's search.
     Returns where it is, or None for a grid study (it has no search). The file is built
-    beside its place and renamed into it, so a reader (the dashboard) never sees half of it."""
+    beside its place and renamed into it, so a reader (the dashboard) never sees half of it;
+    a sweep on object storage gets it built in a local temporary folder and uploaded whole."""
     if study.search != "optuna":
         return None
     import optuna
