@@ -19,21 +19,20 @@ A file defines module-level names the loader reads:
     CLAIMS, FIGURES, ORIGINAL   what the study asks of its report (bnsweep/asks.py; optional)
 
 A key is set in one place only: SPACE, ARMS or FIXED (and SMOKE or a flag may not
-change a key the study varies). Every value a study can produce is checked here:
-each grid point as a whole config, each member of a choice, both ends of every
-range, and the combinations the rules between keys read. So whatever loads here
-starts, and every trial's config is valid.
+change a key the study varies). Every value a study can produce is checked here (one
+table or entry at a time by bnsweep/space_values.py): each grid point as a whole
+config, each member of a choice, both ends of every range, and the combinations the
+rules between keys read. So whatever loads here starts, and every trial's config is
+valid.
 
 Nothing here imports Ray: a bad file is rejected before any Ray process starts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import itertools
 import math
-import numbers
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,10 +40,20 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bnsweep import asks, domains
-from bnsweep.config import CONSISTENCY_KEYS, REFERENCE, ConfigError, make_config, value_kind
-from bnsweep.domains import Domain, DomainError
-from bnsweep.errors import UsageError
+from bnsweep import asks
+from bnsweep.config import CONSISTENCY_KEYS, ConfigError, make_config
+from bnsweep.space_values import (
+    SpaceError,
+    as_written,
+    check_combinations,
+    check_dict,
+    check_domain,
+    check_values,
+    grid_values,
+    plain,
+    reject,
+    varied_keys,
+)
 
 KNOWN_NAMES = {"SEARCH", "SPACE", "FIXED", "SEEDS", "ARMS", "NUM_SAMPLES", "METRIC", "SCHEDULER",
                "RESOURCES", "MAX_CONCURRENT", "MAX_FAILURES", "SMOKE", "SMOKE_NUM_SAMPLES", "EXPERIMENT",
@@ -57,13 +66,6 @@ SCHEDULERS = ("asha", "fifo")
 # names 250. A sweep's parent run is named <study>-<YYYYmmdd-HHMMSS>-<4 hex> (21 more).
 MAX_EXPERIMENT_NAME = 256
 MAX_STUDY_NAME = 250 - 21
-# Points of the rules between keys checked per Optuna study; a larger product of
-# candidates is checked at the ends of its integer ranges only.
-MAX_COMBINATIONS = 100_000
-
-
-class SpaceError(UsageError, ValueError):
-    """A bad search-space file; the message names the file and the key."""
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Study:
 
     def varied(self) -> list[str]:
         """The config keys whose value differs between trials, seed included when repeated."""
-        varied = _varied(self.space, self.arms, self.points) | ({"seed"} if len(self.seeds) > 1 else set())
+        varied = varied_keys(self.space, self.arms, self.points) | ({"seed"} if len(self.seeds) > 1 else set())
         return sorted(varied)
 
     def shared(self) -> dict[str, Any]:
@@ -137,10 +139,6 @@ class Study:
         return (self.num_samples + self.confirm_seeds) * len(self.arm_list())
 
 
-def _fail(path: Path, message: str):
-    raise SpaceError(f"{path}: {message}")
-
-
 def _import(path: Path):
     if not path.exists():
         raise SpaceError(f"search-space file {path} does not exist")
@@ -166,140 +164,10 @@ def _import(path: Path):
     return module
 
 
-def _plain(value: Any) -> Any:
-    """A value as the plain Python it stands for, whatever a user's own code made it with:
-    numpy scalars and arrays (np.logspace, np.float32(0.1), np.True_), ranges, Fractions
-    and Decimals become the bool, int, float, str or list they hold; dicts, lists and
-    tuples are read through; anything else (a Tune or Optuna distribution) stays as it is
-    for the checks below to read or refuse."""
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()  # a numpy scalar: its Python scalar; an array: nested lists
-    if isinstance(value, range):
-        return list(value)
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else value
-    return value
-
-
-def _check_dict(path: Path, name: str, value: Any) -> dict:
-    if not isinstance(value, Mapping):
-        _fail(path, f"{name} must be a dict, got {type(value).__name__}")
-    for key in value:
-        if key not in REFERENCE:
-            _fail(path, f"{name} key {key!r} is not a config key" + _hint(key))
-    return dict(value)
-
-
-def _hint(key: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(key), REFERENCE, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _varied(space: Mapping[str, Any], arms: Mapping[str, Any], points: list[dict[str, Any]]) -> set[str]:
-    """The config keys a study varies: grid axes or distributions, Optuna arms, explicit points."""
-    return set(space) | set(arms) | {k for point in points for k in point}
-
-
-def _check_values(path: Path, name: str, key: str, values: list, base: dict, distinct: bool = True) -> list:
-    where = name if name in ("SEEDS", "--seeds") else f"{name}[{key!r}]"  # seeds are their own list
-    out = []
-    for v in map(_plain, values):
-        try:
-            out.append(make_config({key: v}, base=base, consistent=False)[key])
-        except ConfigError as e:
-            _fail(path, f"{where} value {v!r}: {e}")
-    repeated = list(dict.fromkeys(v for v in out if out.count(v) > 1))
-    if distinct and repeated:
-        # Checked after validation, which makes "0.1" and 0.1 one value: a repeat would
-        # run the same trial twice and count as two seeds or grid points in the analysis.
-        _fail(path, f"{where} lists {', '.join(map(repr, repeated))} more than once")
-    return out
-
-
-def _shown(entry: Any) -> str:
-    """An entry as the file wrote it: a tuple's repr, or what a Tune or Optuna object is."""
-    if isinstance(entry, (tuple, list, dict, str, int, float, bool)) or entry is None:
-        return repr(entry)
-    return f"{type(entry).__module__.split('.')[0]}'s {type(entry).__name__}"
-
-
-def _is_distribution(entry: Any) -> bool:
-    if isinstance(entry, tuple) and entry and entry[0] in domains.TUPLE_FORMS:
-        return True
-    return type(entry).__module__.startswith(("ray.tune", "optuna.distributions"))
-
-
-def _grid_values(path: Path, name: str, key: str, entry: Any) -> list:
-    """A grid axis: a list (or tuple) of values, or tune.grid_search([...])."""
-    if isinstance(entry, Mapping) and set(entry) == {"grid_search"}:
-        entry = entry["grid_search"]
-    if _is_distribution(entry):
-        where = "SEARCH is 'grid', which runs the values it lists" if name == "SPACE" else \
-            "ARMS lists the arms' values"
-        _fail(path, f"{name}[{key!r}] = {_shown(entry)} is a distribution to sample, but {where}: list them "
-                    "(e.g. [0.01, 0.1])" + (", or set SEARCH = 'optuna' to sample it" if name == "SPACE" else ""))
-    if not isinstance(entry, (list, tuple)):
-        _fail(path, f"{name}[{key!r}] must be a list of grid values, got {_shown(entry)}")
-    if not entry:
-        _fail(path, f"{name}[{key!r}] is an empty grid")
-    return list(entry)
-
-
-def _check_domain(path: Path, key: str, entry: Any, base: dict) -> Domain:
-    """An Optuna search's entry, read in any vocabulary, its type and both ends checked."""
-    try:
-        domain = domains.parse(entry)
-    except DomainError as e:
-        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {e}")
-    # A Tune or Optuna object keeps the values it was given (numpy's, say): read them as plain ones.
-    domain = dataclasses.replace(domain, low=_plain(domain.low), high=_plain(domain.high), log=bool(domain.log),
-                                 step=_plain(domain.step), values=tuple(_plain(list(domain.values))))
-    kind = value_kind(key)
-    if domain.kind != "choice" and kind in ("bool", "choice", "str"):
-        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {key} takes {'true or false' if kind == 'bool' else 'a name'}, "
-                    f"not numbers; sample it with ('choice', [...]) or tune.choice([...])")
-    if domain.kind == "float" and kind == "int":
-        _fail(path, f"SPACE[{key!r}] = {_shown(entry)}: {key} takes whole numbers, but this draws "
-                    f"{domain.describe()}; use an integer distribution: ('intuniform', lo, hi), "
-                    "('intloguniform', lo, hi), tune.randint, tune.lograndint, tune.qrandint or Optuna's "
-                    "IntDistribution")
-    values = _check_values(path, "SPACE", key, domain.ends(), base, distinct=domain.kind == "choice")
-    if domain.kind == "choice":  # validated values: "0.1" is 0.1, "true" is True
-        return Domain("choice", values=tuple(values))
-    return domain
-
-
-def _check_combinations(path: Path, arms: dict[str, list], space: dict[str, Domain], base: dict) -> None:
-    """Every combination an Optuna study can sample of the keys the rules between keys
-    read (batch size against the training set, the simple model's last batch)."""
-    axes = {**arms, **{k: d.candidates() for k, d in space.items()}}
-    axes = {k: v for k, v in axes.items() if k in CONSISTENCY_KEYS}
-    if math.prod(len(v) for v in axes.values()) > MAX_COMBINATIONS:
-        axes = {k: (space[k].ends() if k in space else v) for k, v in axes.items()}
-    keys = list(axes)
-    for values in itertools.product(*(axes[k] for k in keys)):
-        point = dict(zip(keys, values))
-        try:
-            make_config(point, base=base)
-        except ConfigError as e:
-            where = ", ".join(f"{k}={v!r}" for k, v in point.items())
-            _fail(path, f"SPACE/ARMS can sample a trial that is not a valid config ({where}): {e}")
-
-
 def experiment_problem(name: Any) -> str | None:
     """What is wrong with an MLflow experiment name by MLflow's rules (MAX_* above), or None."""
     if not isinstance(name, str):
-        return f"must be a string, got {_shown(name)} ({type(name).__name__})"
+        return f"must be a string, got {as_written(name)} ({type(name).__name__})"
     if not name.strip() or len(name) > MAX_EXPERIMENT_NAME:
         shown = f"{name[:60]!r}{'...' if len(name) > 60 else ''}"
         return f"must be 1 to {MAX_EXPERIMENT_NAME} characters and not only spaces, got {len(name)}: {shown}"
@@ -309,12 +177,12 @@ def experiment_problem(name: Any) -> str | None:
 def _check_names(path: Path, module) -> None:
     stem = path.stem
     if not stem or len(stem) > MAX_STUDY_NAME or not all((c.isascii() and c.isalnum()) or c in "._-" for c in stem):
-        _fail(path, f"the file's name {stem!r} names the sweep's folder and its MLflow runs: use up to "
-                    f"{MAX_STUDY_NAME} letters, digits, '.', '_' or '-'")
+        reject(path, f"the file's name {stem!r} names the sweep's folder and its MLflow runs: use up to "
+                     f"{MAX_STUDY_NAME} letters, digits, '.', '_' or '-'")
     if hasattr(module, "EXPERIMENT"):
         problem = experiment_problem(module.EXPERIMENT)
         if problem:
-            _fail(path, f"EXPERIMENT (the MLflow experiment name) {problem}")
+            reject(path, f"EXPERIMENT (the MLflow experiment name) {problem}")
 
 
 def _check_exclusive(path: Path, fixed: dict, smoke: dict, overrides: dict, arms: dict, space: dict,
@@ -322,16 +190,16 @@ def _check_exclusive(path: Path, fixed: dict, smoke: dict, overrides: dict, arms
     """A key is set in one place: SPACE, ARMS or FIXED; SMOKE and flags may not change a varied key."""
     both = sorted(set(arms) & set(space))
     if both:
-        _fail(path, f"{both[0]} is in both ARMS and SPACE: an arm is compared, a SPACE key is tuned within "
-                    "each arm; put it in one of them")
-    varied = _varied(space, arms, points)
+        reject(path, f"{both[0]} is in both ARMS and SPACE: an arm is compared, a SPACE key is tuned within "
+                     "each arm; put it in one of them")
+    varied = varied_keys(space, arms, points)
     for name, table in (("FIXED", fixed), ("SMOKE", smoke)):
         clash = sorted(varied & set(table))
         if clash:
-            _fail(path, f"{clash[0]} is varied by the study and also set in {name}; set it in one place only")
+            reject(path, f"{clash[0]} is varied by the study and also set in {name}; set it in one place only")
     for key in overrides:
         if key in varied:
-            _fail(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
+            reject(path, f"{key} is varied by this file and cannot also be overridden; edit SPACE instead")
 
 
 def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, Any] | None = None,
@@ -345,72 +213,72 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
     path = Path(path).resolve() if Path(path).exists() else Path(path)
     module = _import(path)
     names = {n for n in vars(module) if n.isupper() and not n.startswith("_")}
-    module = SimpleNamespace(__doc__=module.__doc__, **{n: _plain(getattr(module, n)) for n in names})
+    module = SimpleNamespace(__doc__=module.__doc__, **{n: plain(getattr(module, n)) for n in names})
     for unknown in sorted(names - KNOWN_NAMES):
-        _fail(path, f"unknown name {unknown} (a search-space file may define {', '.join(sorted(KNOWN_NAMES))})")
+        reject(path, f"unknown name {unknown} (a search-space file may define {', '.join(sorted(KNOWN_NAMES))})")
     if "SPACE" not in names:
-        _fail(path, "defines no SPACE (the dict of config keys to vary)")
+        reject(path, "defines no SPACE (the dict of config keys to vary)")
     search = getattr(module, "SEARCH", "grid")
     if search not in ("grid", "optuna"):
-        _fail(path, f"SEARCH must be 'grid' or 'optuna', got {search!r}")
+        reject(path, f"SEARCH must be 'grid' or 'optuna', got {search!r}")
     _check_names(path, module)
 
-    fixed = _check_dict(path, "FIXED", getattr(module, "FIXED", {}))
-    smoke_over = _check_dict(path, "SMOKE", getattr(module, "SMOKE", {}))
+    fixed = check_dict(path, "FIXED", getattr(module, "FIXED", {}))
+    smoke_over = check_dict(path, "SMOKE", getattr(module, "SMOKE", {}))
     points = _points(path, module.SPACE) if isinstance(module.SPACE, list) else []
-    space = {} if points else _check_dict(path, "SPACE", module.SPACE)
-    arms = _check_dict(path, "ARMS", getattr(module, "ARMS", {}))
+    space = {} if points else check_dict(path, "SPACE", module.SPACE)
+    arms = check_dict(path, "ARMS", getattr(module, "ARMS", {}))
     if not space and not points:
-        _fail(path, "SPACE is empty")
+        reject(path, "SPACE is empty")
     if points and search != "grid":
-        _fail(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
+        reject(path, "SPACE as a list of points is a grid; an Optuna search needs a dict of distributions")
     if arms and search != "optuna":
-        _fail(path, "ARMS is for Optuna searches; in a grid put the arms in SPACE")
+        reject(path, "ARMS is for Optuna searches; in a grid put the arms in SPACE")
     if "seed" in space or "seed" in arms:
-        _fail(path, "vary seeds with SEEDS, not SPACE['seed'] or ARMS['seed']")
+        reject(path, "vary seeds with SEEDS, not SPACE['seed'] or ARMS['seed']")
     if "seed" in fixed and hasattr(module, "SEEDS"):
-        _fail(path, "seed is set in both FIXED and SEEDS; list the seeds in SEEDS only")
-    varied = _varied(space, arms, points)
+        reject(path, "seed is set in both FIXED and SEEDS; list the seeds in SEEDS only")
+    varied = varied_keys(space, arms, points)
     if "epochs" in varied:
         # Every trial's budget (ASHA's max_t, the plan's cost), not a setting: a run's first
         # k epochs are those of a k-epoch run (lr and data order depend on the epoch only).
-        _fail(path, "epochs is the budget of every trial, not a setting to vary: set it in FIXED or with "
-                    "--epochs (a run's first k epochs are those of a k-epoch run; its curves show them)")
+        reject(path, "epochs is the budget of every trial, not a setting to vary: set it in FIXED or with "
+                     "--epochs (a run's first k epochs are those of a k-epoch run; its curves show them)")
     overrides = dict(overrides or {})
     _check_exclusive(path, fixed, smoke_over, overrides, arms, space, points)
     layered = {**fixed, **(smoke_over if smoke else {}), **overrides}
     if ("bn" in varied or "bn" in layered) and ("norm" in varied or layered.get("norm") is not None):
         # A set norm decides and bn follows it (config.make_config): a bn beside it would change nothing.
-        _fail(path, "bn and norm both choose the normalisation; set or vary norm (bn, gn, none, ...) and leave "
-                    "bn out")
+        reject(path, "bn and norm both choose the normalisation; set or vary norm (bn, gn, none, ...) and leave "
+                     "bn out")
     try:
         # Varied keys are not in `layered`; the rules between keys wait for their values.
         base = make_config({k: v for k, v in layered.items() if k != "seed"},
                            consistent=not varied & CONSISTENCY_KEYS)
     except ConfigError as e:
-        _fail(path, f"FIXED/SMOKE/overrides: {e}")
+        reject(path, f"FIXED/SMOKE/overrides: {e}")
 
     if seeds is not None:
         if "seed" in overrides:
-            _fail(path, "--seed and --seeds both given; --seeds 0,1,2 runs every point once per seed")
-        seeds = _check_values(path, "--seeds", "seed", list(seeds), base)
+            reject(path, "--seed and --seeds both given; --seeds 0,1,2 runs every point once per seed")
+        seeds = check_values(path, "--seeds", "seed", list(seeds), base)
     else:
         seeds = [overrides["seed"]] if "seed" in overrides else getattr(module, "SEEDS", [layered.get("seed", 0)])
         if not isinstance(seeds, (list, tuple)) or not seeds:
-            _fail(path, "SEEDS must be a non-empty list of integers")
-        seeds = _check_values(path, "SEEDS", "seed", list(seeds), base)
+            reject(path, "SEEDS must be a non-empty list of integers")
+        seeds = check_values(path, "SEEDS", "seed", list(seeds), base)
 
     checked_space: dict[str, Any] = {}
     for key, entry in space.items():
         if search == "grid":
-            checked_space[key] = _check_values(path, "SPACE", key, _grid_values(path, "SPACE", key, entry), base)
+            checked_space[key] = check_values(path, "SPACE", key, grid_values(path, "SPACE", key, entry), base)
         else:
-            checked_space[key] = _check_domain(path, key, entry, base)
+            checked_space[key] = check_domain(path, key, entry, base)
     for key, entry in arms.items():
-        arms[key] = _check_values(path, "ARMS", key, _grid_values(path, "ARMS", key, entry), base)
+        arms[key] = check_values(path, "ARMS", key, grid_values(path, "ARMS", key, entry), base)
     for i, point in enumerate(points):
         for key, value in point.items():
-            _check_values(path, f"SPACE[{i}]", key, [value], base)
+            check_values(path, f"SPACE[{i}]", key, [value], base)
 
     num_samples = _int(path, module, "NUM_SAMPLES", 1, minimum=1)
     if smoke:
@@ -431,16 +299,16 @@ def load_study(path: str | Path, smoke: bool = False, overrides: Mapping[str, An
         asks=_asks(path, module),
     )
     if study.metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
-        _fail(path, f"METRIC must be val_acc, val_loss, train_acc or train_loss, got {study.metric!r}")
+        reject(path, f"METRIC must be val_acc, val_loss, train_acc or train_loss, got {study.metric!r}")
     if study.scheduler not in SCHEDULERS:
-        _fail(path, f"SCHEDULER must be one of {', '.join(SCHEDULERS)}, got {study.scheduler!r}")
+        reject(path, f"SCHEDULER must be one of {', '.join(SCHEDULERS)}, got {study.scheduler!r}")
     if search == "grid":
         try:
             study.grid_configs()  # every combination must be a valid config (e.g. batch_size vs n_train)
         except ConfigError as e:
-            _fail(path, f"a grid point is not a valid config: {e}")
+            reject(path, f"a grid point is not a valid config: {e}")
     else:
-        _check_combinations(path, arms, checked_space, base)
+        check_combinations(path, arms, checked_space, base)
     return study
 
 
@@ -448,16 +316,16 @@ def _asks(path: Path, module) -> dict[str, Any]:
     try:
         return asks.check_asks({n: getattr(module, n) for n in asks.NAMES if hasattr(module, n)})
     except asks.AsksError as e:
-        _fail(path, str(e))
+        reject(path, str(e))
 
 
 def _points(path: Path, value: list) -> list[dict[str, Any]]:
     if not value:
-        _fail(path, "SPACE is an empty list of points")
+        reject(path, "SPACE is an empty list of points")
     for i, point in enumerate(value):
-        _check_dict(path, f"SPACE[{i}]", point)
+        check_dict(path, f"SPACE[{i}]", point)
         if "seed" in point:
-            _fail(path, f"SPACE[{i}]: vary seeds with SEEDS, not in a point")
+            reject(path, f"SPACE[{i}]: vary seeds with SEEDS, not in a point")
     return [dict(p) for p in value]
 
 
@@ -471,15 +339,15 @@ def _confirm_seeds(path: Path, module, search: str, smoke: bool, flag: int | Non
     given = [n for n in ("CONFIRM_SEEDS", "SMOKE_CONFIRM_SEEDS") if hasattr(module, n)]
     if search != "optuna":
         if given or flag is not None:
-            _fail(path, f"{(given or ['--confirm-seeds'])[0]} is for Optuna searches; a grid repeats its points "
-                        "with SEEDS (or --seeds)")
+            reject(path, f"{(given or ['--confirm-seeds'])[0]} is for Optuna searches; a grid repeats its points "
+                         "with SEEDS (or --seeds)")
         return 0
     n = _int(path, module, "CONFIRM_SEEDS", CONFIRM_SEEDS, minimum=0)
     if smoke:
         n = _int(path, module, "SMOKE_CONFIRM_SEEDS", n, minimum=0)
     if flag is not None:
         if isinstance(flag, bool) or not isinstance(flag, int) or flag < 0:
-            _fail(path, f"--confirm-seeds must be a whole number >= 0, got {flag!r}")
+            reject(path, f"--confirm-seeds must be a whole number >= 0, got {flag!r}")
         n = flag
     return n
 
@@ -489,18 +357,18 @@ def _int(path: Path, module, name: str, default, minimum: int):
     if value is None and default is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _fail(path, f"{name} must be an integer >= {minimum}, got {value!r}")
+        reject(path, f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
 def _resources(path: Path, value: Any) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        _fail(path, f"RESOURCES must be a dict like {{'cpu': 1, 'gpu': 0.25}}, got {value!r}")
+        reject(path, f"RESOURCES must be a dict like {{'cpu': 1, 'gpu': 0.25}}, got {value!r}")
     out = {"cpu": 1.0, "gpu": 0.0}
     for key, v in value.items():
         if key not in out:
-            _fail(path, f"RESOURCES key {key!r} is not 'cpu' or 'gpu'")
-        out[key] = check_resource(key, v, lambda m: _fail(path, m))
+            reject(path, f"RESOURCES key {key!r} is not 'cpu' or 'gpu'")
+        out[key] = check_resource(key, v, lambda m: reject(path, m))
     return out
 
 
