@@ -27,16 +27,16 @@ the value each tuned key explains, over its whole range.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bnsweep import ledger
 from bnsweep.domains import Domain
-from bnsweep.storage import filesystem, join
+from bnsweep.storage import join, write_bytes
 from bnsweep.trials import is_confirmation
 
 if TYPE_CHECKING:
@@ -144,32 +144,20 @@ def _write_searches(url: str, sweep_dir: str, study: Study) -> None:
 def rebuild_optuna_study(sweep_dir: str, study: Study) -> str | None:
     """Write SWEEP_DIR/optuna.db afresh from the ledger: one Optuna study per arm's search.
     Returns where it is, or None for a grid study (it has no search). The file is built
-    beside its place and renamed into it, so a reader (the dashboard) never sees half of it;
-    a sweep on object storage gets it built in a local temporary folder and uploaded whole."""
+    in a local temporary folder and written whole, so a reader (the dashboard) never sees
+    half of it."""
     if study.search != "optuna":
         return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..." per arm
-    remote = "://" in sweep_dir
     target = join(sweep_dir, STORAGE_FILE)
-    # A remote sweep's file is built in a local folder of its own, which goes once it is uploaded.
-    local = tempfile.TemporaryDirectory(prefix="bnsweep-optuna-") if remote else contextlib.nullcontext(sweep_dir)
-    with local as folder:
-        fd, path = tempfile.mkstemp(prefix=".optuna-", suffix=".db", dir=folder)
-        os.close(fd)
-        os.unlink(path)  # SQLite creates it
-        try:
-            _write_searches(f"sqlite:///{path}", sweep_dir, study)
-            if remote:
-                fs, where = filesystem(target)
-                with open(path, "rb") as src, fs.open_output_stream(where) as out:
-                    out.write(src.read())
-            else:
-                os.replace(path, target)
-        finally:
-            if os.path.exists(path):  # a failed write leaves no half-built file beside the sweep
-                os.unlink(path)
+    # Built in a local folder of its own (SQLite needs a local file, and a sweep may be on
+    # object storage), then written whole: storage.write_bytes puts it or renames it into place.
+    with tempfile.TemporaryDirectory(prefix="bnsweep-optuna-") as folder:
+        path = os.path.join(folder, STORAGE_FILE)
+        _write_searches(f"sqlite:///{path}", sweep_dir, study)
+        write_bytes(target, Path(path).read_bytes())
     return target
 
 

@@ -114,18 +114,23 @@ def filesystem(uri: str):
 
 
 def write_text(uri: str, text: str) -> None:
+    """write_bytes of the text in UTF-8, as read_text reads it."""
+    write_bytes(uri, text.encode())
+
+
+def write_bytes(uri: str, data: bytes) -> None:
     """The whole file or none, for a reader at any moment: an object store's put is atomic;
     a local file is written beside its name and renamed onto it."""
     fs, path = filesystem(uri)
     fs.create_dir(os.path.dirname(path), recursive=True)
     if "://" in uri:
         with fs.open_output_stream(path) as f:
-            f.write(text.encode())
+            f.write(data)
         return
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):  # the write failed (a full disk): no half file left behind
