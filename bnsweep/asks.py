@@ -21,7 +21,7 @@ from bnsweep.formats import number
 
 ASKS_TAG = "bnsweep.asks"
 NAMES = {"CLAIMS": "claims", "FIGURES": "figures", "ORIGINAL": "original"}  # module name -> key in the record
-CLAIM_NUMBERS = (1, 2, 3, 4, 5)  # bnsweep/analysis/claims.py STATEMENTS
+CLAIM_NUMBERS = (1, 2, 3, 4, 5)  # bnsweep/analysis/evidence.py STATEMENTS
 FIGURES = ("lr", "batch_size", "curves", "dropout", "optuna")  # bnsweep/analysis/<name>.py
 # The sets bnsweep ships (bnsweep/analysis/original.py SETS): the original's slides per figure, and
 # group_norm, Wu & He 2018's batch-size curve of BN and GN (ResNet-50, ImageNet), for the batch_size figure.

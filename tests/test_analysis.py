@@ -296,7 +296,7 @@ def test_claim4_batch_size_both_ways(batch_sweep, lr_results):
     better, worse = bn.idxmax(), bn.idxmin()
     assert bn[better] - bn[worse] > 0.02  # the real runs differ, so the band decides
     # Outside the band below it (30): above it (250+), the 500 synthetic images are too few
-    # steps for BN's running statistics to settle (claims.too_short).
+    # steps for BN's running statistics to settle (evidence.too_short).
     inside = t.assign(batch_size=t["batch_size"].map({better: 64, worse: 30}))
     outside = t.assign(batch_size=t["batch_size"].map({better: 30, worse: 64}))
     held = claim_batch_size(inside)

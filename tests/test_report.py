@@ -44,7 +44,7 @@ def test_report_for_lr_study(lr_sweep, tmp_path):
     claims = pd.read_csv(out / "claims.csv")
     assert list(claims["claim"]) == [1, 2, 3, 4, 5]
     r = load_experiment(experiment, uri)
-    # Two seeds per configuration: BN's lead is only suggestive (a verdict needs 3, claims.EVIDENCE_RULE).
+    # Two seeds per configuration: BN's lead is only suggestive (a verdict needs 3, evidence.EVIDENCE_RULE).
     assert claims.loc[0, "verdict"] == claim_accuracy_speed(r.trials, r.history).verdict == (
         "suggestive, leans supported (2 seeds; a verdict needs 3)")
     assert "A claim is supported or refuted only when" in md  # the rule, stated in the header
@@ -174,7 +174,8 @@ def quick_sweeps(recorded_sweeps, cifar_dir):
 
 @pytest.mark.parametrize("study", QUICK)
 def test_quick_study_report_names_its_claims_with_verdicts_from_its_trials(study, quick_sweeps, tmp_path):
-    from bnsweep.analysis.claims import STATEMENTS, claim_batch_size, claim_regularisation, claim_step_time
+    from bnsweep.analysis.claims import claim_batch_size, claim_regularisation, claim_step_time
+    from bnsweep.analysis.evidence import STATEMENTS
     from bnsweep.analysis.report import build_report
     from bnsweep.analysis.results import load_experiment
 

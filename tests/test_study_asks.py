@@ -71,7 +71,7 @@ def test_a_copy_asks_the_same_under_any_name(tmp_path):
 
 
 def test_speaks_to_what_is_declared_else_what_the_trials_can_compare(tmp_path):
-    from bnsweep.analysis.claims import STATEMENTS
+    from bnsweep.analysis.evidence import STATEMENTS
     from bnsweep.analysis.render import speaks_to
 
     rows = [trial(f"{a}{lr}-{s}", a == "b", s, lr=lr, best_val_acc=(0.8 if a == "b" else 0.6) + 0.01 * s)

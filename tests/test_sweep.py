@@ -144,7 +144,7 @@ def test_every_search_space_runs_end_to_end_in_smoke_mode(space, ray_address, ci
         assert sorted((p["lr"], p["bn"]) for p in params) == sorted(
             itertools.product([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], [False, True]))
         assert {p["seed"] for p in params} == {0}
-        # The 14-trial smoke sweep's report decides no claim, and says why (claims.too_short).
+        # The 14-trial smoke sweep's report decides no claim, and says why (evidence.too_short).
         import pandas as pd
 
         from bnsweep.analysis.report import build_report

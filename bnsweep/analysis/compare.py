@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bnsweep.analysis.claims import Claim, claims_table, speaks_to
 from bnsweep.analysis.common import Item, new_figure, save_figure, save_table
+from bnsweep.analysis.evidence import Claim, claims_table, speaks_to
 from bnsweep.analysis.plots import (
     ARM_MARKERS,
     INTERVAL_WORDS,

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bnsweep.analysis.claims import EVIDENCE_RULE, Claim, evaluate_claims
-from bnsweep.analysis.claims import speaks_to as claims_speaks_to
+from bnsweep.analysis.claims import evaluate_claims
 from bnsweep.analysis.common import Item, data_note, table_cell
+from bnsweep.analysis.evidence import EVIDENCE_RULE, Claim
+from bnsweep.analysis.evidence import speaks_to as claims_speaks_to
 from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import scale_note, scale_rows, smoke_mode
 from bnsweep.formats import MISSING

@@ -1,7 +1,7 @@
 """Summary: per study a table (accuracy over seeds, outcomes, time per step and
 total time per arm and setting), and the study's five claims (DESIGN.md §2)
 each judged from the data: supported or refuted where the evidence suffices
-(claims.EVIDENCE_RULE: a 95 % interval, its test and n, docs/design.md §6), else
+(evidence.EVIDENCE_RULE: a 95 % interval, its test and n, docs/design.md §6), else
 suggestive or undecided with the reason. Every table also as LaTeX (booktabs).
 
     python -m bnsweep.analysis.summary --experiment bnsweep-lr [--experiment bnsweep-dropout ...]
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bnsweep.analysis.claims import EVIDENCE_RULE, Claim, claims_table, evaluate_claims, speaks_to
+from bnsweep.analysis.claims import evaluate_claims
 from bnsweep.analysis.common import Item, load, out_dir, run_script, save_table, script_parser
+from bnsweep.analysis.evidence import EVIDENCE_RULE, Claim, claims_table, speaks_to
 from bnsweep.analysis.results import Results
 from bnsweep.analysis.scale import smoke_mode
 from bnsweep.analysis.tables import CHANCE, TRAIN_MARGIN, study_table
