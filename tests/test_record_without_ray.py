@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 from conftest import write_space
 from helpers import TINY, children, metric_history, sweep_without_ray
@@ -82,8 +83,13 @@ def test_results_and_report_read_the_synced_sweep(synced, tmp_path):
     page = build_report("bnsweep-fast", tmp_path / "report", uri)
     html, md = page.read_text(), (tmp_path / "report" / "report.md").read_text()
     # What its trials hold decides the figures (lr varied: the lr figure, and the curves) and
-    # the claims (1 and 2, undecided: 4 steps an epoch measure neither).
+    # the claims: 4 steps an epoch measure no step time (claim 2). Claim 1 is undecided too, for
+    # one of two reasons, by the arms' accuracy after 8 steps, which depends on the CPU's path
+    # (bf16 where the CPU computes it natively, fp32 elsewhere): the statistics are too young,
+    # or neither arm is above chance + margin yet.
     assert html.count("<img") >= 2 and "## Best validation accuracy per learning rate" in md
-    assert "claim 1 (BN raises validation accuracy and training speed): undecided (trials too short" in md
+    claims = pd.read_csv(tmp_path / "report" / "claims.csv").set_index("claim")["verdict"]
+    assert claims[2].startswith("undecided (trials too short") and claims[2] in md
+    assert claims[1].startswith(("undecided (trials too short", "undecided (neither arm gets above")), claims[1]
     parent = MlflowClient(uri).get_run(r.parents["run_id"].iloc[0])
     assert parent.data.tags["mlflow.note.content"].startswith("Sweep of study **fast**")
