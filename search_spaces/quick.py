@@ -1,7 +1,7 @@
 """Quick: the BN / no-BN contrast in a few minutes on a laptop's CPU.
 
 The README's first command runs this. It is the reference experiment shrunk
-until it fits two CPU cores for about three minutes, keeping what the
+until it fits two CPU cores for about a minute and a half, keeping what the
 comparison needs:
 
 - the study's Inception at 1/16 width (24 k parameters instead of 5.8 M);
