@@ -3,15 +3,16 @@
 The estimate comes from a probe on this machine: a few real optimizer steps
 of each distinct model shape in the study, run as train() runs them (its autocast
 and memory format, train.execution; eagerly, where training would replay a CUDA graph, so
-the estimate errs long), timed per training image, scaled by the images each
-trial will see. It is as good as this machine is like the one the sweep runs
-on; the line says which device measured it.
+the estimate errs long), and a validation pass by train's own `evaluate`, each timed per
+image and scaled by the images each trial will train on and validate. It is as good as
+this machine is like the one the sweep runs on; the line says which device measured it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from bnsweep.config import COST_KEYS, DATASET_SIZES, N_HOLDOUT_DEFAULT, n_train_
 from bnsweep.model import build_model
 from bnsweep.space import Study
 from bnsweep.step import TrainStep
-from bnsweep.train import execution, resolve_device
+from bnsweep.train import evaluate, execution, resolve_device
 
 # Images per probe step on a CPU: the trial's batch up to this many, since a small model's
 # cost per image depends on its batch (a step's fixed overhead shared by fewer images: at
@@ -30,13 +31,17 @@ from bnsweep.train import execution, resolve_device
 # 96 s for a sweep whose trials trained 69 and 56 s, 2026-12-07); small enough to stay
 # seconds per step at width 1. A GPU takes the trial's own batch.
 PROBE_IMAGES = 64
-# Steps per probe: the first is warm-up and not timed, and the fastest of the others counts.
+# Steps per probe: the first is warm-up and not timed, and the median of the others counts.
 # A small model on a CPU needs more than one to warm up (oneDNN's bf16 kernels: at width 1/16
 # 3 steps read 3.7 ms per image, 8 read 3.1, the trial trained at 3.0), so the probe takes up
 # to PROBE_STEPS_MAX steps within PROBE_BUDGET_S seconds, and never fewer than PROBE_STEPS.
+# The median, not the fastest: on a shared 2-vCPU machine (AVX2 Zen 3, fp32, 2026-12-08) the
+# fastest step read 3.8 ms per image where train() trained at 4.8.
 PROBE_STEPS, PROBE_STEPS_MAX, PROBE_BUDGET_S = 3, 8, 10.0
-# Validation is a forward pass only: about a third of a training step's cost per image.
-VAL_COST = 1 / 3
+# Images per validation probe: a forward pass costs a different share of a training step on
+# each execution (about a third under bf16 on AVX512_BF16; 0.6 in fp32 on AVX2, the same
+# machine), so it is measured, by train.evaluate over two passes of up to this many images.
+PROBE_VAL_IMAGES = 500
 
 
 def probe_images(cfg: dict[str, Any]) -> int:
@@ -44,8 +49,9 @@ def probe_images(cfg: dict[str, Any]) -> int:
     return cfg["batch_size"] if on_cuda else min(PROBE_IMAGES, cfg["batch_size"])
 
 
-def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
-    """Measured wall seconds per training image (forward + backward + SGD) for this model."""
+def seconds_per_image(cfg: dict[str, Any], threads: int) -> tuple[float, float]:
+    """Measured wall seconds per training image (augmentation, forward, backward and SGD) and
+    per validated image (train.evaluate) for this model."""
     torch.set_num_threads(threads)
     device = resolve_device(cfg["device"])
     run = execution(cfg, device)  # as train() decides it
@@ -65,7 +71,16 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> float:
         loss, _ = step(xb.contiguous(memory_format=fmt), y)
         loss.item()  # waits for the step
         times.append(time.perf_counter() - t0)
-    return min(times[1:]) / n
+    n_val = min(PROBE_VAL_IMAGES, cfg["eval_batch_size"] * 2)
+    val_x = torch.randint(0, 256, (n_val, 3, 32, 32), dtype=torch.uint8, device=device)
+    val_y = torch.randint(0, 10, (n_val,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast)
+    val_times = []
+    for _ in range(2):  # the first pass warms up the eval-mode kernels
+        t0 = time.perf_counter()
+        evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, fmt)
+        val_times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:]) / n, val_times[-1] / n_val
 
 
 def _trial_configs(study: Study) -> list[dict[str, Any]]:
@@ -108,16 +123,18 @@ def describe(study: Study, probe: bool = True) -> str:
     if not probe:
         return "\n".join(lines)
     threads = max(1, int(study.resources["cpu"]))
-    cache: dict[tuple, float] = {}
+    cache: dict[tuple, tuple[float, float]] = {}
     trial_s = []
     for cfg in configs:
-        # What a step's time per image depends on (the config table's cost keys), and the probe's batch.
-        key = (*(cfg[k] for k in COST_KEYS), probe_images(cfg))
+        # What a step's time per image depends on (the config table's cost keys), the probe's batch,
+        # and the validation pass's.
+        key = (*(cfg[k] for k in COST_KEYS), probe_images(cfg), cfg["eval_batch_size"])
         if key not in cache:
             cache[key] = seconds_per_image(cfg, threads)
         n_train = cfg["n_train"] or n_train_available(cfg)
         n_val = cfg["n_val"] or (DATASET_SIZES[cfg["dataset"]][1] if cfg["val_split"] == "test" else N_HOLDOUT_DEFAULT)
-        trial_s.append(epochs * cache[key] * (n_train + VAL_COST * n_val))
+        train_s, val_s = cache[key]
+        trial_s.append(epochs * (train_s * n_train + val_s * n_val))
     total_s = sum(trial_s)
     device = resolve_device(study.fixed["device"])
     wall = f"{_duration(_makespan(trial_s, concurrent))} wall here" if concurrent else \
