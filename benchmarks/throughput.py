@@ -138,7 +138,7 @@ def baseline_run(cfg: dict, full, steps: int, warmup: int, workers: int) -> dict
     fmt = run.memory_format
     model = build_model(cfg).to(device).to(memory_format=fmt).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast)
+    autocast = run.autocast_context(device)
     t0 = None
     for i, (xb, yb) in enumerate(loader):
         if i == warmup:

@@ -74,11 +74,10 @@ def seconds_per_image(cfg: dict[str, Any], threads: int) -> tuple[float, float]:
     n_val = min(PROBE_VAL_IMAGES, cfg["eval_batch_size"] * 2)
     val_x = torch.randint(0, 256, (n_val, 3, 32, 32), dtype=torch.uint8, device=device)
     val_y = torch.randint(0, 10, (n_val,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast)
     val_times = []
     for _ in range(2):  # the first pass warms up the eval-mode kernels
         t0 = time.perf_counter()
-        evaluate(model, val_x, val_y, cfg["eval_batch_size"], autocast, fmt)
+        evaluate(model, val_x, val_y, cfg["eval_batch_size"], run.autocast_context(device), fmt)
         val_times.append(time.perf_counter() - t0)
     return statistics.median(times[1:]) / n, val_times[-1] / n_val
 

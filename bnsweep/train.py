@@ -97,6 +97,11 @@ class Execution:
     def autocast_name(self) -> str:
         return "bf16" if self.autocast else "none"  # config.AMP_CHOICES' words, the exec.autocast tag
 
+    def autocast_context(self, device: torch.device) -> torch.autocast:
+        """This execution's autocast for a forward pass (evaluate, plan's probe, a plain loop);
+        TrainStep builds its own, to turn off autocast's weight cache inside a CUDA-graph capture."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
 
 def choose_execution(amp: str, channels_last: bool, bf16_native: bool) -> Execution:
     """The execution a config asks for, on a device that does or does not compute bf16
@@ -180,7 +185,7 @@ def train(
     # from the bf16 conv output by native_batch_norm's mixed-type kernels), and the loss
     # (cross_entropy on logits cast to fp32). Convolutions and the dense layer compute in
     # bf16; BN's normalised output, ReLU, pooling and concatenation carry bf16.
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.autocast)
+    autocast = run.autocast_context(device)
 
     # Epochs are numbered from 1 (results, checkpoints, MLflow steps); the loop's
     # epoch_index, which the lr schedule and the data order read, counts from 0.
